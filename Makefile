@@ -1,0 +1,63 @@
+# Gyre — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PACKAGES := libs/contracts libs/common libs/stack $(wildcard services/*)
+
+.PHONY: help install up down logs status test test-unit test-integration generate lint typecheck bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	@command -v $(PYTHON) >/dev/null || { echo "need Python 3.11+ as $(PYTHON)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Gyre needs Python 3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -r requirements-dev.txt $(foreach p,$(PACKAGES),-e $(p))
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the whole workspace (editable) with pinned versions
+
+up: install ## Start broker, PostgreSQL and every service in the background; print the endpoints
+	$(VENV)/bin/gyre-stack up
+
+down: ## Stop exactly what `make up` started
+	@test -x $(VENV)/bin/gyre-stack && $(VENV)/bin/gyre-stack down || echo "nothing to stop (no .venv)"
+
+status: install ## Show what `make up` started and whether it is ready
+	$(VENV)/bin/gyre-stack status
+
+logs: install ## Show the logs of the stack started by `make up` (SERVICE=name for one)
+	$(VENV)/bin/gyre-stack logs $(SERVICE)
+
+test: install ## Set up and run every test tier (unit, integration, end-to-end)
+	$(PY) -m pytest -q
+
+test-unit: install ## Unit tests only (no I/O)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: install ## Integration tests (real Tansu, real PostgreSQL, real servers)
+	$(PY) -m pytest -q tests/integration
+
+generate: install ## Generate typed Python code from proto/ into libs/contracts
+	$(PY) scripts/generate_contracts.py
+
+lint: install ## Lint protos (buf), Python (ruff) and fail when generated code is stale
+	$(PY) scripts/generate_contracts.py --check
+	$(VENV)/bin/buf lint proto
+	$(VENV)/bin/ruff check libs services tests bench scripts
+
+typecheck: install ## Type-check the code we own (mypy)
+	$(VENV)/bin/mypy libs/common/src libs/stack/src $(wildcard services/*/src)
+
+bench: install ## Run the benchmarks in bench/ and print ratios against their peers
+	$(PY) bench/run.py
+
+clean: down ## Remove the virtual environment and local state
+	rm -rf $(VENV) .gyre

@@ -1,0 +1,1 @@
+"""Shared ground for every Gyre service."""

@@ -1,0 +1,146 @@
+"""Settings base for every Gyre process, on pydantic-settings.
+
+Conventions (docs/configuration.md is generated from these classes):
+
+* every field has a docstring right under it (``use_attribute_docstrings``): that text is the
+  documentation of the environment variable;
+* each service has one env prefix, ``GYRE_<SERVICE>_``; settings shared by all services have their
+  own prefix (``GYRE_KAFKA_``, ``GYRE_DATABASE_``, ``GYRE_TELEMETRY_``) so one value serves all;
+* a required setting that is missing stops start-up with :class:`SettingsError`, whose message
+  names the environment variable and says what it is for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GyreSettings(BaseSettings):
+    """Base of every settings class: env-driven, documented, strict about unknown values."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GYRE_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field``."""
+        prefix = cls.model_config.get("env_prefix") or ""
+        return f"{prefix}{field}".upper()
+
+
+class KafkaSettings(GyreSettings):
+    """Where the Kafka-protocol broker is and how Gyre's clients talk to it."""
+
+    model_config = SettingsConfigDict(env_prefix="GYRE_KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of Kafka brokers (Tansu in development, Apache Kafka in production)."""
+
+    topic_prefix: str = "gyre."
+    """Prefix put before every topic name, e.g. `gyre.` gives `gyre.features.events`."""
+
+    client_id: str = "gyre"
+    """Kafka client id reported to the broker (the service name is appended)."""
+
+    default_partitions: int = 6
+    """Partitions given to a topic when Gyre creates it. More partitions allow more consumers per group."""
+
+    replication_factor: int = 1
+    """Replication factor for topics Gyre creates (1 for a single broker, 3 in production)."""
+
+    max_retries: int = 5
+    """Attempts a consumer makes at a failing handler before the record goes to the dead-letter topic."""
+
+    retry_backoff_ms: int = 100
+    """First back-off between handler retries in milliseconds; doubles on each attempt (capped at 10 s)."""
+
+    batch_max_records: int = 500
+    """Most records a consumer hands to its handler in one batch."""
+
+    linger_ms: int = 5
+    """How long the producer waits to fill a batch before sending, in milliseconds."""
+
+    request_timeout_ms: int = 30000
+    """Producer request timeout in milliseconds; past it a publish fails with a clear error."""
+
+
+class DatabaseSettings(GyreSettings):
+    """Where the PostgreSQL database is. Each service keeps its tables in its own schema."""
+
+    model_config = SettingsConfigDict(env_prefix="GYRE_DATABASE_")
+
+    url: str = "postgresql://postgres@127.0.0.1:7432/gyre"
+    """PostgreSQL URL (libpq form). `make up` starts an embedded PostgreSQL here unless set to another server."""
+
+    pool_min_size: int = 1
+    """Connections the pool keeps open at rest."""
+
+    pool_max_size: int = 10
+    """Most connections the pool opens."""
+
+    connect_timeout_s: float = 5.0
+    """Seconds to wait for a connection before the database counts as unreachable."""
+
+
+class TelemetrySettings(GyreSettings):
+    """Traces and metrics. The standard `OTEL_*` variables of the OpenTelemetry SDK also apply."""
+
+    model_config = SettingsConfigDict(env_prefix="GYRE_TELEMETRY_")
+
+    otlp_endpoint: str | None = None
+    """OTLP gRPC endpoint (e.g. `http://otel-collector:4317`) that receives traces; unset keeps traces in-process."""
+
+    log_level: str = "INFO"
+    """Log level of the process: DEBUG, INFO, WARNING or ERROR."""
+
+
+class ServiceSettings(GyreSettings):
+    """Settings every service has. Subclasses set ``env_prefix="GYRE_<SERVICE>_"`` and add their own."""
+
+    http_host: str = "127.0.0.1"
+    """Address the HTTP server binds (use 0.0.0.0 in a container)."""
+
+    http_port: int = 0
+    """HTTP port: REST API, `/healthz`, `/readyz`, `/metrics`."""
+
+    grpc_port: int = 0
+    """gRPC port: the service's gRPC API and `grpc.health.v1`."""
+
+    shutdown_grace_s: float = 10.0
+    """Seconds SIGTERM waits for in-flight work (requests, handler batches) before stopping anyway."""
+
+    readiness_interval_s: float = 1.0
+    """Seconds between checks of the broker and the database that drive readiness."""
+
+
+class SettingsError(SystemExit):
+    """Start-up stops because a setting is missing or invalid; the message names the variable."""
+
+
+_S = TypeVar("_S", bound=GyreSettings)
+
+
+def load_settings(cls: type[_S], **overrides: Any) -> _S:
+    """Read ``cls`` from the environment, turning validation errors into one clear message."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            env = cls.env_name(field)
+            info = cls.model_fields.get(field)
+            doc = (info.description or "").strip() if info else ""
+            if error["type"] == "missing":
+                lines.append(f"missing required setting {env}: {doc}")
+            else:
+                lines.append(f"invalid setting {env}={error.get('input')!r}: {error['msg']}. {doc}")
+        raise SettingsError(f"{cls.__name__}: " + "; ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for Gyre contracts. Do not edit: run `make generate`."""

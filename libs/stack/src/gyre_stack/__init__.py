@@ -1,0 +1,1 @@
+"""Gyre embedded development stack."""
