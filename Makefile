@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PACKAGES := libs/contracts libs/common libs/stack $(wildcard services/*)
 
-.PHONY: help install up down logs status test test-unit test-integration generate lint typecheck bench clean
+.PHONY: help install up down logs status test test-unit test-integration generate docs lint typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-integration: install ## Integration tests (real Tansu, real PostgreSQL, rea
 
 generate: install ## Generate typed Python code from proto/ into libs/contracts
 	$(PY) scripts/generate_contracts.py
+
+docs: install ## Regenerate docs generated from code (docs/configuration.md from the settings classes)
+	$(PY) scripts/generate_config_docs.py
 
 lint: install ## Lint protos (buf), Python (ruff) and fail when generated code is stale
 	$(PY) scripts/generate_contracts.py --check
