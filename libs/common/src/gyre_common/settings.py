@@ -71,6 +71,13 @@ class KafkaSettings(GyreSettings):
     request_timeout_ms: int = 30000
     """Producer request timeout in milliseconds; past it a publish fails with a clear error."""
 
+    session_timeout_ms: int = 10000
+    """Consumer-group session timeout in milliseconds: a member silent this long loses its partitions.
+    Tansu also waits about half of it for members when a group (re)joins, so tests use less."""
+
+    heartbeat_interval_ms: int = 3000
+    """Milliseconds between consumer heartbeats; keep it under a third of `session_timeout_ms`."""
+
 
 class DatabaseSettings(GyreSettings):
     """Where the PostgreSQL database is. Each service keeps its tables in its own schema."""
@@ -114,11 +121,17 @@ class ServiceSettings(GyreSettings):
     grpc_port: int = 0
     """gRPC port: the service's gRPC API and `grpc.health.v1`."""
 
+    grpc_host: str = "127.0.0.1"
+    """Address the gRPC server binds (use 0.0.0.0 in a container)."""
+
     shutdown_grace_s: float = 10.0
     """Seconds SIGTERM waits for in-flight work (requests, handler batches) before stopping anyway."""
 
     readiness_interval_s: float = 1.0
     """Seconds between checks of the broker and the database that drive readiness."""
+
+    readiness_timeout_s: float = 2.0
+    """Seconds one readiness check (broker, database, ...) may take before it counts as failing."""
 
 
 class SettingsError(SystemExit):

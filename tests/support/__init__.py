@@ -1,0 +1,1 @@
+"""Helpers used only by the tests (never imported by Gyre's own packages)."""
