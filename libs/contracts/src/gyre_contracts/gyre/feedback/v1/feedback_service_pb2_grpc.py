@@ -67,9 +67,11 @@ class FeedbackServiceServicer:
         returns duplicate = true. Feedback on a prediction id that has not been seen yet is accepted
         (inference events may still be in flight) and joined when the prediction arrives.
 
-        Errors: INVALID_ARGUMENT if prediction_id is empty, neither a rating nor a comment is given,
-        stars is outside 1..5, score is outside [0, 1], or the comment is longer than 4096
-        characters.
+        Errors: INVALID_ARGUMENT if prediction_id is empty, longer than 200 characters or holds
+        whitespace or control characters (feedback_id likewise, when given), neither a rating nor a
+        comment is given, stars is outside 1..5, score is outside [0, 1], corrected_label holds no
+        value or a blank string, or the comment is longer than 4096 characters; the details name every
+        broken rule.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

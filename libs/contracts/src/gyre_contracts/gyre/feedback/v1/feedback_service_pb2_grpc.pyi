@@ -45,9 +45,11 @@ class FeedbackServiceStub:
     returns duplicate = true. Feedback on a prediction id that has not been seen yet is accepted
     (inference events may still be in flight) and joined when the prediction arrives.
 
-    Errors: INVALID_ARGUMENT if prediction_id is empty, neither a rating nor a comment is given,
-    stars is outside 1..5, score is outside [0, 1], or the comment is longer than 4096
-    characters.
+    Errors: INVALID_ARGUMENT if prediction_id is empty, longer than 200 characters or holds
+    whitespace or control characters (feedback_id likewise, when given), neither a rating nor a
+    comment is given, stars is outside 1..5, score is outside [0, 1], corrected_label holds no
+    value or a blank string, or the comment is longer than 4096 characters; the details name every
+    broken rule.
     """
     GetPredictionFeedback: _grpc.UnaryUnaryMultiCallable[_feedback_service_pb2.GetPredictionFeedbackRequest, _feedback_service_pb2.GetPredictionFeedbackResponse]
     """Returns the feedback given on one prediction, oldest first.
@@ -75,9 +77,11 @@ class FeedbackServiceAsyncStub(FeedbackServiceStub):
     returns duplicate = true. Feedback on a prediction id that has not been seen yet is accepted
     (inference events may still be in flight) and joined when the prediction arrives.
 
-    Errors: INVALID_ARGUMENT if prediction_id is empty, neither a rating nor a comment is given,
-    stars is outside 1..5, score is outside [0, 1], or the comment is longer than 4096
-    characters.
+    Errors: INVALID_ARGUMENT if prediction_id is empty, longer than 200 characters or holds
+    whitespace or control characters (feedback_id likewise, when given), neither a rating nor a
+    comment is given, stars is outside 1..5, score is outside [0, 1], corrected_label holds no
+    value or a blank string, or the comment is longer than 4096 characters; the details name every
+    broken rule.
     """
     GetPredictionFeedback: _aio.UnaryUnaryMultiCallable[_feedback_service_pb2.GetPredictionFeedbackRequest, _feedback_service_pb2.GetPredictionFeedbackResponse]  # type: ignore[assignment]
     """Returns the feedback given on one prediction, oldest first.
@@ -108,9 +112,11 @@ class FeedbackServiceServicer(metaclass=_abc_1.ABCMeta):
         returns duplicate = true. Feedback on a prediction id that has not been seen yet is accepted
         (inference events may still be in flight) and joined when the prediction arrives.
 
-        Errors: INVALID_ARGUMENT if prediction_id is empty, neither a rating nor a comment is given,
-        stars is outside 1..5, score is outside [0, 1], or the comment is longer than 4096
-        characters.
+        Errors: INVALID_ARGUMENT if prediction_id is empty, longer than 200 characters or holds
+        whitespace or control characters (feedback_id likewise, when given), neither a rating nor a
+        comment is given, stars is outside 1..5, score is outside [0, 1], corrected_label holds no
+        value or a blank string, or the comment is longer than 4096 characters; the details name every
+        broken rule.
         """
 
     @_abc_1.abstractmethod

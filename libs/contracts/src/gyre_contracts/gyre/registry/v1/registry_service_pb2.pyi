@@ -76,6 +76,42 @@ APPROVAL_STATE_REJECTED: ApprovalState.ValueType  # 3
 """Rejected; nothing changed."""
 Global___ApprovalState: _TypeAlias = ApprovalState  # noqa: Y015
 
+class _PromotionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PromotionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PromotionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROMOTION_OUTCOME_UNSPECIFIED: _PromotionOutcome.ValueType  # 0
+    """Not set; never returned."""
+    PROMOTION_OUTCOME_PROMOTED: _PromotionOutcome.ValueType  # 1
+    """The version now holds the champion alias (e.g. "production")."""
+    PROMOTION_OUTCOME_CHALLENGER: _PromotionOutcome.ValueType  # 2
+    """The version could not be compared with the champion (other holdout, missing metric); it now
+    holds the challenger alias and waits for a person.
+    """
+    PROMOTION_OUTCOME_NOT_PROMOTED: _PromotionOutcome.ValueType  # 3
+    """The version scored worse than the champion on the same holdout; no alias moved."""
+    PROMOTION_OUTCOME_SKIPPED: _PromotionOutcome.ValueType  # 4
+    """The request asked to skip the policy; no alias moved."""
+
+class PromotionOutcome(_PromotionOutcome, metaclass=_PromotionOutcomeEnumTypeWrapper):
+    """What the promotion policy did when a version was created."""
+
+PROMOTION_OUTCOME_UNSPECIFIED: PromotionOutcome.ValueType  # 0
+"""Not set; never returned."""
+PROMOTION_OUTCOME_PROMOTED: PromotionOutcome.ValueType  # 1
+"""The version now holds the champion alias (e.g. "production")."""
+PROMOTION_OUTCOME_CHALLENGER: PromotionOutcome.ValueType  # 2
+"""The version could not be compared with the champion (other holdout, missing metric); it now
+holds the challenger alias and waits for a person.
+"""
+PROMOTION_OUTCOME_NOT_PROMOTED: PromotionOutcome.ValueType  # 3
+"""The version scored worse than the champion on the same holdout; no alias moved."""
+PROMOTION_OUTCOME_SKIPPED: PromotionOutcome.ValueType  # 4
+"""The request asked to skip the policy; no alias moved."""
+Global___PromotionOutcome: _TypeAlias = PromotionOutcome  # noqa: Y015
+
 @_typing.final
 class RegisteredModel(_message.Message):
     """A named model: the group its versions belong to."""
@@ -207,6 +243,7 @@ class ModelVersion(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Name of the registered model."""
     version: _builtins.int
@@ -241,6 +278,10 @@ class ModelVersion(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was registered, UTC."""
 
+    @_builtins.property
+    def evaluation(self) -> Global___HoldoutEvaluation:
+        """How the version scored on its holdout (what the promotion policy compares)."""
+
     def __init__(
         self,
         *,
@@ -255,14 +296,93 @@ class ModelVersion(_message.Message):
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         created_by: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        evaluation: Global___HoldoutEvaluation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "created_at", b"created_at", "lineage", b"lineage", "signature", b"signature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "created_at", b"created_at", "evaluation", b"evaluation", "lineage", b"lineage", "signature", b"signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact", b"artifact", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "lineage", b"lineage", "model_name", b"model_name", "signature", b"signature", "status", b"status", "tags", b"tags", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact", b"artifact", "created_at", b"created_at", "created_by", b"created_by", "description", b"description", "evaluation", b"evaluation", "lineage", b"lineage", "model_name", b"model_name", "signature", b"signature", "status", b"status", "tags", b"tags", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelVersion: _TypeAlias = ModelVersion  # noqa: Y015
+
+@_typing.final
+class HoldoutEvaluation(_message.Message):
+    """How a version scored on its holdout: the inputs of the promotion policy.
+
+    Two versions are compared only when both name the same primary_metric (present in their
+    lineage.metrics) with the same direction and the same non-empty holdout_id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIMARY_METRIC_FIELD_NUMBER: _builtins.int
+    LOWER_IS_BETTER_FIELD_NUMBER: _builtins.int
+    HOLDOUT_ID_FIELD_NUMBER: _builtins.int
+    primary_metric: _builtins.str
+    """Key of lineage.metrics that ranks versions, e.g. "holdout_accuracy" or "rmse"; empty means
+    the version cannot be compared (it is never promoted over a champion automatically).
+    """
+    lower_is_better: _builtins.bool
+    """True when smaller values of primary_metric are better (rmse, log_loss); false when larger
+    values are better (accuracy, roc_auc).
+    """
+    holdout_id: _builtins.str
+    """Id of the holdout set the metrics were measured on, e.g. the lowercase hex SHA-256 of its
+    rows; empty means unknown.
+    """
+    def __init__(
+        self,
+        *,
+        primary_metric: _builtins.str = ...,
+        lower_is_better: _builtins.bool = ...,
+        holdout_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holdout_id", b"holdout_id", "lower_is_better", b"lower_is_better", "primary_metric", b"primary_metric"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldoutEvaluation: _TypeAlias = HoldoutEvaluation  # noqa: Y015
+
+@_typing.final
+class PromotionDecision(_message.Message):
+    """The promotion policy's decision about one new version (also in the audit log, actor "policy")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    outcome: Global___PromotionOutcome.ValueType
+    """What happened."""
+    alias: _builtins.str
+    """Alias that was pointed at the version; empty when none moved."""
+    previous_version: _builtins.int
+    """Version the alias pointed at before; 0 if none."""
+    champion_version: _builtins.int
+    """Version that held the champion alias when the decision was made; 0 if none."""
+    reason: _builtins.str
+    """Why, in words, e.g. "holdout_accuracy 0.91 >= 0.88 (champion v1) on holdout 3f2a..."."""
+    def __init__(
+        self,
+        *,
+        outcome: Global___PromotionOutcome.ValueType = ...,
+        alias: _builtins.str = ...,
+        previous_version: _builtins.int = ...,
+        champion_version: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "champion_version", b"champion_version", "outcome", b"outcome", "previous_version", b"previous_version", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromotionDecision: _TypeAlias = PromotionDecision  # noqa: Y015
 
 @_typing.final
 class Approval(_message.Message):
@@ -609,12 +729,18 @@ class CreateModelVersionRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    SKIP_PROMOTION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Registered model to add the version to (created if missing)."""
     description: _builtins.str
     """What changed in this version."""
     idempotency_key: _builtins.str
-    """Retry key, e.g. the training request id; empty disables deduplication."""
+    """Retry key, e.g. the training request id; empty disables deduplication. A retry with the same
+    key returns the first version; reusing the key for a different artifact is ALREADY_EXISTS.
+    """
+    skip_promotion: _builtins.bool
+    """True to register without running the promotion policy (no alias moves)."""
     @_builtins.property
     def artifact(self) -> _common_pb2.ArtifactRef:
         """The artifact, already written to the artifact store."""
@@ -631,6 +757,10 @@ class CreateModelVersionRequest(_message.Message):
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form tags."""
 
+    @_builtins.property
+    def evaluation(self) -> Global___HoldoutEvaluation:
+        """How the version scored on its holdout; the promotion policy compares it with the champion's."""
+
     def __init__(
         self,
         *,
@@ -641,10 +771,12 @@ class CreateModelVersionRequest(_message.Message):
         description: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        evaluation: Global___HoldoutEvaluation | None = ...,
+        skip_promotion: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "lineage", b"lineage", "signature", b"signature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "evaluation", b"evaluation", "lineage", b"lineage", "signature", b"signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "description", b"description", "idempotency_key", b"idempotency_key", "lineage", b"lineage", "model_name", b"model_name", "signature", b"signature", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "description", b"description", "evaluation", b"evaluation", "idempotency_key", b"idempotency_key", "lineage", b"lineage", "model_name", b"model_name", "signature", b"signature", "skip_promotion", b"skip_promotion", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -657,18 +789,26 @@ class CreateModelVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PROMOTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def model_version(self) -> Global___ModelVersion:
         """The new (or, on retry, existing) version."""
+
+    @_builtins.property
+    def promotion(self) -> Global___PromotionDecision:
+        """What the promotion policy decided for the new version (on retry: what it decided the first
+        time).
+        """
 
     def __init__(
         self,
         *,
         model_version: Global___ModelVersion | None = ...,
+        promotion: Global___PromotionDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "promotion", b"promotion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "promotion", b"promotion"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

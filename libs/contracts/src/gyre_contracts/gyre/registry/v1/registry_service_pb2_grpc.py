@@ -28,10 +28,12 @@ if _version_not_supported:
 class RegistryServiceStub:
     """Models, versions, aliases and approvals.
 
-    Reads need a token with the "viewer" role; creating models and versions and setting unprotected
-    aliases need "scientist"; approving needs "approver": UNAUTHENTICATED without a valid token,
-    PERMISSION_DENIED without the role. INVALID_ARGUMENT carries a message naming the offending
-    field. Every write lands in the audit log.
+    Target roles: reads need a token with the "viewer" role; creating models and versions and
+    setting unprotected aliases need "scientist"; approving needs "approver": UNAUTHENTICATED
+    without a valid token, PERMISSION_DENIED without the role. Today: when the registry has tokens
+    configured, every write RPC needs metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+    otherwise) and reads are open. INVALID_ARGUMENT carries a message naming the offending field.
+    Every write lands in the audit log.
     """
 
     def __init__(self, channel):
@@ -110,10 +112,12 @@ class RegistryServiceStub:
 class RegistryServiceServicer:
     """Models, versions, aliases and approvals.
 
-    Reads need a token with the "viewer" role; creating models and versions and setting unprotected
-    aliases need "scientist"; approving needs "approver": UNAUTHENTICATED without a valid token,
-    PERMISSION_DENIED without the role. INVALID_ARGUMENT carries a message naming the offending
-    field. Every write lands in the audit log.
+    Target roles: reads need a token with the "viewer" role; creating models and versions and
+    setting unprotected aliases need "scientist"; approving needs "approver": UNAUTHENTICATED
+    without a valid token, PERMISSION_DENIED without the role. Today: when the registry has tokens
+    configured, every write RPC needs metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+    otherwise) and reads are open. INVALID_ARGUMENT carries a message naming the offending field.
+    Every write lands in the audit log.
     """
 
     def CreateRegisteredModel(self, request, context):
@@ -145,13 +149,17 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateModelVersion(self, request, context):
-        """Registers a new version of a model, numbered 1, 2, ... per model; creates the registered
-        model first if it does not exist. Idempotent on idempotency_key: a retry returns the version
-        created the first time.
+        """Registers a new version of a model, numbered 1, 2, ... per model without gaps; creates the
+        registered model first if it does not exist. Idempotent on idempotency_key: a retry returns
+        the version created the first time. Unless skip_promotion is set, the promotion policy then
+        runs in the same transaction: the first version becomes the champion ("production"); a later
+        one replaces it when its primary holdout metric is at least as good on the same holdout,
+        becomes "challenger" when it cannot be compared, and moves no alias when it is worse.
 
-        Errors: INVALID_ARGUMENT if the artifact has no uri or its sha256 is not 64 lowercase hex
-        characters; FAILED_PRECONDITION if the artifact cannot be read or its sha256 does not match
-        its bytes.
+        Errors: INVALID_ARGUMENT for an invalid model name, an artifact without uri or whose sha256
+        is not 64 lowercase hex characters, or a primary_metric missing from lineage.metrics;
+        ALREADY_EXISTS when idempotency_key was used for a different artifact; FAILED_PRECONDITION if
+        the artifact cannot be read or its sha256 or size does not match its bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -326,10 +334,12 @@ def add_RegistryServiceServicer_to_server(servicer, server):
 class RegistryService:
     """Models, versions, aliases and approvals.
 
-    Reads need a token with the "viewer" role; creating models and versions and setting unprotected
-    aliases need "scientist"; approving needs "approver": UNAUTHENTICATED without a valid token,
-    PERMISSION_DENIED without the role. INVALID_ARGUMENT carries a message naming the offending
-    field. Every write lands in the audit log.
+    Target roles: reads need a token with the "viewer" role; creating models and versions and
+    setting unprotected aliases need "scientist"; approving needs "approver": UNAUTHENTICATED
+    without a valid token, PERMISSION_DENIED without the role. Today: when the registry has tokens
+    configured, every write RPC needs metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+    otherwise) and reads are open. INVALID_ARGUMENT carries a message naming the offending field.
+    Every write lands in the audit log.
     """
 
     @staticmethod

@@ -32,10 +32,12 @@ GRPC_VERSION: str
 class RegistryServiceStub:
     """Models, versions, aliases and approvals.
 
-    Reads need a token with the "viewer" role; creating models and versions and setting unprotected
-    aliases need "scientist"; approving needs "approver": UNAUTHENTICATED without a valid token,
-    PERMISSION_DENIED without the role. INVALID_ARGUMENT carries a message naming the offending
-    field. Every write lands in the audit log.
+    Target roles: reads need a token with the "viewer" role; creating models and versions and
+    setting unprotected aliases need "scientist"; approving needs "approver": UNAUTHENTICATED
+    without a valid token, PERMISSION_DENIED without the role. Today: when the registry has tokens
+    configured, every write RPC needs metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+    otherwise) and reads are open. INVALID_ARGUMENT carries a message naming the offending field.
+    Every write lands in the audit log.
     """
 
     @_typing.overload
@@ -59,13 +61,17 @@ class RegistryServiceStub:
     Errors: INVALID_ARGUMENT for an invalid page_token.
     """
     CreateModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.CreateModelVersionRequest, _registry_service_pb2.CreateModelVersionResponse]
-    """Registers a new version of a model, numbered 1, 2, ... per model; creates the registered
-    model first if it does not exist. Idempotent on idempotency_key: a retry returns the version
-    created the first time.
+    """Registers a new version of a model, numbered 1, 2, ... per model without gaps; creates the
+    registered model first if it does not exist. Idempotent on idempotency_key: a retry returns
+    the version created the first time. Unless skip_promotion is set, the promotion policy then
+    runs in the same transaction: the first version becomes the champion ("production"); a later
+    one replaces it when its primary holdout metric is at least as good on the same holdout,
+    becomes "challenger" when it cannot be compared, and moves no alias when it is worse.
 
-    Errors: INVALID_ARGUMENT if the artifact has no uri or its sha256 is not 64 lowercase hex
-    characters; FAILED_PRECONDITION if the artifact cannot be read or its sha256 does not match
-    its bytes.
+    Errors: INVALID_ARGUMENT for an invalid model name, an artifact without uri or whose sha256
+    is not 64 lowercase hex characters, or a primary_metric missing from lineage.metrics;
+    ALREADY_EXISTS when idempotency_key was used for a different artifact; FAILED_PRECONDITION if
+    the artifact cannot be read or its sha256 or size does not match its bytes.
     """
     GetModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.GetModelVersionRequest, _registry_service_pb2.GetModelVersionResponse]
     """Returns one version.
@@ -126,10 +132,12 @@ class RegistryServiceStub:
 class RegistryServiceAsyncStub(RegistryServiceStub):
     """Models, versions, aliases and approvals.
 
-    Reads need a token with the "viewer" role; creating models and versions and setting unprotected
-    aliases need "scientist"; approving needs "approver": UNAUTHENTICATED without a valid token,
-    PERMISSION_DENIED without the role. INVALID_ARGUMENT carries a message naming the offending
-    field. Every write lands in the audit log.
+    Target roles: reads need a token with the "viewer" role; creating models and versions and
+    setting unprotected aliases need "scientist"; approving needs "approver": UNAUTHENTICATED
+    without a valid token, PERMISSION_DENIED without the role. Today: when the registry has tokens
+    configured, every write RPC needs metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+    otherwise) and reads are open. INVALID_ARGUMENT carries a message naming the offending field.
+    Every write lands in the audit log.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -150,13 +158,17 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     Errors: INVALID_ARGUMENT for an invalid page_token.
     """
     CreateModelVersion: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.CreateModelVersionRequest, _registry_service_pb2.CreateModelVersionResponse]  # type: ignore[assignment]
-    """Registers a new version of a model, numbered 1, 2, ... per model; creates the registered
-    model first if it does not exist. Idempotent on idempotency_key: a retry returns the version
-    created the first time.
+    """Registers a new version of a model, numbered 1, 2, ... per model without gaps; creates the
+    registered model first if it does not exist. Idempotent on idempotency_key: a retry returns
+    the version created the first time. Unless skip_promotion is set, the promotion policy then
+    runs in the same transaction: the first version becomes the champion ("production"); a later
+    one replaces it when its primary holdout metric is at least as good on the same holdout,
+    becomes "challenger" when it cannot be compared, and moves no alias when it is worse.
 
-    Errors: INVALID_ARGUMENT if the artifact has no uri or its sha256 is not 64 lowercase hex
-    characters; FAILED_PRECONDITION if the artifact cannot be read or its sha256 does not match
-    its bytes.
+    Errors: INVALID_ARGUMENT for an invalid model name, an artifact without uri or whose sha256
+    is not 64 lowercase hex characters, or a primary_metric missing from lineage.metrics;
+    ALREADY_EXISTS when idempotency_key was used for a different artifact; FAILED_PRECONDITION if
+    the artifact cannot be read or its sha256 or size does not match its bytes.
     """
     GetModelVersion: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.GetModelVersionRequest, _registry_service_pb2.GetModelVersionResponse]  # type: ignore[assignment]
     """Returns one version.
@@ -216,10 +228,12 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Models, versions, aliases and approvals.
 
-    Reads need a token with the "viewer" role; creating models and versions and setting unprotected
-    aliases need "scientist"; approving needs "approver": UNAUTHENTICATED without a valid token,
-    PERMISSION_DENIED without the role. INVALID_ARGUMENT carries a message naming the offending
-    field. Every write lands in the audit log.
+    Target roles: reads need a token with the "viewer" role; creating models and versions and
+    setting unprotected aliases need "scientist"; approving needs "approver": UNAUTHENTICATED
+    without a valid token, PERMISSION_DENIED without the role. Today: when the registry has tokens
+    configured, every write RPC needs metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+    otherwise) and reads are open. INVALID_ARGUMENT carries a message naming the offending field.
+    Every write lands in the audit log.
     """
 
     @_abc_1.abstractmethod
@@ -262,13 +276,17 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_service_pb2.CreateModelVersionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.CreateModelVersionResponse, _abc.Awaitable[_registry_service_pb2.CreateModelVersionResponse]]:
-        """Registers a new version of a model, numbered 1, 2, ... per model; creates the registered
-        model first if it does not exist. Idempotent on idempotency_key: a retry returns the version
-        created the first time.
+        """Registers a new version of a model, numbered 1, 2, ... per model without gaps; creates the
+        registered model first if it does not exist. Idempotent on idempotency_key: a retry returns
+        the version created the first time. Unless skip_promotion is set, the promotion policy then
+        runs in the same transaction: the first version becomes the champion ("production"); a later
+        one replaces it when its primary holdout metric is at least as good on the same holdout,
+        becomes "challenger" when it cannot be compared, and moves no alias when it is worse.
 
-        Errors: INVALID_ARGUMENT if the artifact has no uri or its sha256 is not 64 lowercase hex
-        characters; FAILED_PRECONDITION if the artifact cannot be read or its sha256 does not match
-        its bytes.
+        Errors: INVALID_ARGUMENT for an invalid model name, an artifact without uri or whose sha256
+        is not 64 lowercase hex characters, or a primary_metric missing from lineage.metrics;
+        ALREADY_EXISTS when idempotency_key was used for a different artifact; FAILED_PRECONDITION if
+        the artifact cannot be read or its sha256 or size does not match its bytes.
         """
 
     @_abc_1.abstractmethod

@@ -10,6 +10,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from gyre_contracts.gyre.events.v1 import common_pb2 as _common_pb2
 from gyre_contracts.gyre.events.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
@@ -22,6 +24,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _LifecycleStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifecycleStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LifecycleStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFECYCLE_STAGE_UNSPECIFIED: _LifecycleStage.ValueType  # 0
+    """Not set."""
+    LIFECYCLE_STAGE_ACTIVE: _LifecycleStage.ValueType  # 1
+    """In use."""
+    LIFECYCLE_STAGE_DELETED: _LifecycleStage.ValueType  # 2
+    """Deleted (restorable)."""
+
+class LifecycleStage(_LifecycleStage, metaclass=_LifecycleStageEnumTypeWrapper):
+    """Whether an experiment or run is in use or deleted (MLflow's lifecycle_stage). Deleted ones keep
+    their data and names until purged, and are left out of searches.
+    """
+
+LIFECYCLE_STAGE_UNSPECIFIED: LifecycleStage.ValueType  # 0
+"""Not set."""
+LIFECYCLE_STAGE_ACTIVE: LifecycleStage.ValueType  # 1
+"""In use."""
+LIFECYCLE_STAGE_DELETED: LifecycleStage.ValueType  # 2
+"""Deleted (restorable)."""
+Global___LifecycleStage: _TypeAlias = LifecycleStage  # noqa: Y015
+
 @_typing.final
 class Experiment(_message.Message):
     """A named group of runs."""
@@ -33,12 +61,16 @@ class Experiment(_message.Message):
     ARTIFACT_LOCATION_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_STAGE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_AT_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     """Server-assigned id."""
     name: _builtins.str
     """Unique name."""
     artifact_location: _builtins.str
     """Where the runs' artifacts go by default, e.g. "file:///var/gyre/artifacts/3"."""
+    lifecycle_stage: Global___LifecycleStage.ValueType
+    """Whether the experiment is active or deleted."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Tag]:
         """Tags of the experiment."""
@@ -46,6 +78,10 @@ class Experiment(_message.Message):
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was created, UTC."""
+
+    @_builtins.property
+    def last_updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When it (or one of its tags) last changed, UTC."""
 
     def __init__(
         self,
@@ -55,10 +91,12 @@ class Experiment(_message.Message):
         artifact_location: _builtins.str = ...,
         tags: _abc.Iterable[_events_pb2.Tag] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        lifecycle_stage: Global___LifecycleStage.ValueType = ...,
+        last_updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_updated_at", b"last_updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_location", b"artifact_location", "created_at", b"created_at", "experiment_id", b"experiment_id", "name", b"name", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_location", b"artifact_location", "created_at", b"created_at", "experiment_id", b"experiment_id", "last_updated_at", b"last_updated_at", "lifecycle_stage", b"lifecycle_stage", "name", b"name", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -78,6 +116,7 @@ class RunInfo(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     ARTIFACT_URI_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_STAGE_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Id of the run (32 hex characters unless the client chose one)."""
     experiment_id: _builtins.str
@@ -90,6 +129,8 @@ class RunInfo(_message.Message):
     """Root URI of the run's artifacts."""
     user: _builtins.str
     """Who created the run."""
+    lifecycle_stage: Global___LifecycleStage.ValueType
+    """Whether the run is active or deleted."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the run started, UTC."""
@@ -109,10 +150,11 @@ class RunInfo(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         artifact_uri: _builtins.str = ...,
         user: _builtins.str = ...,
+        lifecycle_stage: Global___LifecycleStage.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_uri", b"artifact_uri", "end_time", b"end_time", "experiment_id", b"experiment_id", "run_id", b"run_id", "run_name", b"run_name", "start_time", b"start_time", "status", b"status", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_uri", b"artifact_uri", "end_time", b"end_time", "experiment_id", b"experiment_id", "lifecycle_stage", b"lifecycle_stage", "run_id", b"run_id", "run_name", b"run_name", "start_time", b"start_time", "status", b"status", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,13 +197,48 @@ class RunData(_message.Message):
 Global___RunData: _TypeAlias = RunData  # noqa: Y015
 
 @_typing.final
+class RunArtifact(_message.Message):
+    """An artifact recorded for a run: where its bytes are and what they hash to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    LOGGED_AT_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path relative to the run's artifact root, e.g. "model" or "plots/roc.png"."""
+    @_builtins.property
+    def artifact(self) -> _common_pb2.ArtifactRef:
+        """The stored bytes (uri, sha256, size, format)."""
+
+    @_builtins.property
+    def logged_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded, UTC."""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        artifact: _common_pb2.ArtifactRef | None = ...,
+        logged_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "logged_at", b"logged_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "logged_at", b"logged_at", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunArtifact: _TypeAlias = RunArtifact  # noqa: Y015
+
+@_typing.final
 class Run(_message.Message):
-    """A run: its info and its data."""
+    """A run: its info, its data and its artifacts."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     INFO_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def info(self) -> Global___RunInfo:
         """Identity and lifecycle."""
@@ -170,15 +247,20 @@ class Run(_message.Message):
     def data(self) -> Global___RunData:
         """Params, latest metrics and tags."""
 
+    @_builtins.property
+    def artifacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunArtifact]:
+        """Artifacts recorded for the run, by path."""
+
     def __init__(
         self,
         *,
         info: Global___RunInfo | None = ...,
         data: Global___RunData | None = ...,
+        artifacts: _abc.Iterable[Global___RunArtifact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "info", b"info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "data", b"data", "info", b"info"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,6 +373,60 @@ class GetExperimentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetExperimentResponse: _TypeAlias = GetExperimentResponse  # noqa: Y015
+
+@_typing.final
+class ListExperimentsRequest(_message.Message):
+    """Request of ListExperiments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum experiments per page, 1 to 1000; 0 means 100."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExperimentsRequest: _TypeAlias = ListExperimentsRequest  # noqa: Y015
+
+@_typing.final
+class ListExperimentsResponse(_message.Message):
+    """Response of ListExperiments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def experiments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Experiment]:
+        """Experiments of this page, by id."""
+
+    def __init__(
+        self,
+        *,
+        experiments: _abc.Iterable[Global___Experiment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiments", b"experiments", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExperimentsResponse: _TypeAlias = ListExperimentsResponse  # noqa: Y015
 
 @_typing.final
 class CreateRunRequest(_message.Message):
@@ -556,6 +692,62 @@ class SetTagsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetTagsResponse: _TypeAlias = SetTagsResponse  # noqa: Y015
+
+@_typing.final
+class LogArtifactRequest(_message.Message):
+    """Request of LogArtifact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """Run the artifact belongs to."""
+    path: _builtins.str
+    """Path relative to the run's artifact root, e.g. "model"."""
+    @_builtins.property
+    def artifact(self) -> _common_pb2.ArtifactRef:
+        """The artifact as the artifact store returned it."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        path: _builtins.str = ...,
+        artifact: _common_pb2.ArtifactRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "path", b"path", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogArtifactRequest: _TypeAlias = LogArtifactRequest  # noqa: Y015
+
+@_typing.final
+class LogArtifactResponse(_message.Message):
+    """Response of LogArtifact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def artifact(self) -> Global___RunArtifact:
+        """The recorded artifact."""
+
+    def __init__(
+        self,
+        *,
+        artifact: Global___RunArtifact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogArtifactResponse: _TypeAlias = LogArtifactResponse  # noqa: Y015
 
 @_typing.final
 class GetRunRequest(_message.Message):

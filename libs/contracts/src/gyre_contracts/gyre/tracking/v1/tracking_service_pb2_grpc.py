@@ -49,6 +49,11 @@ class TrackingServiceStub:
                 request_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.GetExperimentRequest.SerializeToString,
                 response_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.GetExperimentResponse.FromString,
                 _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/gyre.tracking.v1.TrackingService/ListExperiments',
+                request_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
         self.CreateRun = channel.unary_unary(
                 '/gyre.tracking.v1.TrackingService/CreateRun',
                 request_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.CreateRunRequest.SerializeToString,
@@ -73,6 +78,11 @@ class TrackingServiceStub:
                 '/gyre.tracking.v1.TrackingService/SetTags',
                 request_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.SetTagsRequest.SerializeToString,
                 response_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.SetTagsResponse.FromString,
+                _registered_method=True)
+        self.LogArtifact = channel.unary_unary(
+                '/gyre.tracking.v1.TrackingService/LogArtifact',
+                request_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.LogArtifactRequest.SerializeToString,
+                response_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.LogArtifactResponse.FromString,
                 _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/gyre.tracking.v1.TrackingService/GetRun',
@@ -117,6 +127,15 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExperiments(self, request, context):
+        """Lists the active experiments by id, one page at a time.
+
+        Errors: INVALID_ARGUMENT for an invalid page_token or a page_size above 1000.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateRun(self, request, context):
         """Creates a run in an experiment, RUNNING from start_time.
 
@@ -129,20 +148,24 @@ class TrackingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateRun(self, request, context):
-        """Changes a run's status, end time or name.
+        """Changes a run's status, end time or name. Any status may follow any other (MLflow resumes a
+        finished run by setting RUNNING again). A terminal status (FINISHED, FAILED, KILLED) without
+        end_time keeps the run's end time, or sets it to now; RUNNING or SCHEDULED clears it.
 
         Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if end_time precedes the
-        run's start_time.
+        run's start_time, or the name is invalid; FAILED_PRECONDITION if the run is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LogMetrics(self, request, context):
-        """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp).
+        """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp,
+        value): a point logged twice is stored once. Keeps the run's latest value of each key.
 
-        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key (NaN and
-        infinite values are stored as given, as MLflow does); RESOURCE_EXHAUSTED above 1000 points.
+        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key or
+        above 1000 points (NaN and infinite values are stored as given, as MLflow does);
+        FAILED_PRECONDITION if the run is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,26 +173,45 @@ class TrackingServiceServicer:
 
     def LogParams(self, request, context):
         """Sets params of a run (at most 100 per call). Params are write-once: setting the same value
-        again is a no-op.
+        again is a no-op. All or nothing: on any error no param of the call is stored.
 
-        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if a param already has a
-        different value, or a key is empty or longer than 250 characters.
+        Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if a param already has a
+        different value (the message names the key, both values and the run); INVALID_ARGUMENT if a
+        key is empty, invalid or longer than 250 characters, a value is longer than 6000 characters,
+        the same key comes twice with different values, or above 100 params; FAILED_PRECONDITION if
+        the run is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetTags(self, request, context):
-        """Sets or overwrites tags of a run.
+        """Sets or overwrites tags of a run (at most 100 per call). Setting "mlflow.runName" renames the
+        run, as in MLflow.
 
-        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key.
+        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key, a
+        value longer than 8000 characters or above 100 tags; FAILED_PRECONDITION if the run is
+        deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogArtifact(self, request, context):
+        """Records an artifact of a run: a reference (uri + sha256) to bytes already written to the
+        artifact store, under a path relative to the run's artifact root (e.g. "model"). Idempotent:
+        the same path with the same sha256 again returns the stored record.
+
+        Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if the path holds an artifact
+        with another sha256; INVALID_ARGUMENT for an invalid path, an empty uri or a sha256 that is
+        not 64 lowercase hex digits; FAILED_PRECONDITION if the run is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRun(self, request, context):
-        """Returns one run with its latest metric values, params and tags.
+        """Returns one run with its latest metric values, params, tags and artifacts.
 
         Errors: NOT_FOUND if the run does not exist.
         """
@@ -187,7 +229,14 @@ class TrackingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SearchRuns(self, request, context):
-        """Finds runs of some experiments that match a filter, one page at a time.
+        """Finds active runs of some experiments that match a filter, one page at a time.
+
+        The filter is MLflow's search grammar: comparisons joined by AND, each on
+        `metrics.<key>` (latest value; =, !=, <, <=, >, >= with a number), `params.<key>` or
+        `tags.<key>` (=, !=, LIKE, ILIKE, IN, NOT IN with quoted strings; IS NULL, IS NOT NULL), or
+        `attributes.<name>` (run_id, run_name, status, user_id, artifact_uri as strings; start_time,
+        end_time as milliseconds since the epoch). Keys with other characters are quoted with
+        backticks or double quotes: metrics.`val loss`.
 
         Errors: INVALID_ARGUMENT for a filter or order_by that does not parse, or an invalid
         page_token; NOT_FOUND if an experiment does not exist.
@@ -208,6 +257,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.GetExperiment,
                     request_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.GetExperimentRequest.FromString,
                     response_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.GetExperimentResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.ListExperimentsResponse.SerializeToString,
             ),
             'CreateRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRun,
@@ -233,6 +287,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.SetTags,
                     request_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.SetTagsRequest.FromString,
                     response_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.SetTagsResponse.SerializeToString,
+            ),
+            'LogArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogArtifact,
+                    request_deserializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.LogArtifactRequest.FromString,
+                    response_serializer=gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.LogArtifactResponse.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -309,6 +368,33 @@ class TrackingService:
             '/gyre.tracking.v1.TrackingService/GetExperiment',
             gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.GetExperimentRequest.SerializeToString,
             gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.GetExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gyre.tracking.v1.TrackingService/ListExperiments',
+            gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.ListExperimentsRequest.SerializeToString,
+            gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.ListExperimentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -444,6 +530,33 @@ class TrackingService:
             '/gyre.tracking.v1.TrackingService/SetTags',
             gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.SetTagsRequest.SerializeToString,
             gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.SetTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gyre.tracking.v1.TrackingService/LogArtifact',
+            gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.LogArtifactRequest.SerializeToString,
+            gyre_dot_tracking_dot_v1_dot_tracking__service__pb2.LogArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

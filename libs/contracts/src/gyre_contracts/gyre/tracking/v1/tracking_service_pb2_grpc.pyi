@@ -50,6 +50,11 @@ class TrackingServiceStub:
 
     Errors: NOT_FOUND if there is no such experiment; INVALID_ARGUMENT if neither is given.
     """
+    ListExperiments: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.ListExperimentsRequest, _tracking_service_pb2.ListExperimentsResponse]
+    """Lists the active experiments by id, one page at a time.
+
+    Errors: INVALID_ARGUMENT for an invalid page_token or a page_size above 1000.
+    """
     CreateRun: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.CreateRunRequest, _tracking_service_pb2.CreateRunResponse]
     """Creates a run in an experiment, RUNNING from start_time.
 
@@ -58,31 +63,50 @@ class TrackingServiceStub:
     existing run: retries are safe).
     """
     UpdateRun: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.UpdateRunRequest, _tracking_service_pb2.UpdateRunResponse]
-    """Changes a run's status, end time or name.
+    """Changes a run's status, end time or name. Any status may follow any other (MLflow resumes a
+    finished run by setting RUNNING again). A terminal status (FINISHED, FAILED, KILLED) without
+    end_time keeps the run's end time, or sets it to now; RUNNING or SCHEDULED clears it.
 
     Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if end_time precedes the
-    run's start_time.
+    run's start_time, or the name is invalid; FAILED_PRECONDITION if the run is deleted.
     """
     LogMetrics: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.LogMetricsRequest, _tracking_service_pb2.LogMetricsResponse]
-    """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp).
+    """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp,
+    value): a point logged twice is stored once. Keeps the run's latest value of each key.
 
-    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key (NaN and
-    infinite values are stored as given, as MLflow does); RESOURCE_EXHAUSTED above 1000 points.
+    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key or
+    above 1000 points (NaN and infinite values are stored as given, as MLflow does);
+    FAILED_PRECONDITION if the run is deleted.
     """
     LogParams: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.LogParamsRequest, _tracking_service_pb2.LogParamsResponse]
     """Sets params of a run (at most 100 per call). Params are write-once: setting the same value
-    again is a no-op.
+    again is a no-op. All or nothing: on any error no param of the call is stored.
 
-    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if a param already has a
-    different value, or a key is empty or longer than 250 characters.
+    Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if a param already has a
+    different value (the message names the key, both values and the run); INVALID_ARGUMENT if a
+    key is empty, invalid or longer than 250 characters, a value is longer than 6000 characters,
+    the same key comes twice with different values, or above 100 params; FAILED_PRECONDITION if
+    the run is deleted.
     """
     SetTags: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.SetTagsRequest, _tracking_service_pb2.SetTagsResponse]
-    """Sets or overwrites tags of a run.
+    """Sets or overwrites tags of a run (at most 100 per call). Setting "mlflow.runName" renames the
+    run, as in MLflow.
 
-    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key.
+    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key, a
+    value longer than 8000 characters or above 100 tags; FAILED_PRECONDITION if the run is
+    deleted.
+    """
+    LogArtifact: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.LogArtifactRequest, _tracking_service_pb2.LogArtifactResponse]
+    """Records an artifact of a run: a reference (uri + sha256) to bytes already written to the
+    artifact store, under a path relative to the run's artifact root (e.g. "model"). Idempotent:
+    the same path with the same sha256 again returns the stored record.
+
+    Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if the path holds an artifact
+    with another sha256; INVALID_ARGUMENT for an invalid path, an empty uri or a sha256 that is
+    not 64 lowercase hex digits; FAILED_PRECONDITION if the run is deleted.
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.GetRunRequest, _tracking_service_pb2.GetRunResponse]
-    """Returns one run with its latest metric values, params and tags.
+    """Returns one run with its latest metric values, params, tags and artifacts.
 
     Errors: NOT_FOUND if the run does not exist.
     """
@@ -92,7 +116,14 @@ class TrackingServiceStub:
     Errors: NOT_FOUND if the run does not exist (an unknown key gives an empty list).
     """
     SearchRuns: _grpc.UnaryUnaryMultiCallable[_tracking_service_pb2.SearchRunsRequest, _tracking_service_pb2.SearchRunsResponse]
-    """Finds runs of some experiments that match a filter, one page at a time.
+    """Finds active runs of some experiments that match a filter, one page at a time.
+
+    The filter is MLflow's search grammar: comparisons joined by AND, each on
+    `metrics.<key>` (latest value; =, !=, <, <=, >, >= with a number), `params.<key>` or
+    `tags.<key>` (=, !=, LIKE, ILIKE, IN, NOT IN with quoted strings; IS NULL, IS NOT NULL), or
+    `attributes.<name>` (run_id, run_name, status, user_id, artifact_uri as strings; start_time,
+    end_time as milliseconds since the epoch). Keys with other characters are quoted with
+    backticks or double quotes: metrics.`val loss`.
 
     Errors: INVALID_ARGUMENT for a filter or order_by that does not parse, or an invalid
     page_token; NOT_FOUND if an experiment does not exist.
@@ -118,6 +149,11 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
 
     Errors: NOT_FOUND if there is no such experiment; INVALID_ARGUMENT if neither is given.
     """
+    ListExperiments: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.ListExperimentsRequest, _tracking_service_pb2.ListExperimentsResponse]  # type: ignore[assignment]
+    """Lists the active experiments by id, one page at a time.
+
+    Errors: INVALID_ARGUMENT for an invalid page_token or a page_size above 1000.
+    """
     CreateRun: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.CreateRunRequest, _tracking_service_pb2.CreateRunResponse]  # type: ignore[assignment]
     """Creates a run in an experiment, RUNNING from start_time.
 
@@ -126,31 +162,50 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     existing run: retries are safe).
     """
     UpdateRun: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.UpdateRunRequest, _tracking_service_pb2.UpdateRunResponse]  # type: ignore[assignment]
-    """Changes a run's status, end time or name.
+    """Changes a run's status, end time or name. Any status may follow any other (MLflow resumes a
+    finished run by setting RUNNING again). A terminal status (FINISHED, FAILED, KILLED) without
+    end_time keeps the run's end time, or sets it to now; RUNNING or SCHEDULED clears it.
 
     Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if end_time precedes the
-    run's start_time.
+    run's start_time, or the name is invalid; FAILED_PRECONDITION if the run is deleted.
     """
     LogMetrics: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.LogMetricsRequest, _tracking_service_pb2.LogMetricsResponse]  # type: ignore[assignment]
-    """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp).
+    """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp,
+    value): a point logged twice is stored once. Keeps the run's latest value of each key.
 
-    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key (NaN and
-    infinite values are stored as given, as MLflow does); RESOURCE_EXHAUSTED above 1000 points.
+    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key or
+    above 1000 points (NaN and infinite values are stored as given, as MLflow does);
+    FAILED_PRECONDITION if the run is deleted.
     """
     LogParams: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.LogParamsRequest, _tracking_service_pb2.LogParamsResponse]  # type: ignore[assignment]
     """Sets params of a run (at most 100 per call). Params are write-once: setting the same value
-    again is a no-op.
+    again is a no-op. All or nothing: on any error no param of the call is stored.
 
-    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if a param already has a
-    different value, or a key is empty or longer than 250 characters.
+    Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if a param already has a
+    different value (the message names the key, both values and the run); INVALID_ARGUMENT if a
+    key is empty, invalid or longer than 250 characters, a value is longer than 6000 characters,
+    the same key comes twice with different values, or above 100 params; FAILED_PRECONDITION if
+    the run is deleted.
     """
     SetTags: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.SetTagsRequest, _tracking_service_pb2.SetTagsResponse]  # type: ignore[assignment]
-    """Sets or overwrites tags of a run.
+    """Sets or overwrites tags of a run (at most 100 per call). Setting "mlflow.runName" renames the
+    run, as in MLflow.
 
-    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key.
+    Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key, a
+    value longer than 8000 characters or above 100 tags; FAILED_PRECONDITION if the run is
+    deleted.
+    """
+    LogArtifact: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.LogArtifactRequest, _tracking_service_pb2.LogArtifactResponse]  # type: ignore[assignment]
+    """Records an artifact of a run: a reference (uri + sha256) to bytes already written to the
+    artifact store, under a path relative to the run's artifact root (e.g. "model"). Idempotent:
+    the same path with the same sha256 again returns the stored record.
+
+    Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if the path holds an artifact
+    with another sha256; INVALID_ARGUMENT for an invalid path, an empty uri or a sha256 that is
+    not 64 lowercase hex digits; FAILED_PRECONDITION if the run is deleted.
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.GetRunRequest, _tracking_service_pb2.GetRunResponse]  # type: ignore[assignment]
-    """Returns one run with its latest metric values, params and tags.
+    """Returns one run with its latest metric values, params, tags and artifacts.
 
     Errors: NOT_FOUND if the run does not exist.
     """
@@ -160,7 +215,14 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     Errors: NOT_FOUND if the run does not exist (an unknown key gives an empty list).
     """
     SearchRuns: _aio.UnaryUnaryMultiCallable[_tracking_service_pb2.SearchRunsRequest, _tracking_service_pb2.SearchRunsResponse]  # type: ignore[assignment]
-    """Finds runs of some experiments that match a filter, one page at a time.
+    """Finds active runs of some experiments that match a filter, one page at a time.
+
+    The filter is MLflow's search grammar: comparisons joined by AND, each on
+    `metrics.<key>` (latest value; =, !=, <, <=, >, >= with a number), `params.<key>` or
+    `tags.<key>` (=, !=, LIKE, ILIKE, IN, NOT IN with quoted strings; IS NULL, IS NOT NULL), or
+    `attributes.<name>` (run_id, run_name, status, user_id, artifact_uri as strings; start_time,
+    end_time as milliseconds since the epoch). Keys with other characters are quoted with
+    backticks or double quotes: metrics.`val loss`.
 
     Errors: INVALID_ARGUMENT for a filter or order_by that does not parse, or an invalid
     page_token; NOT_FOUND if an experiment does not exist.
@@ -197,6 +259,17 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ListExperiments(
+        self,
+        request: _tracking_service_pb2.ListExperimentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.ListExperimentsResponse, _abc.Awaitable[_tracking_service_pb2.ListExperimentsResponse]]:
+        """Lists the active experiments by id, one page at a time.
+
+        Errors: INVALID_ARGUMENT for an invalid page_token or a page_size above 1000.
+        """
+
+    @_abc_1.abstractmethod
     def CreateRun(
         self,
         request: _tracking_service_pb2.CreateRunRequest,
@@ -215,10 +288,12 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tracking_service_pb2.UpdateRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.UpdateRunResponse, _abc.Awaitable[_tracking_service_pb2.UpdateRunResponse]]:
-        """Changes a run's status, end time or name.
+        """Changes a run's status, end time or name. Any status may follow any other (MLflow resumes a
+        finished run by setting RUNNING again). A terminal status (FINISHED, FAILED, KILLED) without
+        end_time keeps the run's end time, or sets it to now; RUNNING or SCHEDULED clears it.
 
         Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if end_time precedes the
-        run's start_time.
+        run's start_time, or the name is invalid; FAILED_PRECONDITION if the run is deleted.
         """
 
     @_abc_1.abstractmethod
@@ -227,10 +302,12 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tracking_service_pb2.LogMetricsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.LogMetricsResponse, _abc.Awaitable[_tracking_service_pb2.LogMetricsResponse]]:
-        """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp).
+        """Appends metric points to a run (at most 1000 per call). Idempotent on (key, step, timestamp,
+        value): a point logged twice is stored once. Keeps the run's latest value of each key.
 
-        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key (NaN and
-        infinite values are stored as given, as MLflow does); RESOURCE_EXHAUSTED above 1000 points.
+        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key or
+        above 1000 points (NaN and infinite values are stored as given, as MLflow does);
+        FAILED_PRECONDITION if the run is deleted.
         """
 
     @_abc_1.abstractmethod
@@ -240,10 +317,13 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.LogParamsResponse, _abc.Awaitable[_tracking_service_pb2.LogParamsResponse]]:
         """Sets params of a run (at most 100 per call). Params are write-once: setting the same value
-        again is a no-op.
+        again is a no-op. All or nothing: on any error no param of the call is stored.
 
-        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT if a param already has a
-        different value, or a key is empty or longer than 250 characters.
+        Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if a param already has a
+        different value (the message names the key, both values and the run); INVALID_ARGUMENT if a
+        key is empty, invalid or longer than 250 characters, a value is longer than 6000 characters,
+        the same key comes twice with different values, or above 100 params; FAILED_PRECONDITION if
+        the run is deleted.
         """
 
     @_abc_1.abstractmethod
@@ -252,9 +332,27 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tracking_service_pb2.SetTagsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.SetTagsResponse, _abc.Awaitable[_tracking_service_pb2.SetTagsResponse]]:
-        """Sets or overwrites tags of a run.
+        """Sets or overwrites tags of a run (at most 100 per call). Setting "mlflow.runName" renames the
+        run, as in MLflow.
 
-        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty key.
+        Errors: NOT_FOUND if the run does not exist; INVALID_ARGUMENT for an empty or invalid key, a
+        value longer than 8000 characters or above 100 tags; FAILED_PRECONDITION if the run is
+        deleted.
+        """
+
+    @_abc_1.abstractmethod
+    def LogArtifact(
+        self,
+        request: _tracking_service_pb2.LogArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_service_pb2.LogArtifactResponse, _abc.Awaitable[_tracking_service_pb2.LogArtifactResponse]]:
+        """Records an artifact of a run: a reference (uri + sha256) to bytes already written to the
+        artifact store, under a path relative to the run's artifact root (e.g. "model"). Idempotent:
+        the same path with the same sha256 again returns the stored record.
+
+        Errors: NOT_FOUND if the run does not exist; ALREADY_EXISTS if the path holds an artifact
+        with another sha256; INVALID_ARGUMENT for an invalid path, an empty uri or a sha256 that is
+        not 64 lowercase hex digits; FAILED_PRECONDITION if the run is deleted.
         """
 
     @_abc_1.abstractmethod
@@ -263,7 +361,7 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tracking_service_pb2.GetRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.GetRunResponse, _abc.Awaitable[_tracking_service_pb2.GetRunResponse]]:
-        """Returns one run with its latest metric values, params and tags.
+        """Returns one run with its latest metric values, params, tags and artifacts.
 
         Errors: NOT_FOUND if the run does not exist.
         """
@@ -285,7 +383,14 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tracking_service_pb2.SearchRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tracking_service_pb2.SearchRunsResponse, _abc.Awaitable[_tracking_service_pb2.SearchRunsResponse]]:
-        """Finds runs of some experiments that match a filter, one page at a time.
+        """Finds active runs of some experiments that match a filter, one page at a time.
+
+        The filter is MLflow's search grammar: comparisons joined by AND, each on
+        `metrics.<key>` (latest value; =, !=, <, <=, >, >= with a number), `params.<key>` or
+        `tags.<key>` (=, !=, LIKE, ILIKE, IN, NOT IN with quoted strings; IS NULL, IS NOT NULL), or
+        `attributes.<name>` (run_id, run_name, status, user_id, artifact_uri as strings; start_time,
+        end_time as milliseconds since the epoch). Keys with other characters are quoted with
+        backticks or double quotes: metrics.`val loss`.
 
         Errors: INVALID_ARGUMENT for a filter or order_by that does not parse, or an invalid
         page_token; NOT_FOUND if an experiment does not exist.
