@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-PACKAGES := libs/contracts libs/common libs/stack $(wildcard services/*)
+PACKAGES := libs/contracts libs/common libs/stack libs/cli $(wildcard services/*)
 
 .PHONY: help install up down logs status test test-unit test-integration generate docs lint typecheck bench clean
 

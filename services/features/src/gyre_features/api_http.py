@@ -1,0 +1,263 @@
+"""REST adapter (FastAPI): decode JSON, call a handler, encode JSON.
+
+Errors: 404 unknown view/feature, 409 a forbidden view change, 413 too many items, 422 invalid
+input (FastAPI's own validation errors too); the body is ``{"detail": "..."}``. Every time is
+RFC 3339; naive times are rejected rather than guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from google.protobuf import json_format
+from pydantic import AwareDatetime, BaseModel, Field
+
+from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_features.convert import raw_event
+from gyre_features.domain import (
+    Conflict,
+    DatasetProfile,
+    EntityRow,
+    FeatureSpec,
+    FeatureStoreError,
+    FeatureView,
+    NotFound,
+    TooLarge,
+    TrainingSetQuery,
+    ValueType,
+)
+from gyre_features.handlers import MAX_WRITE_EVENTS, FeaturesHandlers
+
+PREFIX = "/api/v1"
+
+
+class FeatureSpecBody(BaseModel):
+    """One feature of a view."""
+
+    name: str
+    type: Literal["float", "int", "string", "bool"]
+    description: str = ""
+
+
+class FeatureViewBody(BaseModel):
+    """A feature view definition (what ``POST /api/v1/feature-views`` takes)."""
+
+    name: str
+    entity: str
+    features: list[FeatureSpecBody] = Field(min_length=1)
+    ttl_seconds: int = Field(0, ge=0, description="Seconds a value stays valid; 0 = forever.")
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class OnlineFeaturesBody(BaseModel):
+    """``POST /api/v1/online-features``."""
+
+    feature_view: str
+    entity_ids: list[str] = Field(min_length=1)
+    features: list[str] = Field(default_factory=list, description="Empty = every feature of the view.")
+
+
+class EntityRowBody(BaseModel):
+    """One row of an entity dataframe."""
+
+    entity_id: str = Field(min_length=1)
+    timestamp: AwareDatetime
+
+
+class TrainingSetBody(BaseModel):
+    """``POST /api/v1/training-sets``: a point-in-time correct training set, as JSON columns."""
+
+    feature_view: str
+    label: str
+    features: list[str] = Field(default_factory=list, description="Empty = every feature but the label.")
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    entity_rows: list[EntityRowBody] = Field(default_factory=list)
+    keep_unlabelled: bool = False
+
+
+def _status(exc: FeatureStoreError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, TooLarge):
+        return 413
+    return 422
+
+
+def _fail(exc: FeatureStoreError) -> HTTPException:
+    return HTTPException(status_code=_status(exc), detail=str(exc))
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def view_json(view: FeatureView) -> dict[str, Any]:
+    """The JSON form of a stored view."""
+    return {
+        "name": view.name,
+        "entity": view.entity,
+        "features": [{"name": f.name, "type": f.type.value, "description": f.description} for f in view.features],
+        "ttl_seconds": view.ttl_seconds,
+        "description": view.description,
+        "owner": view.owner,
+        "tags": dict(view.tags),
+        "created_at": _time(view.created_at),
+        "updated_at": _time(view.updated_at),
+    }
+
+
+def profile_json(profile: DatasetProfile) -> dict[str, Any]:
+    """The JSON form of a dataset profile (numeric stats only for numeric features, top for the rest)."""
+    features = []
+    for f in profile.features:
+        item: dict[str, Any] = {"name": f.name, "type": f.type.value, "count": f.count, "missing": f.missing}
+        if f.type.numeric:
+            item.update(mean=f.mean, std=f.std, min=f.min, max=f.max)
+        else:
+            item.update(distinct=f.distinct, top=[{"value": c.value, "count": c.count} for c in f.top])
+        features.append(item)
+    return {"feature_view": profile.feature_view, "window_start": _time(profile.start),
+            "window_end": _time(profile.end), "rows": profile.rows, "entities": profile.entities,
+            "features": features}
+
+
+def router(handlers: FeaturesHandlers) -> APIRouter:
+    """The REST routes under ``/api/v1``."""
+    api = APIRouter(prefix=PREFIX, tags=["features"])
+
+    @api.post("/feature-views")
+    async def register_view(body: FeatureViewBody, response: Response) -> dict[str, Any]:
+        """Register or evolve a feature view; 201 when new, 200 when updated or unchanged."""
+        try:
+            view = FeatureView(
+                name=body.name, entity=body.entity,
+                features=tuple(FeatureSpec(f.name, ValueType(f.type), f.description) for f in body.features),
+                ttl_seconds=body.ttl_seconds, description=body.description, owner=body.owner, tags=body.tags,
+            )
+            stored, created = await handlers.register_view(view)
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+        response.status_code = 201 if created else 200
+        return {"feature_view": view_json(stored), "created": created}
+
+    @api.get("/feature-views")
+    async def list_views(page_size: int = 0, page_token: str = "") -> dict[str, Any]:
+        """A page of feature views, by name."""
+        try:
+            views, token = await handlers.list_views(page_size, page_token)
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+        return {"feature_views": [view_json(v) for v in views], "next_page_token": token}
+
+    @api.get("/feature-views/{name}")
+    async def get_view(name: str) -> dict[str, Any]:
+        """One feature view."""
+        try:
+            return {"feature_view": view_json(await handlers.get_view(name))}
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+
+    @api.get("/feature-views/{name}/profile")
+    async def profile(
+        name: str,
+        start: Annotated[AwareDatetime | None, Query(description="Window start (inclusive), RFC 3339.")] = None,
+        end: Annotated[AwareDatetime | None, Query(description="Window end (exclusive), RFC 3339.")] = None,
+        top_k: Annotated[int, Query(ge=1, le=100)] = 10,
+    ) -> dict[str, Any]:
+        """Per-feature statistics of the view's events in [start, end) (open bounds when omitted)."""
+        try:
+            return profile_json(await handlers.profile(name, start, end, top_k))
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+
+    @api.post("/feature-events")
+    async def write_events(body: dict[str, Any]) -> dict[str, Any]:
+        """Write ``{"events": [FeatureEvent as proto3 JSON, ...]}`` synchronously, all or nothing."""
+        items = body.get("events")
+        if not isinstance(items, list):
+            raise HTTPException(422, detail='body must be {"events": [...]} (FeatureEvent objects, proto3 JSON)')
+        if len(items) > MAX_WRITE_EVENTS:
+            raise HTTPException(413, detail=f"at most {MAX_WRITE_EVENTS} events per call, got {len(items)}")
+        now = handlers.clock()
+        events = []
+        for i, item in enumerate(items):
+            message = events_pb2.FeatureEvent()
+            try:
+                json_format.Parse(json.dumps(item), message)
+            except json_format.ParseError as exc:
+                raise HTTPException(422, detail=f"event {i}: {exc}") from None
+            events.append(raw_event(message, f"http:{now.isoformat()}:{i}", now))
+        try:
+            await handlers.write_features(events)
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+        return {"written": len(events)}
+
+    @api.post("/online-features")
+    async def online_features(body: OnlineFeaturesBody) -> dict[str, Any]:
+        """Latest values per entity with a status per feature (PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_TTL)."""
+        try:
+            online = await handlers.get_online_features(body.feature_view, body.entity_ids, body.features)
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+        rows = []
+        for row in online.rows:
+            rows.append({
+                "entity_id": row.entity_id,
+                "found": row.found,
+                "values": {name: r.value for name, r in row.results.items()},
+                "statuses": {name: r.status.value for name, r in row.results.items()},
+                "event_times": {name: _time(r.event_time) for name, r in row.results.items()},
+                "event_time": _time(row.event_time),
+            })
+        return {"feature_view": online.view.name, "features": online.features, "rows": rows}
+
+    @api.post("/training-sets")
+    async def training_set(body: TrainingSetBody) -> dict[str, Any]:
+        """A point-in-time correct training set as JSON columns (use gRPC BuildTrainingSet for big sets)."""
+        try:
+            query = TrainingSetQuery(
+                feature_view=body.feature_view, label=body.label, features=tuple(body.features),
+                start=body.window_start, end=body.window_end,
+                entity_rows=tuple(EntityRow(r.entity_id, r.timestamp) for r in body.entity_rows),
+                keep_unlabelled=body.keep_unlabelled,
+            )
+            stream = await handlers.training_set(query)
+        except FeatureStoreError as exc:
+            raise _fail(exc) from None
+        schema = stream.schema
+        entity_ids: list[str] = []
+        times: list[str | None] = []
+        columns: dict[str, list[Any]] = {spec.name: [] for spec in schema.features}
+        label: list[Any] = []
+        async for chunk in stream.chunks():
+            entity_ids.extend(chunk.entity_ids)
+            times.extend(_time(t) for t in chunk.event_times)
+            for spec, values in zip(schema.features, chunk.columns, strict=True):
+                columns[spec.name].extend(values)
+            label.extend(chunk.label)
+        assert stream.summary is not None
+        return {
+            "feature_view": schema.feature_view,
+            "features": [spec.name for spec in schema.features],
+            "label": schema.label.name,
+            "window_start": _time(schema.start),
+            "window_end": _time(schema.end),
+            "entity_ids": entity_ids,
+            "event_times": times,
+            "columns": columns,
+            "labels": label,
+            "row_count": stream.summary.row_count,
+            "unlabelled_rows_dropped": stream.summary.unlabelled_rows_dropped,
+            "fingerprint": stream.summary.fingerprint,
+        }
+
+    return api

@@ -1,0 +1,26 @@
+"""The one place that wires the features service: store, handlers, REST, gRPC, ingester."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from gyre_common.runner import ServiceContext
+from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
+from gyre_features import api_http
+from gyre_features.api_grpc import SERVICE_NAME, FeaturesServicer
+from gyre_features.consumers import FeatureEventsConsumer
+from gyre_features.handlers import FeaturesHandlers
+from gyre_features.settings import FeaturesSettings
+from gyre_features.store import PostgresStore
+
+
+def bootstrap(ctx: ServiceContext) -> None:
+    """Wire the service into the runner's context (the runner has migrated the schema already)."""
+    settings = cast(FeaturesSettings, ctx.settings)
+    handlers = FeaturesHandlers(PostgresStore(ctx.db))
+    ctx.app.include_router(api_http.router(handlers))
+    ctx.add_servicer(pb_grpc.add_FeaturesServiceServicer_to_server, FeaturesServicer(handlers), name=SERVICE_NAME)
+    if settings.consume_events:
+        ingester = FeatureEventsConsumer(handlers, ctx.kafka, settings.consumer_group,
+                                         meter=ctx.telemetry.meter("gyre_features"))
+        ctx.add_task(ingester, name="features-ingester")

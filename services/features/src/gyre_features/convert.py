@@ -1,0 +1,182 @@
+"""Protobuf <-> domain conversions shared by the gRPC API and the Kafka consumer.
+
+Timestamps: protobuf ``Timestamp`` is UTC by definition; domain datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
+from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
+from gyre_features.domain import (
+    FeatureResult,
+    FeatureSpec,
+    FeatureStatus,
+    FeatureView,
+    InvalidArgument,
+    RawFeatureEvent,
+    Scalar,
+    TrainingSetChunk,
+    ValueType,
+    unix_us,
+)
+
+_TYPE_TO_PROTO = {
+    ValueType.FLOAT: pb.VALUE_TYPE_DOUBLE,
+    ValueType.INT: pb.VALUE_TYPE_INT64,
+    ValueType.STRING: pb.VALUE_TYPE_STRING,
+    ValueType.BOOL: pb.VALUE_TYPE_BOOL,
+}
+_TYPE_FROM_PROTO = {number: value_type for value_type, number in _TYPE_TO_PROTO.items()}
+_STATUS_TO_PROTO = {
+    FeatureStatus.PRESENT: pb.FEATURE_STATUS_PRESENT,
+    FeatureStatus.NULL_VALUE: pb.FEATURE_STATUS_NULL_VALUE,
+    FeatureStatus.NOT_FOUND: pb.FEATURE_STATUS_NOT_FOUND,
+    FeatureStatus.OUTSIDE_TTL: pb.FEATURE_STATUS_OUTSIDE_TTL,
+}
+_KIND_TYPES = {
+    "double_value": ValueType.FLOAT,
+    "int64_value": ValueType.INT,
+    "string_value": ValueType.STRING,
+    "bool_value": ValueType.BOOL,
+}
+
+
+def to_datetime(stamp: Timestamp) -> datetime:
+    """An aware UTC datetime (microsecond precision) from a protobuf Timestamp."""
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    """A protobuf Timestamp from an aware datetime."""
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def optional_time(message: object, field_name: str) -> datetime | None:
+    """The datetime of ``message.field_name`` when that Timestamp field is set, else None."""
+    if message.HasField(field_name):  # type: ignore[attr-defined]
+        return to_datetime(getattr(message, field_name))
+    return None
+
+
+def value_from_proto(value: common_pb2.FeatureValue) -> tuple[ValueType | None, Scalar | None]:
+    """(type, value) of a FeatureValue; (None, None) when no kind is set (a missing value)."""
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        return None, None
+    return _KIND_TYPES[kind], getattr(value, kind)
+
+
+def value_to_proto(value_type: ValueType, value: Scalar | None) -> common_pb2.FeatureValue:
+    """A FeatureValue of ``value`` (empty for None)."""
+    message = common_pb2.FeatureValue()
+    if value is None:
+        return message
+    if value_type == ValueType.FLOAT:
+        message.double_value = float(value)
+    elif value_type == ValueType.INT:
+        message.int64_value = int(value)
+    elif value_type == ValueType.STRING:
+        message.string_value = str(value)
+    else:
+        message.bool_value = bool(value)
+    return message
+
+
+def raw_event(event: events_pb2.FeatureEvent, event_id: str, received_time: datetime) -> RawFeatureEvent:
+    """The domain form of a FeatureEvent, before validation."""
+    return RawFeatureEvent(
+        feature_view=event.feature_view,
+        entity_id=event.entity_id,
+        event_time=optional_time(event, "event_time"),
+        values={name: value_from_proto(value) for name, value in event.values.items()},
+        event_id=event_id,
+        received_time=received_time,
+        created_time=optional_time(event, "created_time"),
+        source=event.source,
+    )
+
+
+def view_from_proto(message: pb.FeatureView) -> FeatureView:
+    """A domain view from its protobuf form (created_at/updated_at are ignored).
+
+    Raises:
+        InvalidArgument: invalid names, no features, duplicates, an unspecified type, negative TTL.
+    """
+    specs = []
+    for feature in message.features:
+        value_type = _TYPE_FROM_PROTO.get(feature.type)
+        if value_type is None:
+            raise InvalidArgument(f"feature {feature.name!r} needs a type (VALUE_TYPE_DOUBLE, _INT64, _STRING, _BOOL)")
+        specs.append(FeatureSpec(feature.name, value_type, feature.description))
+    return FeatureView(
+        name=message.name,
+        entity=message.entity,
+        features=tuple(specs),
+        ttl_seconds=message.ttl_seconds,
+        description=message.description,
+        owner=message.owner,
+        tags=dict(message.tags),
+    )
+
+
+def view_to_proto(view: FeatureView) -> pb.FeatureView:
+    """The protobuf form of a stored view."""
+    message = pb.FeatureView(
+        name=view.name,
+        entity=view.entity,
+        features=[pb.FeatureSpec(name=f.name, type=_TYPE_TO_PROTO[f.type], description=f.description)
+                  for f in view.features],
+        ttl_seconds=view.ttl_seconds,
+        description=view.description,
+        owner=view.owner,
+        tags=dict(view.tags),
+    )
+    if view.created_at is not None:
+        message.created_at.CopyFrom(to_timestamp(view.created_at))
+    if view.updated_at is not None:
+        message.updated_at.CopyFrom(to_timestamp(view.updated_at))
+    return message
+
+
+def online_row_to_proto(entity_id: str, found: bool, results: dict[str, FeatureResult],
+                        types: dict[str, ValueType], event_time: datetime | None) -> pb.OnlineFeatureRow:
+    """One row of GetOnlineFeatures."""
+    row = pb.OnlineFeatureRow(entity_id=entity_id, found=found)
+    for name, result in results.items():
+        row.values[name].CopyFrom(value_to_proto(types[name], result.value))
+        row.statuses[name] = _STATUS_TO_PROTO[result.status]
+    if event_time is not None:
+        row.event_time.CopyFrom(to_timestamp(event_time))
+    return row
+
+
+def column_to_proto(spec: FeatureSpec, values: list[Scalar | None]) -> pb.Column:
+    """A columnar block: the typed list filled with placeholders where ``present`` is false."""
+    column = pb.Column(name=spec.name, type=_TYPE_TO_PROTO[spec.type])
+    column.present.extend([v is not None for v in values])
+    if spec.type == ValueType.FLOAT:
+        column.double_values.extend([0.0 if v is None else float(v) for v in values])
+    elif spec.type == ValueType.INT:
+        column.int64_values.extend([0 if v is None else int(v) for v in values])
+    elif spec.type == ValueType.STRING:
+        column.string_values.extend(["" if v is None else str(v) for v in values])
+    else:
+        column.bool_values.extend([False if v is None else bool(v) for v in values])
+    return column
+
+
+def chunk_to_proto(features: tuple[FeatureSpec, ...], label: FeatureSpec,
+                   chunk: TrainingSetChunk) -> pb.TrainingSetChunk:
+    """A training-set chunk in columnar protobuf form."""
+    return pb.TrainingSetChunk(
+        entity_ids=chunk.entity_ids,
+        event_times_unix_us=[unix_us(moment) for moment in chunk.event_times],
+        features=[column_to_proto(spec, chunk.columns[i]) for i, spec in enumerate(features)],
+        label=column_to_proto(label, chunk.label),
+    )

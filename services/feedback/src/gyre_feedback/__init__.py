@@ -1,0 +1,1 @@
+"""Gyre feedback: human feedback on predictions and model quality per version."""

@@ -1,0 +1,96 @@
+"""The one place that wires the feedback service: store, handlers, adapters, consumers, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, message_class, topic_spec
+from gyre_common.runner import ServiceContext
+from gyre_common.topics import FEEDBACK_EVENTS, INFERENCE_EVENTS, REGISTRY_EVENTS
+from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from gyre_feedback.api_grpc import SERVICE_NAME, FeedbackServicer
+from gyre_feedback.api_http import make_router
+from gyre_feedback.consumers import FeedbackEventsAdapter, InferenceEventsAdapter, RegistryEventsAdapter
+from gyre_feedback.domain.quality import DropPolicy
+from gyre_feedback.events import SERVICE
+from gyre_feedback.handlers import FeedbackConfig, FeedbackHandlers
+from gyre_feedback.settings import FeedbackSettings
+from gyre_feedback.store import OutboxMessage, PostgresStore
+
+log = logging.getLogger(__name__)
+
+
+def feedback_config(settings: FeedbackSettings) -> FeedbackConfig:
+    """Handler configuration from the settings."""
+    return FeedbackConfig(
+        quality_alias=settings.quality_alias,
+        retrain_enabled=settings.retrain_enabled,
+        drop=DropPolicy(window=settings.retrain_window_labels, threshold=settings.retrain_accuracy_threshold,
+                        cooldown_s=settings.retrain_cooldown_s),
+        promote_to_alias=settings.promote_to_alias,
+        consumer=settings.feedback_consumer_group,
+    )
+
+
+def bootstrap(ctx: ServiceContext) -> None:
+    """Wire the feedback service into the runner's context."""
+    settings = ctx.settings
+    assert isinstance(settings, FeedbackSettings)
+    store = PostgresStore(ctx.db)
+    publisher = Publisher(ctx.kafka, service=SERVICE, tracer_provider=ctx.telemetry.tracer_provider)
+
+    async def send(message: OutboxMessage) -> None:
+        event = message_class(topic_spec(message.topic).event_type).FromString(message.payload)
+        # The outbox event id is the CloudEvents id: a re-publish after a crash is deduplicated downstream.
+        await publisher.publish(message.topic, event, key=message.key, event_id=message.event_id)
+
+    handlers = FeedbackHandlers(store, feedback_config(settings), send=send)
+    retention = timedelta(days=settings.prediction_retention_days)
+
+    async def relay() -> None:
+        await handlers.run_relay(settings.outbox_interval_s)
+
+    async def prune() -> None:
+        while True:
+            try:
+                await handlers.prune(retention)
+            except Exception:  # retried next interval; a database blip must not stop the service
+                log.warning("pruning old predictions failed", exc_info=True)
+            await asyncio.sleep(settings.prune_interval_s)
+
+    ctx.app.include_router(make_router(handlers))
+    ctx.add_servicer(pb_grpc.add_FeedbackServiceServicer_to_server, FeedbackServicer(handlers), name=SERVICE_NAME)
+
+    def consumer(group: str, topic: str, *, handler: EventHandler | None = None,
+                 batch_handler: BatchHandler | None = None) -> RunningConsumer:
+        return RunningConsumer(Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
+                                        batch_handler=batch_handler, tracer_provider=ctx.telemetry.tracer_provider))
+
+    # Started in this order, stopped in reverse: consumers stop (and commit) before the relay and the
+    # publisher, so events their last transactions queued are still published at shutdown or next start.
+    ctx.add_task(publisher, name="publisher")
+    ctx.add_task(relay, name="outbox-relay")
+    ctx.add_task(prune, name="prune")
+    ctx.add_task(consumer(settings.registry_consumer_group, REGISTRY_EVENTS,
+                          handler=RegistryEventsAdapter(handlers)), name="registry-consumer")
+    ctx.add_task(consumer(settings.inference_consumer_group, INFERENCE_EVENTS,
+                          batch_handler=InferenceEventsAdapter(handlers, settings.label_output)),
+                 name="inference-consumer")
+    ctx.add_task(consumer(settings.feedback_consumer_group, FEEDBACK_EVENTS,
+                          handler=FeedbackEventsAdapter(handlers)), name="feedback-consumer")
+
+
+class RunningConsumer:
+    """A bus consumer as a runner background component: ``start()`` joins the group AND starts the
+    poll loop (``Consumer.start()`` alone only connects); ``stop()`` finishes the batch and commits."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+
+    async def start(self) -> None:
+        await self.consumer.__aenter__()
+
+    async def stop(self) -> None:
+        await self.consumer.__aexit__(None, None, None)

@@ -1,0 +1,240 @@
+"""REST mirror of the gRPC API under ``/api/v1`` (for the dashboard, scripts and tests).
+
+Bodies and responses are the proto3 JSON mapping of the ``gyre.registry.v1`` messages
+(lowerCamelCase names; proto names accepted on input; int64 as strings on output), so the REST and
+gRPC APIs carry exactly the same data. Errors answer ``{"error": {"code": "NOT_FOUND",
+"message": "..."}}`` with 400, 401, 404, 409, 412, 413 or 503. Writes take
+``Authorization: Bearer <token>`` (and ``X-Gyre-Actor`` while authentication is off).
+
+| method and path | RPC |
+|---|---|
+| ``POST /api/v1/registered-models`` | CreateRegisteredModel (201) |
+| ``GET /api/v1/registered-models`` | ListRegisteredModels (``page_size``, ``page_token``) |
+| ``GET /api/v1/registered-models/{name}`` | GetRegisteredModel |
+| ``POST /api/v1/registered-models/{name}/versions`` | CreateModelVersion (201) |
+| ``GET /api/v1/registered-models/{name}/versions`` | ListModelVersions (``include_archived``, paging) |
+| ``GET /api/v1/registered-models/{name}/versions/{version}`` | GetModelVersion |
+| ``POST /api/v1/registered-models/{name}/versions/{version}/archive`` | ArchiveModelVersion |
+| ``GET /api/v1/registered-models/{name}/aliases/{alias}`` | GetModelVersionByAlias (``latest`` too) |
+| ``PUT /api/v1/registered-models/{name}/aliases/{alias}`` | SetAlias (body ``{"version": 2, "comment": ...}``) |
+| ``DELETE /api/v1/registered-models/{name}/aliases/{alias}`` | DeleteAlias (``comment``) |
+| ``GET /api/v1/audit-entries`` | ListAuditEntries (``model_name``, ``since`` RFC 3339, paging) |
+| ``GET /api/v1/approvals`` | ListApprovals |
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry.auth import Authenticator
+from gyre_registry.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    Unauthenticated,
+)
+from gyre_registry.handlers import RegistryHandlers
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body accepted (like gRPC's default message limit)."""
+
+_STATUS: dict[type[RegistryError], tuple[int, str]] = {
+    NotFound: (404, "NOT_FOUND"),
+    AlreadyExists: (409, "ALREADY_EXISTS"),
+    InvalidArgument: (400, "INVALID_ARGUMENT"),
+    FailedPrecondition: (412, "FAILED_PRECONDITION"),
+    Unauthenticated: (401, "UNAUTHENTICATED"),
+}
+
+M = TypeVar("M", bound=Message)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _encode(message: Message, status: int = 200) -> JSONResponse:
+    return JSONResponse(json_format.MessageToDict(message), status_code=status)
+
+
+async def _body(request: Request, message: M, **fields: Any) -> M:
+    """Parse the JSON body into ``message``, then set ``fields`` (path parameters win)."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise _TooLarge(f"the body has {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument("body", f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("body", "must be a JSON object")
+        try:
+            json_format.ParseDict(data, message)
+        except json_format.ParseError as exc:
+            raise InvalidArgument("body", str(exc)) from None
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
+
+
+def _query(request: Request, message: M, *, ints: tuple[str, ...] = (), bools: tuple[str, ...] = (),
+           texts: tuple[str, ...] = (), times: tuple[str, ...] = ()) -> M:
+    """Set fields of ``message`` from query parameters of the given kinds."""
+    params = request.query_params
+    for name in ints:
+        if name in params:
+            try:
+                setattr(message, name, int(params[name]))
+            except ValueError:
+                raise InvalidArgument(name, f"must be an integer, got {params[name][:40]!r}") from None
+    for name in bools:
+        if name in params:
+            setattr(message, name, params[name].lower() in ("1", "true", "yes"))
+    for name in texts:
+        if name in params:
+            setattr(message, name, params[name])
+    for name in times:
+        if name in params:
+            try:
+                getattr(message, name).FromJsonString(params[name])
+            except ValueError:
+                raise InvalidArgument(name, f"must be an RFC 3339 time such as 2025-03-01T12:00:00Z, "
+                                            f"got {params[name][:40]!r}") from None
+    return message
+
+
+def _version_param(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgument("version", f"must be an integer, got {value[:40]!r}") from None
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _answer(call: Callable[[], Awaitable[Message]], status: int = 200) -> JSONResponse:
+    try:
+        return _encode(await call(), status)
+    except RegistryError as exc:
+        code = next((c for cls, c in _STATUS.items() if isinstance(exc, cls)), (500, "INTERNAL"))
+        return _error(code[0], code[1], str(exc))
+    except _TooLarge as exc:
+        return _error(413, "INVALID_ARGUMENT", str(exc))
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("database unavailable: %s", exc)
+        return _error(503, "UNAVAILABLE", "the registry's database is unavailable; retry later")
+
+
+def routes(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
+    """The ``/api/v1`` routes over ``handlers``."""
+    router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+    def actor(request: Request) -> str:
+        return auth.actor(request.headers.get("authorization"), request.headers.get("x-gyre-actor"))
+
+    @router.post("/registered-models")
+    async def create_registered_model(request: Request) -> JSONResponse:
+        async def call() -> Message:
+            who = actor(request)
+            body = await _body(request, pb.CreateRegisteredModelRequest())
+            return await handlers.create_registered_model(body, who)
+        return await _answer(call, 201)
+
+    @router.get("/registered-models")
+    async def list_registered_models(request: Request) -> JSONResponse:
+        async def call() -> Message:
+            query = _query(request, pb.ListRegisteredModelsRequest(), ints=("page_size",), texts=("page_token",))
+            return await handlers.list_registered_models(query)
+        return await _answer(call)
+
+    @router.get("/registered-models/{name}")
+    async def get_registered_model(name: str) -> JSONResponse:
+        return await _answer(lambda: handlers.get_registered_model(pb.GetRegisteredModelRequest(name=name)))
+
+    @router.post("/registered-models/{name}/versions")
+    async def create_model_version(name: str, request: Request) -> JSONResponse:
+        async def call() -> Message:
+            who = actor(request)
+            body = await _body(request, pb.CreateModelVersionRequest(), model_name=name)
+            return await handlers.create_model_version(body, who)
+        return await _answer(call, 201)
+
+    @router.get("/registered-models/{name}/versions")
+    async def list_model_versions(name: str, request: Request) -> JSONResponse:
+        async def call() -> Message:
+            query = _query(request, pb.ListModelVersionsRequest(model_name=name), ints=("page_size",),
+                           bools=("include_archived",), texts=("page_token",))
+            return await handlers.list_model_versions(query)
+        return await _answer(call)
+
+    @router.get("/registered-models/{name}/versions/{version}")
+    async def get_model_version(name: str, version: str) -> JSONResponse:
+        async def call() -> Message:
+            return await handlers.get_model_version(
+                pb.GetModelVersionRequest(model_name=name, version=_version_param(version)))
+        return await _answer(call)
+
+    @router.post("/registered-models/{name}/versions/{version}/archive")
+    async def archive_model_version(name: str, version: str, request: Request) -> JSONResponse:
+        async def call() -> Message:
+            who = actor(request)
+            body = await _body(request, pb.ArchiveModelVersionRequest(), model_name=name,
+                               version=_version_param(version))
+            return await handlers.archive_model_version(body, who)
+        return await _answer(call)
+
+    @router.get("/registered-models/{name}/aliases/{alias}")
+    async def get_model_version_by_alias(name: str, alias: str) -> JSONResponse:
+        return await _answer(lambda: handlers.get_model_version_by_alias(
+            pb.GetModelVersionByAliasRequest(model_name=name, alias=alias)))
+
+    @router.put("/registered-models/{name}/aliases/{alias}")
+    async def set_alias(name: str, alias: str, request: Request) -> JSONResponse:
+        async def call() -> Message:
+            who = actor(request)
+            body = await _body(request, pb.SetAliasRequest(), model_name=name, alias=alias)
+            return await handlers.set_alias(body, who)
+        return await _answer(call)
+
+    @router.delete("/registered-models/{name}/aliases/{alias}")
+    async def delete_alias(name: str, alias: str, request: Request) -> JSONResponse:
+        async def call() -> Message:
+            who = actor(request)
+            query = _query(request, pb.DeleteAliasRequest(model_name=name, alias=alias), texts=("comment",))
+            return await handlers.delete_alias(query, who)
+        return await _answer(call)
+
+    @router.get("/audit-entries")
+    async def list_audit_entries(request: Request) -> JSONResponse:
+        async def call() -> Message:
+            query = _query(request, pb.ListAuditEntriesRequest(), ints=("page_size",),
+                           texts=("model_name", "page_token"), times=("since",))
+            return await handlers.list_audit_entries(query)
+        return await _answer(call)
+
+    @router.get("/approvals")
+    async def list_approvals(request: Request) -> JSONResponse:
+        async def call() -> Message:
+            query = _query(request, pb.ListApprovalsRequest(), ints=("page_size",),
+                           texts=("model_name", "page_token"))
+            return await handlers.list_approvals(query)
+        return await _answer(call)
+
+    return router

@@ -1,0 +1,55 @@
+"""The one place the registry is wired: store, handlers, outbox relay, gRPC and REST adapters."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import cast
+
+from gyre_common.bus import Publisher, ensure_topics
+from gyre_common.runner import ServiceContext
+from gyre_common.settings import SettingsError
+from gyre_common.topics import REGISTRY_EVENTS
+from gyre_registry import api_grpc, api_http
+from gyre_registry.artifacts import ArtifactVerifier, FileArtifactVerifier, NoVerification
+from gyre_registry.auth import Authenticator, parse_tokens
+from gyre_registry.handlers import PromotionConfig, RegistryHandlers
+from gyre_registry.outbox import OutboxRelay
+from gyre_registry.settings import RegistrySettings
+from gyre_registry.store import PostgresRegistryStore
+
+
+def authenticator(settings: RegistrySettings) -> Authenticator:
+    """The authenticator of ``settings.auth_tokens``; exits naming the variable when malformed."""
+    if settings.auth_tokens is None:
+        return Authenticator(None)
+    try:
+        return Authenticator(parse_tokens(settings.auth_tokens.get_secret_value()))
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting {RegistrySettings.env_name('auth_tokens')}: {exc}") from None
+
+
+def bootstrap(ctx: ServiceContext) -> None:
+    """Wire the registry into the runner's context."""
+    settings = cast(RegistrySettings, ctx.settings)
+    store = PostgresRegistryStore(ctx.db)
+    relay = OutboxRelay(
+        ctx.db,
+        lambda: Publisher(ctx.kafka, service=ctx.spec.name),
+        poll_interval_s=settings.outbox_poll_interval_s,
+        batch_size=settings.outbox_batch_size,
+        max_backoff_s=settings.outbox_max_backoff_s,
+        retention=timedelta(hours=settings.outbox_retention_hours),
+        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
+        on_connect=lambda: ensure_topics(ctx.kafka, [REGISTRY_EVENTS]),
+    )
+    verifier: ArtifactVerifier = FileArtifactVerifier() if settings.verify_artifacts else NoVerification()
+    handlers = RegistryHandlers(
+        store,
+        promotion=PromotionConfig(settings.champion_alias, settings.challenger_alias),
+        verifier=verifier,
+        on_events=relay.wake,
+    )
+    auth = authenticator(settings)
+    ctx.app.include_router(api_http.routes(handlers, auth))
+    ctx.add_servicer(api_grpc.add_to_server, api_grpc.RegistryServicer(handlers, auth), name=api_grpc.SERVICE_NAME)
+    ctx.add_task(relay, name="outbox-relay")

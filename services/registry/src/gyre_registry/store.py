@@ -1,0 +1,466 @@
+"""The registry's storage: an interface, and its PostgreSQL implementation (schema ``registry``).
+
+Reads go through :class:`RegistryStore`; every change goes through a :class:`RegistryTransaction`
+(``async with store.transaction() as tx``), which also queues the events of the change in the
+outbox, so rows, audit entries and events commit or roll back together.
+
+Records are the API's protobuf messages (``gyre.registry.v1``): they are the registry's data
+model, shared by gRPC and the REST mirror. All times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from gyre_common.topics import REGISTRY_EVENTS
+from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
+from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry import outbox
+from gyre_registry.domain.errors import AlreadyExists
+
+READY = "ready"
+ARCHIVED = "archived"
+_STATUS = {READY: pb.MODEL_VERSION_STATUS_READY, ARCHIVED: pb.MODEL_VERSION_STATUS_ARCHIVED}
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A version to insert (its number comes from :meth:`RegistryTransaction.next_version`)."""
+
+    model_name: str
+    version: int
+    artifact: common_pb2.ArtifactRef
+    signature: common_pb2.ModelSignature
+    lineage: common_pb2.Lineage
+    evaluation: pb.HoldoutEvaluation
+    description: str
+    tags: Mapping[str, str]
+    created_by: str
+    created_at: datetime
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A version with what only the registry keeps about it."""
+
+    model_version: pb.ModelVersion
+    idempotency_key: str | None = None
+    promotion: pb.PromotionDecision | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audit log entry to write."""
+
+    audit_id: str
+    actor: str
+    action: str
+    model_name: str
+    version: int
+    details: Mapping[str, str]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Page:
+    """Keyset position of a list call: rows after ``after`` (None: from the start)."""
+
+    size: int
+    after: Any = None
+
+
+@dataclass
+class AuditQuery:
+    """Filter of :meth:`RegistryStore.list_audit`."""
+
+    model_name: str = ""
+    since: datetime | None = None
+    page: Page = field(default_factory=lambda: Page(100))
+
+
+class RegistryTransaction(ABC):
+    """Changes made together; rolled back entirely when the ``async with`` block raises."""
+
+    @abstractmethod
+    async def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime,
+                           *, if_missing: bool) -> bool:
+        """Create a registered model; True if created. With ``if_missing`` an existing name is left
+        alone (False); without, it raises :class:`AlreadyExists`."""
+
+    @abstractmethod
+    async def lock_model(self, name: str) -> pb.RegisteredModel | None:
+        """The model, locked until commit (serialises all changes of one model); None if absent."""
+
+    @abstractmethod
+    async def version_by_idempotency_key(self, name: str, key: str) -> StoredVersion | None:
+        """The version registered with ``key``, if any."""
+
+    @abstractmethod
+    async def next_version(self, name: str, now: datetime) -> int:
+        """Take the model's next version number (the model must be locked)."""
+
+    @abstractmethod
+    async def insert_version(self, new: NewVersion) -> pb.ModelVersion:
+        """Insert a version; the stored record."""
+
+    @abstractmethod
+    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+        """One version (with its aliases), or None."""
+
+    @abstractmethod
+    async def save_promotion(self, name: str, version: int, decision: pb.PromotionDecision) -> None:
+        """Remember the policy's decision for ``version`` (returned again on retries)."""
+
+    @abstractmethod
+    async def alias_version(self, name: str, alias: str) -> int | None:
+        """Version ``alias`` points at, or None."""
+
+    @abstractmethod
+    async def set_alias(self, name: str, alias: str, version: int, now: datetime) -> None:
+        """Point ``alias`` at ``version`` (creating or moving it)."""
+
+    @abstractmethod
+    async def delete_alias(self, name: str, alias: str, now: datetime) -> None:
+        """Remove ``alias``."""
+
+    @abstractmethod
+    async def aliases_of_version(self, name: str, version: int) -> list[str]:
+        """Aliases pointing at ``version``."""
+
+    @abstractmethod
+    async def archive_version(self, name: str, version: int, now: datetime) -> None:
+        """Mark ``version`` archived."""
+
+    @abstractmethod
+    async def add_audit(self, entry: AuditRecord) -> None:
+        """Append an audit log entry."""
+
+    @abstractmethod
+    async def add_event(self, event: events_pb2.RegistryEvent, event_id: str) -> None:
+        """Queue a RegistryEvent (key: model name) in the outbox."""
+
+
+class RegistryStore(ABC):
+    """Reads, and the factory of :class:`RegistryTransaction`."""
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """``async with store.transaction() as tx:`` a :class:`RegistryTransaction`."""
+
+    @abstractmethod
+    async def get_model(self, name: str) -> pb.RegisteredModel | None:
+        """One model with its aliases, or None."""
+
+    @abstractmethod
+    async def list_models(self, page: Page) -> list[pb.RegisteredModel]:
+        """Models by name, after ``page.after`` (a name), at most ``page.size``."""
+
+    @abstractmethod
+    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+        """One version with its aliases, or None."""
+
+    @abstractmethod
+    async def list_versions(self, name: str, include_archived: bool, page: Page) -> list[pb.ModelVersion]:
+        """Versions newest first, below ``page.after`` (a version number), at most ``page.size``."""
+
+    @abstractmethod
+    async def alias_version(self, name: str, alias: str) -> int | None:
+        """Version ``alias`` points at, or None."""
+
+    @abstractmethod
+    async def latest_ready_version(self, name: str) -> int | None:
+        """Newest version that is not archived, or None."""
+
+    @abstractmethod
+    async def list_audit(self, query: AuditQuery) -> list[tuple[int, pb.AuditEntry]]:
+        """(seq, entry) newest first, below ``query.page.after`` (a seq)."""
+
+
+# -- conversions -----------------------------------------------------------------------------------
+
+def _to_json(message: Message) -> str:
+    return json_format.MessageToJson(message, indent=None, sort_keys=True)
+
+
+def _from_json(text: str, message: Message) -> Any:
+    json_format.Parse(text, message, ignore_unknown_fields=True)
+    return message
+
+
+def _jsonb(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _model(row: asyncpg.Record, aliases: Mapping[str, int]) -> pb.RegisteredModel:
+    model = pb.RegisteredModel(
+        name=row["name"], description=row["description"], tags=_jsonb(row["tags"]),
+        latest_version=row["latest_version"], aliases=dict(aliases),
+    )
+    model.created_at.FromDatetime(row["created_at"])
+    model.updated_at.FromDatetime(row["updated_at"])
+    return model
+
+
+def _version(row: asyncpg.Record, aliases: list[str]) -> pb.ModelVersion:
+    version = pb.ModelVersion(
+        model_name=row["model_name"],
+        version=row["version"],
+        status=_STATUS[row["status"]],
+        artifact=common_pb2.ArtifactRef(
+            uri=row["artifact_uri"], sha256=row["artifact_sha256"],
+            size_bytes=row["artifact_size_bytes"], format=row["artifact_format"],
+        ),
+        aliases=sorted(aliases),
+        description=row["description"],
+        tags=_jsonb(row["tags"]),
+        created_by=row["created_by"],
+        evaluation=pb.HoldoutEvaluation(
+            primary_metric=row["primary_metric"], lower_is_better=row["lower_is_better"],
+            holdout_id=row["holdout_id"],
+        ),
+    )
+    _from_json(row["signature"], version.signature)
+    _from_json(row["lineage"], version.lineage)
+    version.created_at.FromDatetime(row["created_at"])
+    return version
+
+
+def _stored(row: asyncpg.Record, aliases: list[str]) -> StoredVersion:
+    promotion = None
+    if row["promotion"] is not None:
+        promotion = _from_json(row["promotion"], pb.PromotionDecision())
+    return StoredVersion(_version(row, aliases), row["idempotency_key"], promotion)
+
+
+_VERSION_COLUMNS = (
+    "model_name, version, status, artifact_uri, artifact_sha256, artifact_size_bytes, artifact_format, "
+    "signature::text AS signature, lineage::text AS lineage, primary_metric, lower_is_better, holdout_id, "
+    "description, tags, created_by, created_at, idempotency_key, promotion::text AS promotion"
+)
+
+
+async def _aliases_by_version(conn: Any, name: str, versions: list[int]) -> dict[int, list[str]]:
+    rows = await conn.fetch(
+        "SELECT alias, version FROM aliases WHERE model_name = $1 AND version = ANY($2::bigint[])", name, versions
+    )
+    found: dict[int, list[str]] = {}
+    for row in rows:
+        found.setdefault(row["version"], []).append(row["alias"])
+    return found
+
+
+async def _get_version(conn: Any, name: str, version: int) -> StoredVersion | None:
+    row = await conn.fetchrow(
+        f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 AND version = $2", name, version
+    )
+    if row is None:
+        return None
+    aliases = await _aliases_by_version(conn, name, [version])
+    return _stored(row, aliases.get(version, []))
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+class PostgresRegistryTransaction(RegistryTransaction):
+    """A :class:`RegistryTransaction` on one asyncpg connection inside a transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.events_added = 0
+
+    async def insert_model(self, name: str, description: str, tags: Mapping[str, str], now: datetime,
+                           *, if_missing: bool) -> bool:
+        status = await self.conn.execute(
+            "INSERT INTO registered_models (name, description, tags, created_at, updated_at) "
+            "VALUES ($1, $2, $3::jsonb, $4, $4) ON CONFLICT (name) DO NOTHING",
+            name, description, json.dumps(dict(tags)), now,
+        )
+        created = status.endswith(" 1")
+        if not created and not if_missing:
+            raise AlreadyExists(f"registered model {name!r} already exists")
+        return created
+
+    async def lock_model(self, name: str) -> pb.RegisteredModel | None:
+        row = await self.conn.fetchrow("SELECT * FROM registered_models WHERE name = $1 FOR UPDATE", name)
+        if row is None:
+            return None
+        aliases = await self.conn.fetch("SELECT alias, version FROM aliases WHERE model_name = $1", name)
+        return _model(row, {a["alias"]: a["version"] for a in aliases})
+
+    async def version_by_idempotency_key(self, name: str, key: str) -> StoredVersion | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 AND idempotency_key = $2",
+            name, key,
+        )
+        if row is None:
+            return None
+        aliases = await _aliases_by_version(self.conn, name, [row["version"]])
+        return _stored(row, aliases.get(row["version"], []))
+
+    async def next_version(self, name: str, now: datetime) -> int:
+        # Same transaction as the insert: a rollback returns the number, so there are no gaps.
+        return int(await self.conn.fetchval(
+            "UPDATE registered_models SET latest_version = latest_version + 1, updated_at = $2 "
+            "WHERE name = $1 RETURNING latest_version",
+            name, now,
+        ))
+
+    async def insert_version(self, new: NewVersion) -> pb.ModelVersion:
+        await self.conn.execute(
+            "INSERT INTO model_versions (model_name, version, artifact_uri, artifact_sha256, artifact_size_bytes, "
+            "artifact_format, signature, lineage, primary_metric, lower_is_better, holdout_id, description, tags, "
+            "created_by, created_at, idempotency_key) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $14, $15, $16)",
+            new.model_name, new.version, new.artifact.uri, new.artifact.sha256, new.artifact.size_bytes,
+            new.artifact.format, _to_json(new.signature), _to_json(new.lineage), new.evaluation.primary_metric,
+            new.evaluation.lower_is_better, new.evaluation.holdout_id, new.description,
+            json.dumps(dict(new.tags)), new.created_by, new.created_at, new.idempotency_key,
+        )
+        stored = await _get_version(self.conn, new.model_name, new.version)
+        assert stored is not None
+        return stored.model_version
+
+    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+        stored = await _get_version(self.conn, name, version)
+        return None if stored is None else stored.model_version
+
+    async def save_promotion(self, name: str, version: int, decision: pb.PromotionDecision) -> None:
+        await self.conn.execute(
+            "UPDATE model_versions SET promotion = $3::jsonb WHERE model_name = $1 AND version = $2",
+            name, version, _to_json(decision),
+        )
+
+    async def alias_version(self, name: str, alias: str) -> int | None:
+        value = await self.conn.fetchval(
+            "SELECT version FROM aliases WHERE model_name = $1 AND alias = $2", name, alias
+        )
+        return None if value is None else int(value)
+
+    async def set_alias(self, name: str, alias: str, version: int, now: datetime) -> None:
+        await self.conn.execute(
+            "INSERT INTO aliases (model_name, alias, version, updated_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (model_name, alias) "
+            "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+            name, alias, version, now,
+        )
+        await self.conn.execute("UPDATE registered_models SET updated_at = $2 WHERE name = $1", name, now)
+
+    async def delete_alias(self, name: str, alias: str, now: datetime) -> None:
+        await self.conn.execute("DELETE FROM aliases WHERE model_name = $1 AND alias = $2", name, alias)
+        await self.conn.execute("UPDATE registered_models SET updated_at = $2 WHERE name = $1", name, now)
+
+    async def aliases_of_version(self, name: str, version: int) -> list[str]:
+        found = await _aliases_by_version(self.conn, name, [version])
+        return sorted(found.get(version, []))
+
+    async def archive_version(self, name: str, version: int, now: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE model_versions SET status = 'archived', archived_at = $3 WHERE model_name = $1 AND version = $2",
+            name, version, now,
+        )
+
+    async def add_audit(self, entry: AuditRecord) -> None:
+        await self.conn.execute(
+            "INSERT INTO audit_log (audit_id, actor, action, model_name, version, details, occurred_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+            entry.audit_id, entry.actor, entry.action, entry.model_name, entry.version,
+            json.dumps(dict(entry.details)), entry.occurred_at,
+        )
+
+    async def add_event(self, event: events_pb2.RegistryEvent, event_id: str) -> None:
+        await outbox.add_event(
+            self.conn, REGISTRY_EVENTS, event, key=event.model_name, event_id=event_id,
+            occurred_at=event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else None,
+        )
+        self.events_added += 1
+
+
+class PostgresRegistryStore(RegistryStore):
+    """:class:`RegistryStore` on an asyncpg pool whose search path starts with schema ``registry``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresRegistryTransaction]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield PostgresRegistryTransaction(conn)
+
+    async def get_model(self, name: str) -> pb.RegisteredModel | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM registered_models WHERE name = $1", name)
+            if row is None:
+                return None
+            aliases = await conn.fetch("SELECT alias, version FROM aliases WHERE model_name = $1", name)
+        return _model(row, {a["alias"]: a["version"] for a in aliases})
+
+    async def list_models(self, page: Page) -> list[pb.RegisteredModel]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM registered_models WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2",
+                page.after, page.size,
+            )
+            aliases = await conn.fetch(
+                "SELECT model_name, alias, version FROM aliases WHERE model_name = ANY($1::text[])",
+                [row["name"] for row in rows],
+            )
+        by_model: dict[str, dict[str, int]] = {}
+        for a in aliases:
+            by_model.setdefault(a["model_name"], {})[a["alias"]] = a["version"]
+        return [_model(row, by_model.get(row["name"], {})) for row in rows]
+
+    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+        async with self.pool.acquire() as conn:
+            stored = await _get_version(conn, name, version)
+        return None if stored is None else stored.model_version
+
+    async def list_versions(self, name: str, include_archived: bool, page: Page) -> list[pb.ModelVersion]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 "
+                "AND ($2 OR status = 'ready') AND ($3::bigint IS NULL OR version < $3) "
+                "ORDER BY version DESC LIMIT $4",
+                name, include_archived, page.after, page.size,
+            )
+            aliases = await _aliases_by_version(conn, name, [row["version"] for row in rows])
+        return [_version(row, aliases.get(row["version"], [])) for row in rows]
+
+    async def alias_version(self, name: str, alias: str) -> int | None:
+        value = await self.pool.fetchval("SELECT version FROM aliases WHERE model_name = $1 AND alias = $2",
+                                         name, alias)
+        return None if value is None else int(value)
+
+    async def latest_ready_version(self, name: str) -> int | None:
+        value = await self.pool.fetchval(
+            "SELECT max(version) FROM model_versions WHERE model_name = $1 AND status = 'ready'", name
+        )
+        return None if value is None else int(value)
+
+    async def list_audit(self, query: AuditQuery) -> list[tuple[int, pb.AuditEntry]]:
+        rows = await self.pool.fetch(
+            "SELECT seq, audit_id, actor, action, model_name, version, details::text AS details, occurred_at "
+            "FROM audit_log WHERE ($1 = '' OR model_name = $1) AND ($2::timestamptz IS NULL OR occurred_at >= $2) "
+            "AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
+            query.model_name, query.since, query.page.after, query.page.size,
+        )
+        entries = []
+        for row in rows:
+            entry = pb.AuditEntry(
+                audit_id=row["audit_id"], actor=row["actor"], action=row["action"], model_name=row["model_name"],
+                version=row["version"], details=json.loads(row["details"]),
+            )
+            entry.occurred_at.FromDatetime(row["occurred_at"])
+            entries.append((int(row["seq"]), entry))
+        return entries
+

@@ -1,0 +1,214 @@
+"""Open Inference Protocol V2 over REST (JSON): decode, call the :class:`DataPlane`, encode.
+
+Errors are ``{"error": "<message>"}`` with 400 (invalid request), 404 (unknown model or version),
+413 (too many rows), 500 (the model failed) or 503. Health and model-ready endpoints answer 200 for
+true and 400 for false, as the protocol says.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gyre_serving import metrics
+from gyre_serving.domain.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    PredictionError,
+    RequestTooLargeError,
+    ServingError,
+)
+from gyre_serving.domain.tensors import Tensor, from_values
+from gyre_serving.handlers import DataPlane, InferenceRequest, InferenceResponse
+
+BINARY_HEADER = "inference-header-content-length"
+"""Header of Triton's binary tensor data extension, which this server does not support yet."""
+
+
+class RequestInput(BaseModel):
+    """One input tensor of a REST inference request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any
+
+
+class RequestOutput(BaseModel):
+    """One requested output."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequestBody(BaseModel):
+    """The JSON body of ``POST /v2/models/{name}[/versions/{version}]/infer``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+def status_of(error: ServingError) -> int:
+    """The HTTP status of a serving error."""
+    if isinstance(error, InvalidRequestError):
+        return 400
+    if isinstance(error, ModelNotFoundError):
+        return 404
+    if isinstance(error, RequestTooLargeError):
+        return 413
+    if isinstance(error, ModelUnavailableError):
+        return 503
+    if isinstance(error, PredictionError):
+        return 500
+    return 500
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def decode_body(body: bytes, model_name: str, model_version: str) -> InferenceRequest:
+    """Parse and validate a REST inference request body.
+
+    Raises:
+        InvalidRequestError: not JSON, not the protocol's shape, or tensors that do not decode.
+    """
+    try:
+        payload = InferenceRequestBody.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+                             for err in exc.errors()[:5])
+        raise InvalidRequestError(f"invalid inference request: {problems}") from None
+    inputs = [from_values(item.name, item.datatype, item.shape, item.data) for item in payload.inputs]
+    return InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        id=payload.id or "",
+        inputs=inputs,
+        outputs=[output.name for output in payload.outputs or []],
+        parameters=payload.parameters or {},
+    )
+
+
+def _json_data(tensor: Tensor) -> list[Any]:
+    flat = tensor.data.reshape(-1)
+    if tensor.datatype == "BYTES":
+        return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in flat]
+    return list(flat.tolist())
+
+
+def encode_response(response: InferenceResponse) -> dict[str, Any]:
+    """The JSON body of an inference response (output data flattened, row-major)."""
+    return {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "id": response.id,
+        "parameters": dict(response.parameters),
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": _json_data(t)}
+                    for t in response.outputs],
+    }
+
+
+def router(dataplane: DataPlane) -> APIRouter:
+    """The ``/v2`` routes over ``dataplane``."""
+    api = APIRouter(prefix="/v2", tags=["inference"])
+
+    @api.get("")
+    async def server_metadata() -> dict[str, Any]:
+        meta = dataplane.server_metadata()
+        return {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
+
+    @api.get("/health/live")
+    async def live() -> JSONResponse:
+        ok = dataplane.live()
+        return JSONResponse({"live": ok}, status_code=200 if ok else 400)
+
+    @api.get("/health/ready")
+    async def ready() -> JSONResponse:
+        ok = dataplane.ready()
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
+
+    async def model_ready(name: str, version: str) -> JSONResponse:
+        if dataplane.model_ready(name, version):
+            return JSONResponse({"name": name, "ready": True})
+        if dataplane.repository.get(name) is None:
+            return JSONResponse({"name": name, "ready": False, "error": f"model {name!r} is not served here"},
+                                status_code=404)
+        return JSONResponse({"name": name, "ready": False}, status_code=400)
+
+    @api.get("/models/{name}/ready")
+    async def model_ready_any(name: str) -> JSONResponse:
+        return await model_ready(name, "")
+
+    @api.get("/models/{name}/versions/{version}/ready")
+    async def model_ready_version(name: str, version: str) -> JSONResponse:
+        return await model_ready(name, version)
+
+    async def model_metadata(name: str, version: str) -> JSONResponse:
+        try:
+            meta = dataplane.model_metadata(name, version)
+        except ServingError as exc:
+            return _error(status_of(exc), str(exc))
+
+        def specs(items: Any) -> list[dict[str, Any]]:
+            return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in items]
+
+        return JSONResponse({"name": meta.name, "versions": list(meta.versions), "platform": meta.platform,
+                             "inputs": specs(meta.inputs), "outputs": specs(meta.outputs)})
+
+    @api.get("/models/{name}")
+    async def model_metadata_any(name: str) -> JSONResponse:
+        return await model_metadata(name, "")
+
+    @api.get("/models/{name}/versions/{version}")
+    async def model_metadata_version(name: str, version: str) -> JSONResponse:
+        return await model_metadata(name, version)
+
+    async def infer(request: Request, name: str, version: str) -> JSONResponse:
+        started = time.perf_counter()
+        label = name if dataplane.repository.get(name) is not None else metrics.UNKNOWN_MODEL
+        try:
+            if BINARY_HEADER in request.headers:
+                raise InvalidRequestError("the binary tensor data extension is not supported; send JSON data")
+            decoded = decode_body(await request.body(), name, version)
+            response = await dataplane.infer(decoded, started_at=started)
+        except ServingError as exc:
+            status = status_of(exc)
+            metrics.observe_request(label, "rest", str(status), time.perf_counter() - started)
+            return _error(status, str(exc))
+        # allow_nan: a model may answer NaN; Starlette's own encoder would fail the response instead.
+        body = json.dumps(encode_response(response), allow_nan=True, separators=(",", ":")).encode()
+        metrics.observe_request(label, "rest", "200", time.perf_counter() - started)
+        return _PreEncodedJSON(body)
+
+    @api.post("/models/{name}/infer")
+    async def infer_any(request: Request, name: str) -> JSONResponse:
+        return await infer(request, name, "")
+
+    @api.post("/models/{name}/versions/{version}/infer")
+    async def infer_version(request: Request, name: str, version: str) -> JSONResponse:
+        return await infer(request, name, version)
+
+    return api
+
+
+class _PreEncodedJSON(JSONResponse):
+    """A JSON response whose body is already encoded."""
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else super().render(content)

@@ -1,0 +1,108 @@
+"""The one place that wires serving: repository, loader, data plane, adapters, registry follower,
+inference-event emitter and readiness checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import partial
+from importlib import metadata
+from typing import cast
+
+from gyre_common.artifacts import ArtifactSettings, LocalArtifactStore
+from gyre_common.bus import Publisher, ensure_topics
+from gyre_common.runner import ServiceContext
+from gyre_common.settings import load_settings
+from gyre_common.topics import INFERENCE_EVENTS
+from gyre_contracts.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from gyre_serving import api_http
+from gyre_serving.api_grpc import SERVICE_NAME, InferenceServicer
+from gyre_serving.consumers import RegistryEventsFollower, Snapshot
+from gyre_serving.emitter import InferenceEmitter
+from gyre_serving.handlers import DataPlane, ModelManager
+from gyre_serving.loader import ModelLoader
+from gyre_serving.registry_client import RegistryClient
+from gyre_serving.repository import ModelRepository
+from gyre_serving.settings import ServingSettings
+
+
+def _version() -> str:
+    try:
+        return metadata.version("gyre-serving")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None) -> None:
+    """Wire serving into the runner's context.
+
+    Args:
+        artifacts: where model artifacts are read (``GYRE_ARTIFACTS_*`` when omitted).
+    """
+    settings = cast(ServingSettings, ctx.settings)
+    store = LocalArtifactStore.from_settings(artifacts or load_settings(ArtifactSettings))
+    repository = ModelRepository(settings.alias)
+    registry = (RegistryClient(settings.registry_address, token=settings.service_token,
+                               timeout_s=settings.rpc_timeout_s,
+                               interceptors=ctx.telemetry.grpc_client_interceptors())
+                if settings.registry_address else None)
+    manager = ModelManager(repository, ModelLoader(store, settings.trusted_types).load, alias=settings.alias,
+                           models=settings.models, load_attempts=settings.load_attempts,
+                           lookup=registry.version if registry is not None else None)
+
+    kafka = ctx.kafka
+    emitter = InferenceEmitter(
+        lambda: Publisher(kafka, service="serving", tracer_provider=ctx.telemetry.tracer_provider),
+        capacity_rows=settings.event_queue_rows, batch_rows=settings.event_batch_rows,
+        # Apache Kafka may not auto-create topics: make sure ours exists before publishing.
+        prepare=partial(ensure_topics, kafka, [INFERENCE_EVENTS]),
+    )
+    readiness = ctx.readiness
+    dataplane = DataPlane(repository, emitter, server_name=settings.server_name, server_version=_version(),
+                          ready=lambda: readiness.is_ready, max_batch_rows=settings.max_batch_rows)
+    ctx.app.include_router(api_http.router(dataplane))
+    ctx.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(dataplane),
+                     name=SERVICE_NAME)
+
+    snapshot: Snapshot | None = (partial(registry.alias_snapshot, settings.alias, settings.models)
+                                 if registry is not None else None)
+    follower = RegistryEventsFollower(
+        kafka, manager, snapshot, snapshot_complete=not settings.models,
+        resync_interval_s=settings.resync_interval_s,
+        # Every replica reads every registry event: a client id naming this process helps operators.
+        client_id=f"{kafka.client_id}-serving-{socket.gethostname()}-{os.getpid()}",
+    )
+
+    # Started in this order, stopped in reverse: the follower stops first, the emitter last (after
+    # the servers drained, so the events of the last requests are still published).
+    ctx.add_task(emitter, name="inference-events")
+    if registry is not None:
+        ctx.add_task(_Closing(registry), name="registry-client")
+    ctx.add_task(follower.run, name="registry-events")
+
+    async def following() -> None:
+        if not follower.positioned:
+            raise RuntimeError("not yet following registry.events")
+
+    async def models_loaded() -> None:
+        if not follower.synced:
+            raise RuntimeError(f"the registry at {settings.registry_address} has not been read yet")
+        missing = manager.missing()
+        if missing:
+            raise RuntimeError(f"no version with alias {settings.alias!r} loaded yet for: {', '.join(missing)}")
+
+    ctx.add_check("registry-events", following)
+    ctx.add_check("models", models_loaded)
+
+
+class _Closing:
+    """Closes the registry client's channel at shutdown."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.client.close()

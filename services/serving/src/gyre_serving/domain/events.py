@@ -1,0 +1,116 @@
+"""Inference events: what one served request becomes on ``inference.events``.
+
+The request path only records a :class:`ServedBatch` (references to arrays it already has); the
+emitter turns it into one ``InferenceEvent`` per row off the request path with
+:func:`inference_events`.
+
+Prediction ids: a one-row request's prediction id is the request id (the response ``id``); row
+``i`` of a larger batch gets ``<request id>:<i>``. The response parameter ``prediction_ids`` lists
+them, comma-separated, in row order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
+
+
+def prediction_ids(request_id: str, rows: int) -> list[str]:
+    """The prediction id of each row (see the module docstring)."""
+    if rows == 1:
+        return [request_id]
+    return [f"{request_id}:{i}" for i in range(rows)]
+
+
+@dataclass(frozen=True, slots=True)
+class ServedBatch:
+    """One answered request, as the emitter needs it.
+
+    Attributes:
+        model_name, model_version: the version that answered.
+        alias: the alias the client asked for (the served alias when it named no version); empty
+            when it named a version number.
+        request_id: the response ``id``.
+        prediction_ids: one per row (:func:`prediction_ids`).
+        feature_names: input (feature) names, in order.
+        feature_columns: one 1-D array per feature, one value per row.
+        output_columns: ``(name, 1-D array)`` per output column (``Prediction.event_columns``).
+        served_at: when the response was ready, aware UTC.
+        latency_ms: time spent on the whole request, in milliseconds.
+        request_key: the request's ``request_key`` parameter (a business key), or empty.
+    """
+
+    model_name: str
+    model_version: int
+    alias: str
+    request_id: str
+    prediction_ids: Sequence[str]
+    feature_names: Sequence[str]
+    feature_columns: Sequence[np.ndarray[Any, Any]]
+    output_columns: Sequence[tuple[str, np.ndarray[Any, Any]]]
+    served_at: datetime
+    latency_ms: float
+    request_key: str = ""
+
+    @property
+    def rows(self) -> int:
+        return len(self.prediction_ids)
+
+
+def _setter(values: list[Any]) -> list[common_pb2.FeatureValue]:
+    out = []
+    for value in values:
+        fv = common_pb2.FeatureValue()
+        if value is None:
+            pass
+        elif isinstance(value, bool | np.bool_):
+            fv.bool_value = bool(value)
+        elif isinstance(value, int):
+            fv.int64_value = value
+        elif isinstance(value, float):
+            # NaN is how numeric clients send "missing" (imputers read it so); the contract's
+            # missing value is an unset FeatureValue.
+            if not math.isnan(value):
+                fv.double_value = value
+        elif isinstance(value, bytes):
+            fv.string_value = value.decode("utf-8", "replace")
+        else:
+            fv.string_value = str(value)
+        out.append(fv)
+    return out
+
+
+def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
+    """One ``InferenceEvent`` per row of ``batch``, with named inputs and outputs."""
+    served_at = Timestamp()
+    served_at.FromDatetime(batch.served_at)
+    inputs = [(name, _setter(column.tolist())) for name, column in zip(batch.feature_names, batch.feature_columns,
+                                                                     strict=True)]
+    outputs = [(name, _setter(column.tolist())) for name, column in batch.output_columns]
+    events = []
+    for row, prediction_id in enumerate(batch.prediction_ids):
+        event = events_pb2.InferenceEvent(
+            prediction_id=prediction_id,
+            model_name=batch.model_name,
+            model_version=batch.model_version,
+            alias=batch.alias,
+            served_at=served_at,
+            latency_ms=batch.latency_ms,
+            request_id=batch.request_id,
+            row_index=row,
+            request_key=batch.request_key,
+        )
+        for name, values in inputs:
+            event.inputs[name].CopyFrom(values[row])
+        for name, values in outputs:
+            event.outputs[name].CopyFrom(values[row])
+        events.append(event)
+    return events

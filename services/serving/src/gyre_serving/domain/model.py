@@ -1,0 +1,252 @@
+"""A loaded model version: the estimator, its signature, and how a request becomes its outputs.
+
+A :class:`LoadedModel` is immutable once built: swapping versions replaces the object, so a request
+that started on the old version finishes on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, PredictionError
+from gyre_serving.domain.signature import (
+    MATRIX_INPUT,
+    PREDICT_OUTPUT,
+    PROBA_OUTPUT,
+    FeatureBatch,
+    InputLayout,
+    OutputKind,
+    Signature,
+    TensorSpec,
+    assemble_features,
+    dummy_inputs,
+    output_kind,
+    validate_signature,
+)
+from gyre_serving.domain.tensors import Tensor, cast, datatype_of
+
+PLATFORM = "sklearn"
+"""``ModelMetadata.platform`` of the models serving loads today."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where a model version comes from: what the registry says about it.
+
+    Attributes:
+        name: registered model name.
+        version: version number (from 1).
+        artifact_uri: artifact location (``file:///...`` for the local store).
+        sha256: lowercase hex digest the artifact must have.
+        format: artifact format ("skops"; empty is read as skops).
+        signature: the version's signature; None lets serving infer one from the estimator.
+    """
+
+    name: str
+    version: int
+    artifact_uri: str
+    sha256: str
+    format: str = "skops"
+    signature: Signature | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The outputs of one request.
+
+    Attributes:
+        outputs: every signature output, in signature order, with the request's batch size first.
+        event_columns: per-row values for inference events: ``(name, 1-D array)`` with the predict
+            output under its own name and each probability column as ``<output>_<class>``.
+    """
+
+    outputs: tuple[Tensor, ...]
+    event_columns: tuple[tuple[str, np.ndarray[Any, Any]], ...]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model version ready to predict. Build it with :meth:`build`.
+
+    Attributes:
+        source: where it came from (name, version, artifact, declared signature).
+        estimator: the scikit-learn estimator or pipeline.
+        signature: the signature requests are checked against (declared, or inferred).
+        classes: class labels as strings in ``predict_proba`` column order; empty for regressors.
+        feature_names_in: column names the estimator was fitted with, when it was fitted on a
+            DataFrame (it then predicts on a DataFrame with those columns).
+        loaded_at: when the version was loaded, UTC.
+    """
+
+    source: ModelSource
+    estimator: Any
+    signature: Signature
+    classes: tuple[str, ...] = ()
+    feature_names_in: tuple[str, ...] | None = None
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def version(self) -> int:
+        return self.source.version
+
+    @property
+    def platform(self) -> str:
+        return PLATFORM
+
+    @classmethod
+    def build(cls, source: ModelSource, estimator: Any) -> LoadedModel:
+        """Check the estimator against the (declared or inferred) signature.
+
+        Raises:
+            ModelLoadError: ``signature`` when the estimator cannot honour the signature (wrong
+                number of features, probabilities from a model without ``predict_proba``, ...).
+        """
+        if not hasattr(estimator, "predict"):
+            raise ModelLoadError("signature", f"{type(estimator).__name__} has no predict()")
+        names_in = getattr(estimator, "feature_names_in_", None)
+        feature_names_in = tuple(str(n) for n in names_in) if names_in is not None else None
+        raw_classes = getattr(estimator, "classes_", None)
+        classes = tuple(str(c) for c in raw_classes) if raw_classes is not None else ()
+        declared = source.signature
+        if declared is None or not declared.inputs:
+            signature = _inferred_signature(estimator, feature_names_in, raw_classes)
+        elif not declared.outputs:
+            signature = Signature(declared.inputs, _default_outputs(estimator, raw_classes))
+        else:
+            signature = declared
+        try:
+            validate_signature(signature)
+        except ValueError as exc:
+            raise ModelLoadError("signature", f"{source.name} v{source.version}: {exc}") from None
+        width = (signature.inputs[0].shape[1] if signature.layout is InputLayout.MATRIX
+                 else len(signature.inputs))
+        n_in = getattr(estimator, "n_features_in_", None)
+        if n_in is not None and int(n_in) != width:
+            raise ModelLoadError("signature", f"{source.name} v{source.version}: the signature gives {width} "
+                                              f"features but the model was fitted on {int(n_in)}")
+        for spec in signature.outputs:
+            if output_kind(spec) is OutputKind.PROBA:
+                if not hasattr(estimator, "predict_proba"):
+                    raise ModelLoadError("signature", f"output {spec.describe()} needs predict_proba(), which "
+                                                      f"{type(estimator).__name__} does not have")
+                if spec.shape[1] >= 0 and classes and spec.shape[1] != len(classes):
+                    raise ModelLoadError("signature", f"output {spec.describe()} has {spec.shape[1]} columns but "
+                                                      f"the model has {len(classes)} classes")
+        return cls(source, estimator, signature, classes, feature_names_in)
+
+    def features(self, inputs: Sequence[Tensor]) -> FeatureBatch:
+        """Check request inputs against the signature. Raises :class:`InvalidRequestError`."""
+        return assemble_features(self.signature, inputs, self.feature_names_in)
+
+    def predict(self, batch: FeatureBatch) -> Prediction:
+        """Run the estimator on ``batch`` and return every signature output.
+
+        Raises:
+            InvalidRequestError: the estimator rejected the values (e.g. NaN without an imputer).
+            PredictionError: anything else went wrong inside the estimator.
+        """
+        if batch.rows == 0:
+            return self._empty_prediction()
+        frame = self._model_input(batch)
+        outputs: list[Tensor] = []
+        events: list[tuple[str, np.ndarray[Any, Any]]] = []
+        try:
+            for spec in self.signature.outputs:
+                if output_kind(spec) is OutputKind.PROBA:
+                    proba = np.asarray(self.estimator.predict_proba(frame))
+                    tensor = cast(spec.name, proba, spec.datatype)
+                    outputs.append(tensor)
+                    labels = self.classes or tuple(str(j) for j in range(proba.shape[1]))
+                    events.extend((f"{spec.name}_{label}", tensor.data[:, j]) for j, label in enumerate(labels))
+                else:
+                    predicted = np.asarray(self.estimator.predict(frame))
+                    tensor = cast(spec.name, predicted.reshape((batch.rows, *[1] * (len(spec.shape) - 1))),
+                                  spec.datatype)
+                    outputs.append(tensor)
+                    events.append((spec.name, tensor.data.reshape(-1)))
+        except ValueError as exc:
+            raise InvalidRequestError(f"model {self.name} v{self.version} rejected the input: {exc}") from None
+        except Exception as exc:
+            raise PredictionError(f"model {self.name} v{self.version} failed: {type(exc).__name__}: {exc}") from exc
+        return Prediction(tuple(outputs), tuple(events))
+
+    def warm_up(self) -> Prediction:
+        """Predict on a dummy row built from the signature, so the first real request pays no
+        first-call costs and a model that cannot answer is refused before it takes traffic.
+
+        Raises:
+            ModelLoadError: ``warmup`` with what failed.
+        """
+        try:
+            return self.predict(self.features(dummy_inputs(self.signature)))
+        except Exception as exc:
+            raise ModelLoadError("warmup", f"{self.name} v{self.version} failed its warm-up request: {exc}") from exc
+
+    def _model_input(self, batch: FeatureBatch) -> Any:
+        columns = [_as_model_column(column) for column in batch.columns]
+        names_in = self.feature_names_in
+        if names_in is None:
+            if batch.matrix is not None and batch.matrix.dtype != object:
+                return batch.matrix
+            return np.column_stack(columns) if columns else np.empty((batch.rows, 0))
+        # Fitted on a DataFrame: name the columns as at fit time (by name when the signature uses the
+        # same names, else by position), so column transformers find their columns.
+        if set(batch.names) == set(names_in):
+            by_name = dict(zip(batch.names, columns, strict=True))
+            return pd.DataFrame({name: by_name[name] for name in names_in}, copy=False)
+        return pd.DataFrame(dict(zip(names_in, columns, strict=True)), copy=False)
+
+    def _empty_prediction(self) -> Prediction:
+        outputs = []
+        for spec in self.signature.outputs:
+            width = len(self.classes) if output_kind(spec) is OutputKind.PROBA else 1
+            shape = (0, width) if len(spec.shape) == 2 else (0,)
+            outputs.append(cast(spec.name, np.empty(shape), spec.datatype))
+        return Prediction(tuple(outputs), ())
+
+
+def _as_model_column(column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # BYTES inputs arrive as bytes; estimators were fitted on str categories.
+    if column.dtype == object:
+        return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in column], dtype=object)
+    return column
+
+
+def _default_outputs(estimator: Any, classes: Any) -> tuple[TensorSpec, ...]:
+    if classes is None:
+        return (TensorSpec(PREDICT_OUTPUT, "FP64", (-1,)),)
+    label_type = _label_datatype(np.asarray(classes).dtype)
+    outputs = [TensorSpec(PREDICT_OUTPUT, label_type, (-1,))]
+    if hasattr(estimator, "predict_proba"):
+        outputs.append(TensorSpec(PROBA_OUTPUT, "FP32", (-1, len(classes))))
+    return tuple(outputs)
+
+
+def _label_datatype(dtype: np.dtype[Any]) -> str:
+    if dtype.kind in "iu":
+        return "INT64"
+    if dtype.kind == "f":
+        return "FP64"
+    return datatype_of(dtype)
+
+
+def _inferred_signature(estimator: Any, names_in: tuple[str, ...] | None, classes: Any) -> Signature:
+    outputs = _default_outputs(estimator, classes)
+    if names_in:
+        return Signature(tuple(TensorSpec(name, "FP64", (-1,)) for name in names_in), outputs)
+    n_in = getattr(estimator, "n_features_in_", None)
+    if n_in is None:
+        raise ModelLoadError("signature", "the version has no signature and the model does not say how many "
+                                          "features it takes (n_features_in_)")
+    return Signature((TensorSpec(MATRIX_INPUT, "FP64", (-1, int(n_in))),), outputs)
+

@@ -1,0 +1,406 @@
+"""Serving's use cases, shared by every transport.
+
+* :class:`DataPlane` answers the Open Inference Protocol (health, metadata, inference); the gRPC and
+  REST adapters only decode, call it and encode (like MLServer's ``DataPlane``).
+* :class:`ModelManager` applies registry changes: it loads the version the served alias points at
+  and swaps it in, keeping the old version when the new one cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_serving import metrics
+from gyre_serving.convert import source_from_event
+from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError, RequestTooLargeError
+from gyre_serving.domain.events import ServedBatch, prediction_ids
+from gyre_serving.domain.model import LoadedModel, ModelSource
+from gyre_serving.domain.signature import TensorSpec
+from gyre_serving.domain.tensors import Tensor
+from gyre_serving.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LENGTH = 128
+"""Longest request id accepted (it becomes the prediction id and a Kafka key)."""
+PREDICTION_IDS_PARAMETER = "prediction_ids"
+"""Response parameter listing the prediction id of each row, comma-separated."""
+REQUEST_KEY_PARAMETER = "request_key"
+"""Request parameter carrying a business key (e.g. an entity id), copied into the inference events."""
+
+Kind = events_pb2.RegistryEventKind
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """A transport-neutral inference request.
+
+    Attributes:
+        model_name: model to run.
+        model_version: a version number, the served alias, or empty (the alias).
+        id: request id; empty lets serving generate one (a UUID4).
+        inputs: decoded input tensors.
+        outputs: names of the outputs to return; empty returns all.
+        parameters: request parameters (scalars); ``request_key`` is copied into the events.
+    """
+
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    inputs: Sequence[Tensor] = ()
+    outputs: Sequence[str] = ()
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResponse:
+    """The answer to an :class:`InferenceRequest`.
+
+    Attributes:
+        id: the request id (generated when the request had none); also the prediction id of a
+            one-row request.
+        prediction_ids: one per row.
+        parameters: response parameters (``prediction_ids``, comma-separated).
+    """
+
+    model_name: str
+    model_version: str
+    id: str
+    outputs: tuple[Tensor, ...]
+    prediction_ids: tuple[str, ...]
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    """Server name, version and supported protocol extensions."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """A served model's versions, platform, inputs and outputs."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+class EventSink(Protocol):
+    """Where answered requests go to become inference events (the emitter); never blocks."""
+
+    def emit(self, batch: ServedBatch) -> bool:
+        """Queue ``batch``; False when it was dropped."""
+        ...
+
+
+class DataPlane:
+    """Open Inference Protocol operations over the served models.
+
+    Args:
+        repository: the served models.
+        events: where answered requests are recorded for ``inference.events``.
+        server_name, server_version: what ServerMetadata reports.
+        ready: whether the service is ready (the runner's readiness).
+        max_batch_rows: most rows per request.
+    """
+
+    def __init__(self, repository: ModelRepository, events: EventSink, *, server_name: str,
+                 server_version: str, ready: Callable[[], bool], max_batch_rows: int) -> None:
+        self.repository = repository
+        self.events = events
+        self._metadata = ServerMetadata(server_name, server_version)
+        self._ready = ready
+        self.max_batch_rows = max_batch_rows
+
+    def live(self) -> bool:
+        """Whether the server is live: it answers at all."""
+        return True
+
+    def ready(self) -> bool:
+        """Whether the server is ready (broker reachable, registry state known, configured models loaded)."""
+        return self._ready()
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether ``name`` (at ``version``, if given) is loaded and can answer."""
+        try:
+            self.repository.resolve(name, version)
+        except (ModelNotFoundError, InvalidRequestError):
+            return False
+        return True
+
+    def server_metadata(self) -> ServerMetadata:
+        """Name, version and extensions of the server."""
+        return self._metadata
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        """Metadata of a served model.
+
+        Raises:
+            ModelNotFoundError: the model (or that version) is not served here.
+            InvalidRequestError: ``version`` is neither a number nor the served alias.
+        """
+        model = self.repository.resolve(name, version)
+        return ModelMetadata(model.name, (str(model.version),), model.platform, model.signature.inputs,
+                             model.signature.outputs)
+
+    async def infer(self, request: InferenceRequest, *, started_at: float | None = None) -> InferenceResponse:
+        """Run one inference request.
+
+        The model is resolved once, at the start: if a new version is swapped in meanwhile, this
+        request still finishes on the version it started with. The answered request is handed to
+        the event sink, which never blocks or fails the call.
+
+        Args:
+            started_at: ``time.perf_counter()`` when the transport received the request (for the
+                events' ``latency_ms``); now when omitted.
+
+        Raises:
+            ModelNotFoundError, InvalidRequestError, RequestTooLargeError, PredictionError.
+        """
+        started = time.perf_counter() if started_at is None else started_at
+        model = self.repository.resolve(request.model_name, request.model_version)
+        request_id = request.id or str(uuid.uuid4())
+        if len(request_id) > MAX_ID_LENGTH:
+            raise InvalidRequestError(f"request id has {len(request_id)} characters; at most {MAX_ID_LENGTH}")
+        for tensor in request.inputs:
+            if tensor.data.ndim and tensor.data.shape[0] > self.max_batch_rows:
+                raise RequestTooLargeError(
+                    f"input {tensor.name!r} has {tensor.data.shape[0]} rows; at most {self.max_batch_rows} per request"
+                )
+        wanted = _requested_outputs(model, request.outputs)
+        batch = model.features(request.inputs)
+        prediction = model.predict(batch)
+        ids = tuple(prediction_ids(request_id, batch.rows))
+        outputs = tuple(tensor for tensor in prediction.outputs if wanted is None or tensor.name in wanted)
+        if wanted is not None:
+            order = {name: i for i, name in enumerate(request.outputs)}
+            outputs = tuple(sorted(outputs, key=lambda tensor: order[tensor.name]))
+        metrics.PREDICTIONS.labels(model.name).inc(batch.rows)
+        if batch.rows:
+            key = request.parameters.get(REQUEST_KEY_PARAMETER)
+            self.events.emit(ServedBatch(
+                model_name=model.name,
+                model_version=model.version,
+                alias=self.repository.alias if request.model_version in ("", self.repository.alias) else "",
+                request_id=request_id,
+                prediction_ids=ids,
+                feature_names=batch.names,
+                feature_columns=batch.columns,
+                output_columns=prediction.event_columns,
+                served_at=datetime.now(UTC),
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                request_key=key if isinstance(key, str) else "",
+            ))
+        return InferenceResponse(model.name, str(model.version), request_id, outputs, ids,
+                                 {PREDICTION_IDS_PARAMETER: ",".join(ids)})
+
+
+def _requested_outputs(model: LoadedModel, names: Sequence[str]) -> set[str] | None:
+    if not names:
+        return None
+    known = [spec.name for spec in model.signature.outputs]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidRequestError(f"unknown output(s) {unknown}; model {model.name!r} returns {known}")
+    if len(set(names)) != len(names):
+        raise InvalidRequestError(f"requested outputs must be unique, got {list(names)}")
+    return set(names)
+
+
+# -- applying registry changes ----------------------------------------------------------------------
+
+Loader = Callable[[ModelSource], LoadedModel]
+"""Blocking load of one version (:meth:`gyre_serving.loader.ModelLoader.load`); run in a thread."""
+VersionLookup = Callable[[str, int], Awaitable[ModelSource | None]]
+"""Asks the registry for one version's artifact and signature (None: unknown)."""
+
+
+@dataclass
+class ManagerStats:
+    """What the manager did since start (tests and logs; metrics carry the same)."""
+
+    loaded: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    unloaded: int = 0
+
+
+class ModelManager:
+    """Keeps the repository in step with the registry's alias.
+
+    Every change is serialised (one at a time) and applied in the order it arrives. A version that
+    cannot be loaded (sha256 mismatch, untrusted types, failed warm-up, ...) is refused with an
+    error log and the ``gyre_serving_model_loads{outcome=<reason>}`` metric, and the version
+    already served keeps serving.
+
+    Args:
+        repository: where loaded models are swapped in.
+        loader: blocking loader, run in a worker thread.
+        alias: the alias to serve.
+        models: model names to serve; empty serves every model that has the alias.
+        load_attempts: attempts for retryable load failures (missing or unreadable artifact).
+        retry_delay_s: first wait between those attempts, doubling.
+        lookup: asks the registry for a version an alias event did not describe (optional).
+    """
+
+    CATALOG_SIZE = 1000
+    """Versions remembered from VERSION_CREATED events (artifact + signature), newest kept."""
+
+    def __init__(self, repository: ModelRepository, loader: Loader, *, alias: str, models: Sequence[str] = (),
+                 load_attempts: int = 3, retry_delay_s: float = 0.5, lookup: VersionLookup | None = None) -> None:
+        self.repository = repository
+        self.loader = loader
+        self.alias = alias
+        self.models = tuple(models)
+        self.load_attempts = load_attempts
+        self.retry_delay_s = retry_delay_s
+        self.lookup = lookup
+        self.stats = ManagerStats()
+        self._catalog: OrderedDict[tuple[str, int], ModelSource] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    def wants(self, name: str) -> bool:
+        """Whether ``name`` is one of the models to serve."""
+        return not self.models or name in self.models
+
+    def missing(self) -> list[str]:
+        """Configured models that have no version loaded (empty when no models are configured)."""
+        return [name for name in self.models if self.repository.get(name) is None]
+
+    async def apply_event(self, event: events_pb2.RegistryEvent) -> bool:
+        """Apply one registry event; returns whether it concerned what this replica serves.
+
+        * VERSION_CREATED: remember the version's artifact and signature (and serve it if the event
+          names the served alias).
+        * ALIAS_SET of the served alias: load that version and swap it in.
+        * ALIAS_REMOVED of the served alias: stop serving the model.
+        * VERSION_ARCHIVED: forget the version. Anything else is ignored.
+        """
+        if not self.wants(event.model_name):
+            return False
+        kind = event.kind
+        if kind == Kind.REGISTRY_EVENT_KIND_VERSION_CREATED:
+            source = source_from_event(event)
+            if source is not None:
+                self._remember(source)
+            if event.alias == self.alias and source is not None:
+                await self.serve(source)
+                return True
+            return False
+        if kind == Kind.REGISTRY_EVENT_KIND_VERSION_ARCHIVED:
+            self._catalog.pop((event.model_name, event.version), None)
+            return False
+        if event.alias != self.alias:
+            return False
+        if kind == Kind.REGISTRY_EVENT_KIND_ALIAS_SET:
+            source = source_from_event(event) or self._catalog.get((event.model_name, event.version))
+            if source is None and self.lookup is not None:
+                source = await self.lookup(event.model_name, event.version)
+            if source is None:
+                log.error("alias %s of %s moved to v%d, but neither the event nor the registry says where its "
+                          "artifact is; keeping what is served", self.alias, event.model_name, event.version)
+                metrics.MODEL_LOADS.labels(event.model_name, "no_artifact").inc()
+                return True
+            await self.serve(source)
+            return True
+        if kind == Kind.REGISTRY_EVENT_KIND_ALIAS_REMOVED:
+            await self.unload(event.model_name, why=f"alias {self.alias!r} was removed")
+            return True
+        return False
+
+    async def sync(self, snapshot: Mapping[str, ModelSource | None], *, complete: bool) -> None:
+        """Make the served models match the registry's state.
+
+        Args:
+            snapshot: model name -> the version the alias points at (None: the model has no such alias).
+            complete: the snapshot lists every model that has the alias, so served models missing
+                from it lost the alias and are unloaded.
+        """
+        for name, source in snapshot.items():
+            if not self.wants(name):
+                continue
+            if source is None:
+                await self.unload(name, why=f"the registry has no alias {self.alias!r} for it")
+            else:
+                self._remember(source)
+                await self.serve(source)
+        if complete:
+            for model in self.repository.models():
+                if model.name not in snapshot:
+                    await self.unload(model.name, why=f"the registry has no alias {self.alias!r} for it")
+
+    async def serve(self, source: ModelSource) -> bool:
+        """Load ``source`` and swap it in; True when it is (now or already) served.
+
+        Never raises for a bad version: the refusal is logged and counted and the old version stays.
+        """
+        async with self._lock:
+            current = self.repository.get(source.name)
+            if current is not None and current.version == source.version and current.source.sha256 == source.sha256:
+                return True
+            try:
+                model = await self._load_with_retries(source)
+            except ModelLoadError as exc:
+                self.stats.refused[exc.reason] = self.stats.refused.get(exc.reason, 0) + 1
+                metrics.MODEL_LOADS.labels(source.name, exc.reason).inc()
+                keeping = f"keeping v{current.version}" if current is not None else "nothing served for it"
+                log.error("refusing %s v%d (%s): %s; %s", source.name, source.version, exc.reason, exc, keeping,
+                          extra={"model": source.name, "version": source.version, "reason": exc.reason})
+                return False
+            previous = self.repository.put(model)
+            self.stats.loaded += 1
+            metrics.MODEL_LOADS.labels(source.name, "loaded").inc()
+            metrics.SERVED_VERSION.labels(source.name).set(source.version)
+            log.info("serving %s v%d as %r%s", source.name, source.version, self.alias,
+                     f" (was v{previous.version})" if previous is not None else "",
+                     extra={"model": source.name, "version": source.version,
+                            "previous_version": previous.version if previous is not None else 0})
+            return True
+
+    async def unload(self, name: str, *, why: str) -> None:
+        """Stop serving ``name`` (requests get NOT_FOUND from now on)."""
+        async with self._lock:
+            removed = self.repository.remove(name)
+            if removed is not None:
+                self.stats.unloaded += 1
+                metrics.SERVED_VERSION.labels(name).set(0)
+                log.warning("stopped serving %s v%d: %s", name, removed.version, why)
+
+    async def _load_with_retries(self, source: ModelSource) -> LoadedModel:
+        delay = self.retry_delay_s
+        for attempt in range(1, self.load_attempts + 1):
+            try:
+                # Loading reads a file, deserialises and predicts once: keep it off the event loop
+                # so requests go on being answered by the current version meanwhile.
+                return await asyncio.to_thread(self.loader, source)
+            except ModelLoadError as exc:
+                if not exc.retryable or attempt == self.load_attempts:
+                    raise
+                log.warning("loading %s v%d failed (attempt %d/%d), retrying in %.1fs: %s", source.name,
+                            source.version, attempt, self.load_attempts, delay, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+            except Exception as exc:  # an unexpected failure must not leave a half-loaded model
+                raise ModelLoadError("failed", f"{source.name} v{source.version}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _remember(self, source: ModelSource) -> None:
+        key = (source.name, source.version)
+        self._catalog[key] = source
+        self._catalog.move_to_end(key)
+        while len(self._catalog) > self.CATALOG_SIZE:
+            self._catalog.popitem(last=False)

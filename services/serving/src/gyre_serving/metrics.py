@@ -1,0 +1,43 @@
+"""Serving's Prometheus metrics (served on ``/metrics`` by the runner).
+
+Defined once per process: every replica runs one serving, and tests that start several share them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INFER_REQUESTS = Counter(
+    "gyre_serving_infer_requests", "Inference requests answered, by model, protocol and outcome code.",
+    ["model", "protocol", "code"],
+)
+INFER_SECONDS = Histogram(
+    "gyre_serving_infer_seconds", "Time to answer one inference request (decode, predict, encode), in seconds.",
+    ["model", "protocol"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PREDICTIONS = Counter("gyre_serving_predictions", "Rows predicted, by model.", ["model"])
+MODEL_LOADS = Counter(
+    "gyre_serving_model_loads", "Model version loads, by model and outcome (loaded, or the refusal reason).",
+    ["model", "outcome"],
+)
+SERVED_VERSION = Gauge("gyre_serving_model_version", "Version being served, by model (0: none).", ["model"])
+EVENTS_PUBLISHED = Counter("gyre_serving_inference_events_published", "Inference events the broker acknowledged.")
+EVENTS_DROPPED = Counter(
+    "gyre_serving_inference_events_dropped",
+    "Inference events dropped, by reason (queue_full, broker_error, shutdown).", ["reason"],
+)
+EVENT_QUEUE_ROWS = Gauge("gyre_serving_inference_event_queue_rows", "Inference events waiting for the broker.")
+REGISTRY_EVENTS = Counter(
+    "gyre_serving_registry_events", "registry.events records seen, by outcome (applied, ignored, undecodable).",
+    ["outcome"],
+)
+
+UNKNOWN_MODEL = "_unknown"
+"""Model label of requests for models that are not served (keeps the label set bounded)."""
+
+
+def observe_request(model: str, protocol: str, code: str, seconds: float) -> None:
+    """Count one answered inference request and its duration."""
+    INFER_REQUESTS.labels(model, protocol, code).inc()
+    INFER_SECONDS.labels(model, protocol).observe(seconds)

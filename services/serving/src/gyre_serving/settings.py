@@ -1,0 +1,82 @@
+"""Settings of serving (environment prefix ``GYRE_SERVING_``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from gyre_common.settings import ServiceSettings
+
+DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
+)
+"""Types beyond skops' defaults a model artifact may hold; the same list the trainer writes with
+(``gyre_trainer.domain.model_io.TRUSTED_TYPES``)."""
+
+
+def _split_names(value: Any) -> Any:
+    """Accept ``"a,b"`` from the environment as well as a list."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class ServingSettings(ServiceSettings):
+    """Where serving listens, what it serves and how it reports predictions."""
+
+    model_config = SettingsConfigDict(env_prefix="GYRE_SERVING_")
+
+    http_port: int = 8080
+    """HTTP port: Open Inference Protocol REST (`/v2/...`), `/healthz`, `/readyz`, `/metrics`."""
+
+    grpc_port: int = 8081
+    """gRPC port: `inference.GRPCInferenceService` (Open Inference Protocol V2) and `grpc.health.v1`."""
+
+    alias: str = "production"
+    """Registry alias to serve: each model serves the version this alias points at, and swaps when it moves."""
+
+    models: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated model names to serve; empty serves every model that has the alias. Serving is
+    not ready until each named model has a version loaded."""
+
+    registry_address: str = "127.0.0.1:7401"
+    """host:port of the registry's gRPC API, asked at start-up (and every `resync_interval_s`) which
+    version each model's alias points at. Empty disables this: only `registry.events` drive loading."""
+
+    service_token: str | None = None
+    """Bearer token serving sends to the registry (a "viewer" token); unset sends none."""
+
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
+    """Deadline of one gRPC call to the registry, in seconds."""
+
+    resync_interval_s: float = Field(default=300.0, ge=0)
+    """Seconds between re-reads of the registry's aliases (heals missed events); 0 reads only at start-up."""
+
+    trusted_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_TRUSTED_TYPES
+    """Comma-separated types a skops model artifact may hold beyond skops' defaults (never pickle);
+    an artifact holding any other type is refused."""
+
+    load_attempts: int = Field(default=3, ge=1)
+    """Attempts at reading an artifact that is missing or unreadable before the load is given up
+    (a sha256 mismatch or an untrusted type is never retried)."""
+
+    max_batch_rows: int = Field(default=10_000, ge=1)
+    """Most rows one inference request may carry; more is refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)."""
+
+    event_queue_rows: int = Field(default=50_000, ge=1)
+    """Capacity, in predictions, of the in-memory buffer of inference events waiting for the broker;
+    when it is full new events are dropped and counted, never blocking a prediction."""
+
+    event_batch_rows: int = Field(default=500, ge=1)
+    """Most inference events the publisher hands to the broker before waiting for their acknowledgements."""
+
+    server_name: str = "gyre-serving"
+    """Server name reported by the ServerMetadata RPC and `GET /v2`."""
+
+    @field_validator("models", "trusted_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_names(value)

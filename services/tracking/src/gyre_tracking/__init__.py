@@ -1,0 +1,1 @@
+"""Gyre's tracking service: experiments, runs, params, metrics, tags and artifact references."""

@@ -1,0 +1,29 @@
+"""Settings of the tracking service (environment variables ``GYRE_TRACKING_*``)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from gyre_common.settings import ServiceSettings
+
+
+class TrackingSettings(ServiceSettings):
+    """Tracking service: ports, where run artifacts live by default, and the tracking.events ingester."""
+
+    model_config = SettingsConfigDict(env_prefix="GYRE_TRACKING_")
+
+    http_port: int = 7100
+    """HTTP port: REST API (`/api/v1/...`), `/healthz`, `/readyz`, `/metrics`."""
+
+    grpc_port: int = 7101
+    """gRPC port: `gyre.tracking.v1.TrackingService` and `grpc.health.v1`."""
+
+    default_artifact_root: str | None = None
+    """URI under which experiments without an explicit artifact location keep their runs' artifacts
+    (`<root>/<experiment id>/<run id>/artifacts`); unset uses `<GYRE_ARTIFACTS_ROOT>/tracking` as a file URI."""
+
+    consume_events: bool = True
+    """Whether this process ingests the tracking.events topic (false: serve the APIs only)."""
+
+    consumer_group: str = "tracking"
+    """Kafka consumer group of the ingester; also names its dead-letter topic (`<prefix><group>.dlq`)."""

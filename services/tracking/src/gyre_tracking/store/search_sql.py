@@ -1,0 +1,105 @@
+"""Compile a :class:`~gyre_tracking.domain.search.SearchQuery` into one parameterised SQL query.
+
+Every value travels as a bind parameter; only fixed column names and operators from the tables
+below are spliced into the text, so a filter cannot inject SQL.
+
+Shape: ``runs r`` narrowed by experiment and lifecycle (index ``runs_experiment_start``), one
+``EXISTS`` per comparison on metrics/params/tags (metric ones also name the experiments so that
+PostgreSQL can answer them with a range scan of ``latest_metrics_search`` and a hash semi-join),
+one ``LEFT JOIN`` per metric/param/tag sort key, then ``start_time DESC, run_id`` as tie-breakers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gyre_tracking.domain.search import Comparison, Entity, OrderKey, SearchQuery
+
+RUN_COLUMNS = ("r.run_pk, r.run_id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, "
+               "r.artifact_uri, r.user_id, r.lifecycle_stage")
+
+_ATTRIBUTE_COLUMNS = {
+    "run_id": "r.run_id",
+    "run_name": "r.name",
+    "status": "r.status",
+    "user_id": "r.user_id",
+    "artifact_uri": "r.artifact_uri",
+    "start_time": "r.start_time",
+    "end_time": "r.end_time",
+}
+_SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "LIKE": "LIKE", "ILIKE": "ILIKE"}
+_KEYED_TABLES = {Entity.METRIC: "latest_metrics", Entity.PARAM: "params", Entity.TAG: "tags"}
+
+
+class _Args:
+    """Collects bind parameters and hands out their ``$n`` placeholders."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any, cast: str = "") -> str:
+        self.values.append(value)
+        return f"${len(self.values)}{cast}"
+
+
+def _value_condition(column: str, comparison: Comparison, args: _Args, numeric: bool) -> str:
+    op, value = comparison.op, comparison.value
+    if op == "IN":
+        return f"{column} = ANY({args.add(list(value or ()), '::text[]')})"  # type: ignore[arg-type]
+    if op == "NOT IN":
+        return f"{column} <> ALL({args.add(list(value or ()), '::text[]')})"  # type: ignore[arg-type]
+    return f"{column} {_SQL_OPS[op]} {args.add(value, '::float8' if numeric else '::text')}"
+
+
+def _comparison_sql(comparison: Comparison, args: _Args, experiments: str) -> str:
+    if comparison.entity is Entity.ATTRIBUTE:
+        column = _ATTRIBUTE_COLUMNS[comparison.key]
+        if comparison.key in ("start_time", "end_time"):
+            # MLflow compares times in epoch milliseconds.
+            column = f"floor(extract(epoch FROM {column}) * 1000)::float8"
+            return _value_condition(column, comparison, args, numeric=True)
+        return _value_condition(column, comparison, args, numeric=False)
+    table = _KEYED_TABLES[comparison.entity]
+    scope = f"x.run_pk = r.run_pk AND x.key = {args.add(comparison.key, '::text')}"
+    if comparison.entity is Entity.METRIC:
+        scope += f" AND x.experiment_id = ANY({experiments})"
+    if comparison.op == "IS NULL":
+        return f"NOT EXISTS (SELECT 1 FROM {table} x WHERE {scope})"
+    if comparison.op == "IS NOT NULL":
+        return f"EXISTS (SELECT 1 FROM {table} x WHERE {scope})"
+    condition = _value_condition("x.value", comparison, args, numeric=comparison.entity is Entity.METRIC)
+    return f"EXISTS (SELECT 1 FROM {table} x WHERE {scope} AND {condition})"
+
+
+def _order_sql(index: int, key: OrderKey, args: _Args) -> tuple[str, str]:
+    direction = "ASC" if key.ascending else "DESC"
+    if key.entity is Entity.ATTRIBUTE:
+        return "", f"{_ATTRIBUTE_COLUMNS[key.key]} {direction} NULLS LAST"
+    alias = f"o{index}"
+    table = _KEYED_TABLES[key.entity]
+    join = f"LEFT JOIN {table} {alias} ON {alias}.run_pk = r.run_pk AND {alias}.key = {args.add(key.key, '::text')}"
+    return join, f"{alias}.value {direction} NULLS LAST"
+
+
+def compile_search(query: SearchQuery, experiment_pks: list[int]) -> tuple[str, list[Any]]:
+    """The SQL text and bind parameters selecting one page of ``query``'s runs (:data:`RUN_COLUMNS`)."""
+    args = _Args()
+    experiments = args.add(experiment_pks, "::bigint[]")
+    # With one experiment, equality lets runs_experiment_start hand rows over already in the
+    # default order (no sort); "= ANY(array)" would not.
+    scope = f"r.experiment_id = ({experiments})[1]" if len(experiment_pks) == 1 else \
+        f"r.experiment_id = ANY({experiments})"
+    where = [scope, "r.lifecycle_stage = 'active'"]
+    where += [_comparison_sql(c, args, experiments) for c in query.comparisons]
+    joins: list[str] = []
+    order: list[str] = []
+    for index, key in enumerate(query.order_by):
+        join, term = _order_sql(index, key, args)
+        if join:
+            joins.append(join)
+        order.append(term)
+    order += ["r.start_time DESC", "r.run_id ASC"]
+    sql = (f"SELECT {RUN_COLUMNS} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
+           f"ORDER BY {', '.join(order)} LIMIT {args.add(query.max_results, '::bigint')} "
+           f"OFFSET {args.add(query.offset, '::bigint')}")
+    return sql, args.values

@@ -1,0 +1,86 @@
+"""``gyre.trainer.v1.TrainerService`` over grpc.aio: decode, call the handler, encode.
+
+Errors: INVALID_ARGUMENT (bad request, page token), NOT_FOUND (unknown job), FAILED_PRECONDITION
+(cancelling an ended job), RESOURCE_EXHAUSTED (queue full), UNAUTHENTICATED (token required).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from gyre_contracts.gyre.events.v1 import events_pb2 as ev
+from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
+from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+from gyre_trainer.adapters.convert import job_to_proto
+from gyre_trainer.auth import TokenAuth, Unauthenticated
+from gyre_trainer.domain.jobs import InvalidRequest
+from gyre_trainer.handlers import JobAlreadyEnded, JobNotFound, JobService
+from gyre_trainer.store import QueueFull
+
+SERVICE_NAME = "gyre.trainer.v1.TrainerService"
+
+
+class TrainerServicer(pb_grpc.TrainerServiceServicer):
+    """Thin adapter over :class:`JobService`; ``cancel_local`` stops a job running in this replica at once."""
+
+    def __init__(self, service: JobService, auth: TokenAuth,
+                 cancel_local: Callable[[str], bool] | None = None) -> None:
+        self.service = service
+        self.auth = auth
+        self._cancel_local = cancel_local or (lambda job_id: False)
+
+    async def _subject(self, context: grpc.aio.ServicerContext) -> str:
+        metadata = dict(context.invocation_metadata() or ())
+        try:
+            return self.auth.subject(metadata.get("authorization"))
+        except Unauthenticated as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise  # unreachable: abort raises
+
+    async def SubmitTraining(self, request: pb.SubmitTrainingRequest,
+                             context: grpc.aio.ServicerContext) -> pb.SubmitTrainingResponse:
+        subject = await self._subject(context)
+        training = ev.TrainingRequest()
+        training.CopyFrom(request.request)
+        if not training.requested_by:
+            training.requested_by = subject
+        try:
+            job, duplicate = await self.service.submit(training)
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request.{exc}")
+        except QueueFull as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; retry later with the same request_id")
+        return pb.SubmitTrainingResponse(job=job_to_proto(job), duplicate=duplicate)
+
+    async def GetTrainingJob(self, request: pb.GetTrainingJobRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GetTrainingJobResponse:
+        try:
+            job = await self.service.get_job(job_id=request.job_id, request_id=request.request_id)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except JobNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.GetTrainingJobResponse(job=job_to_proto(job))
+
+    async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListTrainingJobsResponse:
+        try:
+            jobs, token = await self.service.list_jobs(model_name=request.model_name, page_size=request.page_size,
+                                                       page_token=request.page_token)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.ListTrainingJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
+
+    async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest,
+                                context: grpc.aio.ServicerContext) -> pb.CancelTrainingJobResponse:
+        await self._subject(context)
+        try:
+            job = await self.service.cancel(request.job_id)
+        except JobNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except JobAlreadyEnded as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        self._cancel_local(request.job_id)
+        return pb.CancelTrainingJobResponse(job=job_to_proto(job))

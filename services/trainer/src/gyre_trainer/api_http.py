@@ -1,0 +1,102 @@
+"""The trainer's REST API (FastAPI): the same use cases as gRPC, bodies in proto3 JSON.
+
+* ``POST /v1/jobs`` — body: a ``gyre.events.v1.TrainingRequest`` in proto3 JSON; 201 with
+  ``{"job": ..., "duplicate": false}``, 200 with ``duplicate: true`` for a known request id;
+  422 for an invalid request, 429 when the queue is full, 401 without a valid token.
+* ``GET /v1/jobs?model_name=&page_size=&page_token=`` — jobs, newest first.
+* ``GET /v1/jobs/{job_id}`` and ``GET /v1/requests/{request_id}/job`` — one job; 404 if unknown.
+* ``POST /v1/jobs/{job_id}/cancel`` — 404 if unknown, 409 if it already ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Body, Header, HTTPException, Query
+from fastapi.responses import JSONResponse
+from google.protobuf import json_format
+
+from gyre_contracts.gyre.events.v1 import events_pb2 as ev
+from gyre_trainer.adapters.convert import job_to_proto
+from gyre_trainer.auth import TokenAuth, Unauthenticated
+from gyre_trainer.domain.jobs import InvalidRequest, Job
+from gyre_trainer.handlers import JobAlreadyEnded, JobNotFound, JobService
+from gyre_trainer.store import QueueFull
+
+MAX_BODY_KEYS = 64
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job as proto3 JSON (field names as in the proto)."""
+    return json_format.MessageToDict(job_to_proto(job), preserving_proto_field_name=True)
+
+
+def make_router(service: JobService, auth: TokenAuth, cancel_local: Callable[[str], bool] | None = None) -> APIRouter:
+    """Routes under ``/v1`` (see the module docstring)."""
+    router = APIRouter(prefix="/v1", tags=["trainer"])
+    stop_local = cancel_local or (lambda job_id: False)
+
+    def subject(authorization: str | None) -> str:
+        try:
+            return auth.subject(authorization)
+        except Unauthenticated as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+
+    @router.post("/jobs")
+    async def submit(body: dict[str, Any] = Body(...),  # noqa: B008 - FastAPI's idiom
+                     authorization: str | None = Header(default=None)) -> JSONResponse:
+        who = subject(authorization)
+        if len(body) > MAX_BODY_KEYS:
+            raise HTTPException(422, "too many fields")
+        request = ev.TrainingRequest()
+        try:
+            json_format.ParseDict(body, request)
+        except json_format.ParseError as exc:
+            raise HTTPException(422, f"not a TrainingRequest: {exc}") from None
+        if not request.requested_by:
+            request.requested_by = who
+        try:
+            job, duplicate = await service.submit(request)
+        except InvalidRequest as exc:
+            raise HTTPException(422, {"field": exc.field, "message": str(exc)}) from None
+        except QueueFull as exc:
+            raise HTTPException(429, str(exc)) from None
+        return JSONResponse({"job": job_json(job), "duplicate": duplicate}, status_code=200 if duplicate else 201)
+
+    @router.get("/jobs")
+    async def list_jobs(model_name: str = "", page_size: int = Query(0, ge=0, le=1000),
+                        page_token: str = "") -> dict[str, Any]:
+        try:
+            jobs, token = await service.list_jobs(model_name=model_name, page_size=page_size, page_token=page_token)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"jobs": [job_json(j) for j in jobs], "next_page_token": token}
+
+    @router.get("/jobs/{job_id}")
+    async def get_job(job_id: str) -> dict[str, Any]:
+        try:
+            return job_json(await service.get_job(job_id=job_id))
+        except JobNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @router.get("/requests/{request_id}/job")
+    async def get_job_by_request(request_id: str) -> dict[str, Any]:
+        try:
+            return job_json(await service.get_job(request_id=request_id))
+        except JobNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel(job_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        subject(authorization)
+        try:
+            job = await service.cancel(job_id)
+        except JobNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except JobAlreadyEnded as exc:
+            raise HTTPException(409, str(exc)) from None
+        stop_local(job_id)
+        return job_json(job)
+
+    return router

@@ -1,0 +1,108 @@
+"""The one place the trainer is wired: store, clients, handlers, worker, relay, consumer, APIs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gyre_common.artifacts import ArtifactSettings, ArtifactStore, LocalArtifactStore
+from gyre_common.bus import Publisher
+from gyre_common.runner import ServiceContext
+from gyre_common.settings import load_settings
+from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+from gyre_trainer.adapters.features import GrpcTrainingDataSource
+from gyre_trainer.adapters.outbox import OutboxRelay
+from gyre_trainer.adapters.profiles import ArtifactProfileSink
+from gyre_trainer.adapters.registry import GrpcModelRegistryClient
+from gyre_trainer.adapters.rpc import open_channel
+from gyre_trainer.adapters.tracking import GrpcRunLogger
+from gyre_trainer.api_grpc import SERVICE_NAME, TrainerServicer
+from gyre_trainer.api_http import make_router
+from gyre_trainer.auth import TokenAuth
+from gyre_trainer.consumers import training_request_consumer
+from gyre_trainer.handlers import JobRunner, JobService, TrainingPolicy
+from gyre_trainer.ports import ModelRegistryClient, RunLogger, TrainingDataSource
+from gyre_trainer.settings import TrainerSettings
+from gyre_trainer.store import PostgresJobStore
+from gyre_trainer.worker import JobWorker
+
+
+def policy_from(settings: TrainerSettings) -> TrainingPolicy:
+    """The training policy the settings describe."""
+    return TrainingPolicy(
+        default_max_evals=settings.default_max_evals,
+        max_max_evals=settings.max_max_evals,
+        default_seed=settings.default_seed,
+        default_holdout_fraction=settings.default_holdout_fraction,
+        cv_folds=settings.cv_folds,
+        min_training_rows=settings.min_training_rows,
+        profile_max_values=settings.profile_max_values,
+        max_queued_jobs=settings.max_queued_jobs,
+        experiment_prefix=settings.experiment_prefix,
+        champion_alias=settings.champion_alias,
+        max_attempts=settings.max_attempts,
+        retry_delay_s=settings.retry_delay_s,
+    )
+
+
+@dataclass
+class Dependencies:
+    """Stand-ins for the other services (tests); each one left None is the real gRPC client."""
+
+    source: TrainingDataSource | None = None
+    runs: RunLogger | None = None
+    registry: ModelRegistryClient | None = None
+    artifacts: ArtifactStore | None = None
+
+
+@dataclass
+class Wiring:
+    """What bootstrap built (tests reach in through the runner's context)."""
+
+    service: JobService
+    worker: JobWorker
+    relay: OutboxRelay
+    store: PostgresJobStore
+
+
+async def bootstrap(ctx: ServiceContext) -> None:
+    """Wire the trainer into ``ctx`` (the ``build`` of :func:`gyre_common.runner.run_service`)."""
+    await wire(ctx)
+
+
+async def wire(ctx: ServiceContext, deps: Dependencies | None = None) -> Wiring:
+    """Wire the trainer into ``ctx`` and return the parts (tests inspect them and pass ``deps``)."""
+    deps = deps or Dependencies()
+    settings = ctx.settings
+    assert isinstance(settings, TrainerSettings)
+    token = settings.service_token.get_secret_value() if settings.service_token else None
+    interceptors = ctx.telemetry.grpc_client_interceptors()
+    artifacts = deps.artifacts or LocalArtifactStore.from_settings(load_settings(ArtifactSettings))
+    policy = policy_from(settings)
+
+    store = PostgresJobStore(ctx.db)
+    source = deps.source or GrpcTrainingDataSource(open_channel(settings.features_address, interceptors),
+                                                   timeout_s=settings.training_set_timeout_s, token=token)
+    runs = deps.runs or GrpcRunLogger(open_channel(settings.tracking_address, interceptors),
+                                      timeout_s=settings.rpc_timeout_s, token=token)
+    registry = deps.registry or GrpcModelRegistryClient(open_channel(settings.registry_address, interceptors),
+                                                        timeout_s=settings.rpc_timeout_s, token=token)
+    runner = JobRunner(store, source, runs, registry, artifacts, ArtifactProfileSink(artifacts), policy)
+    relay = OutboxRelay(store, Publisher(ctx.kafka, service="trainer"))
+    worker = JobWorker(store, runner, concurrency=settings.concurrent_jobs,
+                       poll_interval_s=settings.job_poll_interval_s, lease_s=settings.job_lease_s)
+
+    def wake() -> None:
+        worker.wake()
+        relay.wake()
+
+    service = JobService(store, policy, wake=wake)
+    auth = TokenAuth(settings.auth_tokens)
+    ctx.app.include_router(make_router(service, auth, worker.cancel_local))
+    ctx.add_servicer(pb_grpc.add_TrainerServiceServicer_to_server,
+                     TrainerServicer(service, auth, worker.cancel_local), name=SERVICE_NAME)
+    # Start order: the relay first (events of jobs resumed at start go out), then the worker,
+    # then the consumer; stop runs in reverse, so the consumer commits before the worker drains.
+    ctx.add_task(relay, name="outbox-relay")
+    ctx.add_task(worker, name="job-worker")
+    ctx.add_task(training_request_consumer(ctx.kafka, service, group=settings.consumer_group), name="consumer")
+    return Wiring(service, worker, relay, store)

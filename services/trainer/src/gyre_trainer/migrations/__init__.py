@@ -1,0 +1,1 @@
+"""SQL migrations of the ``trainer`` schema (applied by gyre_common.db.migrate)."""

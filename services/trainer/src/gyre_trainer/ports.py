@@ -1,0 +1,166 @@
+"""The trainer's view of the services it depends on, as small interfaces.
+
+The service layer (:mod:`gyre_trainer.handlers`) talks only to these; :mod:`gyre_trainer.adapters`
+implements them over gRPC, and unit tests use in-memory fakes. Errors are split in two:
+:class:`DependencyUnavailable` (try the job again later) and :class:`DependencyRejected` (the
+request itself is wrong; the job fails).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gyre_common.artifacts import ArtifactRef
+from gyre_trainer.domain.dataset import TrainingSet
+from gyre_trainer.domain.profile import ReferenceProfile
+from gyre_trainer.domain.search import TrialResult
+from gyre_trainer.domain.signature import Signature
+
+
+class DependencyUnavailable(RuntimeError):
+    """Another service could not be reached or timed out; the job is retried later."""
+
+
+class DependencyRejected(ValueError):
+    """Another service refused the request (not found, invalid); retrying would not help."""
+
+
+@dataclass(frozen=True)
+class LoadedTrainingSet:
+    """A training set with the window it was actually built over (UTC; unset bounds resolved)."""
+
+    data: TrainingSet
+    window_start: datetime | None
+    window_end: datetime | None
+
+
+class TrainingDataSource(ABC):
+    """Where point-in-time correct training sets come from (the features service)."""
+
+    @abstractmethod
+    async def training_set(self, feature_view: str, label: str, window_start: datetime | None,
+                           window_end: datetime | None) -> LoadedTrainingSet:
+        """Every labelled row of ``feature_view`` with event time in [window_start, window_end).
+
+        Raises:
+            DependencyRejected: unknown view or label, empty window.
+            DependencyUnavailable: the source cannot be reached.
+        """
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """The tracking run of a whole search (parent of the trial runs)."""
+
+    experiment_id: str
+    run_id: str
+
+
+class RunLogger(ABC):
+    """Where searches and trials are tracked (the tracking service)."""
+
+    @abstractmethod
+    async def start_search(self, *, experiment: str, run_id: str, run_name: str,
+                           tags: Mapping[str, str]) -> SearchRun:
+        """Create (idempotently, by ``run_id``) the parent run of a search in ``experiment``."""
+
+    @abstractmethod
+    async def log_trial(self, search: SearchRun, *, run_id: str, trial: TrialResult,
+                        tags: Mapping[str, str]) -> str:
+        """Record one finished trial as a child run (params, ``val_*`` metrics, status); its run id."""
+
+    @abstractmethod
+    async def finish_search(self, search: SearchRun, *, succeeded: bool, best_run_id: str,
+                            metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+        """Log the holdout metrics and tags on the parent and best runs and end the parent run."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a version came from (mirrors ``gyre.events.v1.Lineage``)."""
+
+    training_request_id: str
+    feature_views: tuple[str, ...]
+    window_start: datetime | None
+    window_end: datetime | None
+    dataset_fingerprint: str
+    run_id: str
+    experiment_id: str
+    hyperparameters: dict[str, str]
+    metrics: dict[str, float]
+    code_version: str
+    label: str
+    training_rows: int
+    reference_profile: ArtifactRef | None = None
+    reference_profile_format: str = ""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Everything CreateModelVersion needs.
+
+    Attributes:
+        artifact_format: ``ArtifactRef.format`` (``"skops"``).
+        tags: free-form tags, e.g. the holdout definition and the reference-profile artifact.
+        idempotency_key: makes a retried registration return the first version.
+    """
+
+    model_name: str
+    artifact: ArtifactRef
+    artifact_format: str
+    signature: Signature
+    lineage: Lineage
+    description: str
+    tags: dict[str, str]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A version as the registry describes it (enough to evaluate it on a holdout)."""
+
+    model_name: str
+    version: int
+    artifact: ArtifactRef
+    input_names: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AliasResult:
+    """Outcome of pointing an alias at a version: set at once, or an approval is pending."""
+
+    applied: bool
+    previous_version: int
+    approval_id: str = ""
+
+
+class ModelRegistryClient(ABC):
+    """The model registry."""
+
+    @abstractmethod
+    async def register(self, registration: Registration) -> int:
+        """Create the version (idempotent on ``idempotency_key``); its number."""
+
+    @abstractmethod
+    async def version_by_alias(self, model_name: str, alias: str) -> RegisteredVersion | None:
+        """The version ``alias`` points at; None when the model or the alias does not exist."""
+
+    @abstractmethod
+    async def set_alias(self, model_name: str, alias: str, version: int, comment: str) -> AliasResult:
+        """Point ``alias`` at ``version`` (or request approval, per the registry's policy)."""
+
+
+class ProfileSink(ABC):
+    """Where reference profiles are written (the artifact store, in the monitor's wire format)."""
+
+    format: str = ""
+    """``ArtifactRef.format`` of the written profile."""
+
+    @abstractmethod
+    async def save(self, profile: ReferenceProfile, model_name: str) -> ArtifactRef:
+        """Write ``profile`` of a coming version of ``model_name``; its reference (goes into
+        ``Lineage.reference_profile``). The version number is not known yet: it is left 0."""

@@ -1,0 +1,198 @@
+"""In-memory stand-ins for the trainer's dependencies, for tests and local experiments.
+
+They implement the ports of :mod:`gyre_trainer.ports` faithfully enough that the service layer
+cannot tell: idempotent registration on the key, aliases, runs with params/metrics/tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from sklearn.datasets import load_breast_cancer
+
+from gyre_common.artifacts import ArtifactRef, ArtifactStore
+from gyre_trainer.adapters.profiles import ArtifactProfileSink
+from gyre_trainer.domain.dataset import TrainingSet
+from gyre_trainer.domain.profile import ReferenceProfile
+from gyre_trainer.domain.search import TrialResult, params_as_strings
+from gyre_trainer.ports import (
+    AliasResult,
+    DependencyRejected,
+    DependencyUnavailable,
+    LoadedTrainingSet,
+    ModelRegistryClient,
+    ProfileSink,
+    RegisteredVersion,
+    Registration,
+    RunLogger,
+    SearchRun,
+    TrainingDataSource,
+)
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def breast_cancer_training_set(label: str = "diagnosis") -> TrainingSet:
+    """scikit-learn's breast cancer data (569 rows, 30 float features, labels "malignant"/"benign"),
+    one row per patient ``p0000``..., event times one hour apart from 2026-01-01 UTC."""
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame
+    features = frame.drop(columns=["target"])
+    features.columns = [str(c).replace(" ", "_") for c in features.columns]
+    names = [str(n) for n in bunch.target_names]
+    labels = frame["target"].map(lambda i: names[int(i)]).astype("object").rename(label)
+    rows = len(frame)
+    return TrainingSet(
+        features=features.reset_index(drop=True),
+        label=labels.reset_index(drop=True),
+        entity_ids=pd.Series([f"p{i:04d}" for i in range(rows)], dtype="object"),
+        event_times=pd.Series([EPOCH + timedelta(hours=i) for i in range(rows)]),
+    )
+
+
+class FakeTrainingDataSource(TrainingDataSource):
+    """Serves fixed training sets by feature view; rows are filtered by the window.
+
+    ``unavailable`` makes the next N calls raise :class:`DependencyUnavailable`.
+    """
+
+    def __init__(self, views: Mapping[str, TrainingSet]) -> None:
+        self.views = dict(views)
+        self.calls: list[tuple[str, str, datetime | None, datetime | None]] = []
+        self.unavailable = 0
+
+    async def training_set(self, feature_view: str, label: str, window_start: datetime | None,
+                           window_end: datetime | None) -> LoadedTrainingSet:
+        self.calls.append((feature_view, label, window_start, window_end))
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            raise DependencyUnavailable("features: UNAVAILABLE (fake)")
+        data = self.views.get(feature_view)
+        if data is None:
+            raise DependencyRejected(f"features BuildTrainingSet: NOT_FOUND: no feature view {feature_view!r}")
+        if str(data.label.name) != label:
+            raise DependencyRejected(f"features BuildTrainingSet: INVALID_ARGUMENT: no feature {label!r}")
+        keep = pd.Series(True, index=data.event_times.index)
+        if window_start is not None:
+            keep &= data.event_times >= pd.Timestamp(window_start)
+        if window_end is not None:
+            keep &= data.event_times < pd.Timestamp(window_end)
+        subset = data.take(np.flatnonzero(keep.to_numpy()))
+        return LoadedTrainingSet(subset, window_start, window_end)
+
+
+@dataclass
+class FakeRun:
+    """A run as the fake tracking service keeps it."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    status: str = "RUNNING"
+
+
+class FakeRunLogger(RunLogger):
+    """Keeps experiments and runs in dicts, with MLflow's write-once params."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, str] = {}
+        self.runs: dict[str, FakeRun] = {}
+
+    def _metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        for key, value in metrics.items():
+            self.runs[run_id].metrics.setdefault(key, []).append((step, float(value)))
+
+    async def start_search(self, *, experiment: str, run_id: str, run_name: str,
+                           tags: Mapping[str, str]) -> SearchRun:
+        experiment_id = self.experiments.setdefault(experiment, str(len(self.experiments) + 1))
+        self.runs.setdefault(run_id, FakeRun(run_id, experiment_id, run_name, dict(tags)))
+        return SearchRun(experiment_id, run_id)
+
+    async def log_trial(self, search: SearchRun, *, run_id: str, trial: TrialResult,
+                        tags: Mapping[str, str]) -> str:
+        run = self.runs.setdefault(run_id, FakeRun(run_id, search.experiment_id, f"trial-{trial.number}", dict(tags)))
+        for key, value in params_as_strings(trial.params).items():
+            if run.params.get(key, value) != value:
+                raise DependencyRejected(f"param {key} already has another value")
+            run.params[key] = value
+        self._metrics(run_id, {f"val_{k}": v for k, v in trial.metrics.items()})
+        if trial.error:
+            run.tags["gyre.error"] = trial.error
+        run.status = "FINISHED" if trial.ok else "FAILED"
+        return run_id
+
+    async def finish_search(self, search: SearchRun, *, succeeded: bool, best_run_id: str,
+                            metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+        parent = self.runs[search.run_id]
+        self._metrics(search.run_id, {f"holdout_{k}": v for k, v in metrics.items()})
+        parent.tags.update(tags)
+        if best_run_id:
+            parent.tags["gyre.best_run_id"] = best_run_id
+        parent.status = "FINISHED" if succeeded else "FAILED"
+
+    def children(self, parent_run_id: str) -> list[FakeRun]:
+        """Trial runs of a search, in creation order."""
+        return [run for run in self.runs.values() if run.tags.get("mlflow.parentRunId") == parent_run_id]
+
+
+class FakeModelRegistry(ModelRegistryClient):
+    """Versions numbered per model, idempotent on the key; aliases applied at once unless
+    ``approval_aliases`` names them (then an approval id is returned instead)."""
+
+    def __init__(self, approval_aliases: frozenset[str] = frozenset()) -> None:
+        self.versions: dict[str, list[Registration]] = {}
+        self.aliases: dict[tuple[str, str], int] = {}
+        self.keys: dict[str, tuple[str, int]] = {}
+        self.approval_aliases = approval_aliases
+        self.unavailable = 0
+
+    async def register(self, registration: Registration) -> int:
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            raise DependencyUnavailable("registry: UNAVAILABLE (fake)")
+        if registration.idempotency_key in self.keys:
+            return self.keys[registration.idempotency_key][1]
+        versions = self.versions.setdefault(registration.model_name, [])
+        versions.append(registration)
+        self.keys[registration.idempotency_key] = (registration.model_name, len(versions))
+        return len(versions)
+
+    async def version_by_alias(self, model_name: str, alias: str) -> RegisteredVersion | None:
+        version = self.aliases.get((model_name, alias))
+        if version is None:
+            return None
+        registration = self.versions[model_name][version - 1]
+        return RegisteredVersion(model_name, version, registration.artifact,
+                                 tuple(t.name for t in registration.signature.inputs), dict(registration.tags))
+
+    async def set_alias(self, model_name: str, alias: str, version: int, comment: str) -> AliasResult:
+        previous = self.aliases.get((model_name, alias), 0)
+        if alias in self.approval_aliases:
+            return AliasResult(False, previous, approval_id=f"approval-{model_name}-{version}")
+        self.aliases[(model_name, alias)] = version
+        return AliasResult(True, previous)
+
+    def registration(self, model_name: str, version: int) -> Registration:
+        """What was registered as ``model_name`` version ``version``."""
+        return self.versions[model_name][version - 1]
+
+
+class StoreProfileSink(ProfileSink):
+    """Writes profiles to an artifact store as the real sink does, and keeps them for inspection."""
+
+    format = ArtifactProfileSink.format
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self._real = ArtifactProfileSink(artifacts)
+        self.saved: list[ReferenceProfile] = []
+
+    async def save(self, profile: ReferenceProfile, model_name: str) -> ArtifactRef:
+        self.saved.append(profile)
+        return await self._real.save(profile, model_name)

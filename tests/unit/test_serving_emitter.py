@@ -1,0 +1,160 @@
+"""The inference-event emitter never blocks a prediction: bounded queue, drops counted, broker retried."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+from gyre_common.topics import INFERENCE_EVENTS
+from gyre_serving.domain.events import ServedBatch, prediction_ids
+from gyre_serving.emitter import DroppingOverflow, EventOverflow, InferenceEmitter
+from gyre_serving.settings import ServingSettings
+
+
+def batch(request_id: str, rows: int = 1) -> ServedBatch:
+    return ServedBatch("m", 1, "production", request_id, prediction_ids(request_id, rows), ("a",),
+                       (np.arange(rows, dtype=float),), (("predict", np.zeros(rows, dtype=int)),),
+                       datetime.now(UTC), 1.0)
+
+
+class FakePublisher:
+    """Records what is sent; fails starts and deliveries on demand."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def start(self) -> None:
+        self.world.starts += 1
+        if self.world.unreachable:
+            raise KafkaConnectionError("no broker")
+
+    async def stop(self) -> None:
+        self.world.stops += 1
+
+    async def send(self, topic: str, message: Any, key: str | None = None) -> asyncio.Future[object]:
+        assert topic == INFERENCE_EVENTS and key == message.prediction_id
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        if self.world.failing:
+            future.set_exception(KafkaTimeoutError())
+        else:
+            self.world.sent.append(message.prediction_id)
+            future.set_result(None)
+        return future
+
+
+class World:
+    def __init__(self) -> None:
+        self.unreachable = False
+        self.failing = False
+        self.starts = 0
+        self.stops = 0
+        self.sent: list[str] = []
+
+
+def emitter(world: World, capacity: int = 100, overflow: EventOverflow | None = None) -> InferenceEmitter:
+    return InferenceEmitter(lambda: FakePublisher(world), capacity_rows=capacity, batch_rows=10,  # type: ignore[arg-type, return-value]
+                            overflow=overflow, reconnect_delay_s=0.01)
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_events_are_published_one_per_row_keyed_by_prediction_id() -> None:
+    world = World()
+    emit = emitter(world)
+    await emit.start()
+    assert emit.emit(batch("a")) and emit.emit(batch("b", rows=3))
+    await wait_until(lambda: len(world.sent) == 4)
+    assert world.sent == ["a", "b:0", "b:1", "b:2"]
+    await emit.stop()
+    assert emit.stats.published == 4 and world.stops == 1
+
+
+async def test_a_full_queue_drops_and_counts_without_blocking() -> None:
+    world = World()
+    world.unreachable = True
+    overflow = DroppingOverflow()
+    emit = emitter(world, capacity=5, overflow=overflow)
+    await emit.start()
+    started = time.perf_counter()
+    accepted = [emit.emit(batch(f"r{i}", rows=2)) for i in range(4)]
+    assert time.perf_counter() - started < 0.05
+    assert accepted == [True, True, False, False]
+    assert overflow.dropped == {"queue_full": 4} and emit.queued_rows == 4
+    # The broker comes back: what was queued is delivered.
+    await wait_until(lambda: world.starts >= 2)
+    world.unreachable = False
+    await wait_until(lambda: len(world.sent) == 4)
+    await emit.stop()
+
+
+async def test_delivery_failures_are_counted_and_the_drainer_goes_on() -> None:
+    world = World()
+    world.failing = True
+    emit = emitter(world)
+    await emit.start()
+    emit.emit(batch("x", rows=2))
+    await wait_until(lambda: emit.stats.dropped.get("broker_error") == 2)
+    world.failing = False
+    emit.emit(batch("y"))
+    await wait_until(lambda: world.sent == ["y"])
+    await emit.stop()
+    assert emit.stats.failed == 2 and emit.stats.published == 1
+
+
+async def test_stop_without_a_broker_counts_what_was_left() -> None:
+    world = World()
+    world.unreachable = True
+    emit = emitter(world)
+    await emit.start()
+    emit.emit(batch("z", rows=3))
+    await asyncio.wait_for(emit.stop(), 2)
+    assert emit.stats.dropped == {"shutdown": 3}
+    assert not emit.emit(batch("late"))
+
+
+class Spool(EventOverflow):
+    """A stand-in for the disk spool: keeps what it is given and hands it back."""
+
+    def __init__(self) -> None:
+        self.kept: list[ServedBatch] = []
+
+    def spill(self, batch: ServedBatch, reason: str) -> None:
+        self.kept.append(batch)
+
+    def take(self, max_rows: int) -> list[ServedBatch]:
+        taken, self.kept = self.kept, []
+        return taken
+
+
+async def test_an_overflow_can_hand_spilled_events_back() -> None:
+    world = World()
+    world.failing = True
+    spool = Spool()
+    emit = emitter(world, overflow=spool)
+    await emit.start()
+    emit.emit(batch("s"))
+    await wait_until(lambda: emit.stats.failed >= 1)
+    world.failing = False
+    emit.emit(batch("t"))  # wakes the drainer, which also takes back what was spilled
+    await wait_until(lambda: "s" in world.sent and "t" in world.sent)
+    await emit.stop()
+
+
+def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GYRE_SERVING_MODELS", "churn, fraud")
+    monkeypatch.setenv("GYRE_SERVING_TRUSTED_TYPES", "sklearn.tree._tree.Tree")
+    settings = ServingSettings()
+    assert settings.models == ("churn", "fraud") and settings.trusted_types == ("sklearn.tree._tree.Tree",)
+    assert (settings.http_port, settings.grpc_port, settings.alias) == (8080, 8081, "production")
