@@ -1,0 +1,1 @@
+"""Gyre monitor: drift of served inputs against each model version's reference profile."""

@@ -1,0 +1,146 @@
+"""gRPC adapter of ``gyre.monitor.v1.MonitorService``: decode, call a handler, encode.
+
+Handler errors map to status codes: InvalidArgumentError and ProfileError -> INVALID_ARGUMENT,
+NotFoundError -> NOT_FOUND, FailedPreconditionError -> FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import grpc
+
+from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
+from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
+from gyre_monitor.domain.profile import ProfileError
+from gyre_monitor.events import feature_drift_message, timestamp
+from gyre_monitor.handlers import (
+    DriftReport,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MonitorHandlers,
+    NotFoundError,
+)
+from gyre_monitor.profile import profile_from_proto, profile_to_proto
+from gyre_monitor.store import WindowRecord
+
+SERVICE_NAME = "gyre.monitor.v1.MonitorService"
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page(page_size: int, page_token: str) -> tuple[int, int]:
+    """(limit, offset) of a page request. Raises InvalidArgumentError for a bad size or token."""
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgumentError(f"page_size must be in [0, {MAX_PAGE_SIZE}], got {page_size}")
+    offset = 0
+    if page_token:
+        if not page_token.isdigit():
+            raise InvalidArgumentError(f"invalid page_token {page_token!r}")
+        offset = int(page_token)
+    return page_size or DEFAULT_PAGE_SIZE, offset
+
+
+def window_report(record: WindowRecord) -> pb.DriftReport:
+    """A DriftReport message of an evaluated window."""
+    return pb.DriftReport(
+        model_name=record.model_name,
+        model_version=record.model_version,
+        window_start=timestamp(record.window_start),
+        window_end=timestamp(record.window_end),
+        current_rows=record.rows,
+        feature_drifts=[feature_drift_message(f) for f in record.features],
+        drift_share=record.drift_share or 0.0,
+        dataset_drift=bool(record.dataset_drift),
+        drift_share_threshold=record.drift_share_threshold or 0.0,
+    )
+
+
+def range_report(report: DriftReport) -> pb.DriftReport:
+    """A DriftReport message of an on-demand report."""
+    drift = report.drift
+    return pb.DriftReport(
+        model_name=report.model_name,
+        model_version=report.model_version,
+        window_start=timestamp(report.window_start),
+        window_end=timestamp(report.window_end),
+        current_rows=drift.current_rows,
+        feature_drifts=[feature_drift_message(f) for f in drift.features],
+        drift_share=drift.drift_share,
+        dataset_drift=drift.dataset_drift,
+        drift_share_threshold=drift.drift_share_threshold,
+    )
+
+
+def _time(message: object, field: str) -> datetime | None:
+    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def _errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    try:
+        yield
+    except (InvalidArgumentError, ProfileError) as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except NotFoundError as exc:
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except FailedPreconditionError as exc:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+
+class MonitorServicer(pb_grpc.MonitorServiceServicer):
+    """Serves MonitorService from :class:`MonitorHandlers`."""
+
+    def __init__(self, handlers: MonitorHandlers) -> None:
+        self.handlers = handlers
+
+    async def SetReferenceProfile(self, request: pb.SetReferenceProfileRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.SetReferenceProfileResponse:
+        async with _errors(context):
+            profile = profile_from_proto(request.profile)
+            stored, _ = await self.handlers.set_reference_profile(profile, source="api")
+            return pb.SetReferenceProfileResponse(profile=profile_to_proto(stored.profile))
+        raise AssertionError("unreachable")
+
+    async def GetReferenceProfile(self, request: pb.GetReferenceProfileRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetReferenceProfileResponse:
+        async with _errors(context):
+            stored = await self.handlers.get_reference_profile(request.model_name, request.model_version)
+            return pb.GetReferenceProfileResponse(profile=profile_to_proto(stored.profile))
+        raise AssertionError("unreachable")
+
+    async def GetDriftReport(self, request: pb.GetDriftReportRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GetDriftReportResponse:
+        async with _errors(context):
+            report = await self.handlers.drift_report(
+                request.model_name, request.model_version, _time(request, "window_start"),
+                _time(request, "window_end"), include_html=request.include_html,
+            )
+            return pb.GetDriftReportResponse(report=range_report(report), html=report.html)
+        raise AssertionError("unreachable")
+
+    async def ListDriftWindows(self, request: pb.ListDriftWindowsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListDriftWindowsResponse:
+        async with _errors(context):
+            limit, offset = page(request.page_size, request.page_token)
+            records = await self.handlers.list_windows(request.model_name, request.model_version or None,
+                                                       _time(request, "since"), limit, offset)
+            token = str(offset + limit) if len(records) == limit else ""
+            return pb.ListDriftWindowsResponse(reports=[window_report(r) for r in records], next_page_token=token)
+        raise AssertionError("unreachable")
+
+    async def ListAlerts(self, request: pb.ListAlertsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListAlertsResponse:
+        async with _errors(context):
+            limit, offset = page(request.page_size, request.page_token)
+            if request.kind not in (events_pb2.ALERT_KIND_UNSPECIFIED, events_pb2.ALERT_KIND_DRIFT):
+                # The monitor raises drift alerts only; quality alerts come from the feedback service.
+                return pb.ListAlertsResponse()
+            payloads = await self.handlers.list_alerts(request.model_name, _time(request, "since"), limit, offset)
+            alerts = [events_pb2.MonitorAlert.FromString(p) for p in payloads]
+            token = str(offset + limit) if len(alerts) == limit else ""
+            return pb.ListAlertsResponse(alerts=alerts, next_page_token=token)
+        raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Pure monitor logic, no I/O: reference profiles, drift tests, windows, alerting decisions."""

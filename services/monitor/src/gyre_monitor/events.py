@@ -1,0 +1,129 @@
+"""Translations between the monitor's domain objects and the ``gyre.events.v1`` messages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
+from gyre_monitor.domain.drift import DatasetDrift, FeatureDrift
+
+Scalar = float | int | str | bool | None
+"""A served input value as the monitor stores it (JSON-compatible; None = missing)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One served prediction, as far as drift is concerned.
+
+    Attributes:
+        prediction_id: unique id (the dedupe key, with model and version).
+        model_name, model_version: who served it.
+        served_at: when, aware UTC.
+        inputs: input values by feature name.
+        shadow: made by a shadow model (not returned to the client).
+    """
+
+    prediction_id: str
+    model_name: str
+    model_version: int
+    served_at: datetime
+    inputs: Mapping[str, Scalar]
+    shadow: bool = False
+
+
+def scalar(value: common_pb2.FeatureValue) -> Scalar:
+    """The Python value of a FeatureValue (None when unset, i.e. missing)."""
+    kind = value.WhichOneof("kind")
+    if kind is None:
+        return None
+    result: Scalar = getattr(value, kind)
+    if isinstance(result, float) and not math.isfinite(result):
+        return None  # NaN/inf count as missing (as Evidently drops them), and JSON cannot hold them
+    return result
+
+
+def prediction_from_event(event: events_pb2.InferenceEvent, fallback_time: datetime) -> Prediction:
+    """A :class:`Prediction` from an InferenceEvent; ``fallback_time`` (the record's time) when
+    ``served_at`` is unset."""
+    served_at = event.served_at.ToDatetime(tzinfo=UTC) if event.HasField("served_at") else fallback_time
+    return Prediction(
+        prediction_id=event.prediction_id,
+        model_name=event.model_name,
+        model_version=int(event.model_version),
+        served_at=served_at,
+        inputs={name: scalar(value) for name, value in event.inputs.items()},
+        shadow=event.shadow,
+    )
+
+
+def timestamp(when: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime."""
+    stamp = Timestamp()
+    stamp.FromDatetime(when.astimezone(UTC))
+    return stamp
+
+
+def feature_drift_message(result: FeatureDrift) -> events_pb2.FeatureDrift:
+    """The FeatureDrift message of one feature's result."""
+    message = events_pb2.FeatureDrift(
+        feature=result.feature,
+        test_name=result.test.value,
+        statistic=result.statistic,
+        threshold=result.threshold,
+        drifted=result.drifted,
+        reference_rows=result.reference_rows,
+        current_rows=result.current_rows,
+    )
+    if result.p_value is not None:
+        message.p_value = result.p_value
+    return message
+
+
+def drift_alert(*, alert_id: str, model_name: str, model_version: int, window_start: datetime,
+                window_end: datetime, drift: DatasetDrift, detected_at: datetime) -> events_pb2.MonitorAlert:
+    """The MonitorAlert of a drifted window: every tested feature, ``drifted`` marking the drifted ones."""
+    return events_pb2.MonitorAlert(
+        alert_id=alert_id,
+        kind=events_pb2.ALERT_KIND_DRIFT,
+        model_name=model_name,
+        model_version=model_version,
+        window_start=timestamp(window_start),
+        window_end=timestamp(window_end),
+        feature_drifts=[feature_drift_message(result) for result in drift.features],
+        dataset_drift=drift.dataset_drift,
+        drift_share=drift.drift_share,
+        drift_share_threshold=drift.drift_share_threshold,
+        detected_at=timestamp(detected_at),
+    )
+
+
+def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, window_seq: int,
+                       feature_view: str, label: str, promote_to_alias: str,
+                       requested_at: datetime) -> events_pb2.TrainingRequest:
+    """The DRIFT TrainingRequest that follows an alert, with the alert as evidence."""
+    drifted = [f.feature for f in alert.feature_drifts if f.drifted]
+    evidence = {
+        "alert_id": alert.alert_id,
+        "model_version": str(alert.model_version),
+        "window_seq": str(window_seq),
+        "window_start": alert.window_start.ToJsonString(),
+        "window_end": alert.window_end.ToJsonString(),
+        "drift_share": f"{alert.drift_share:.6g}",
+        "drifted_features": ",".join(drifted),
+    }
+    return events_pb2.TrainingRequest(
+        request_id=request_id,
+        model_name=alert.model_name,
+        feature_view=feature_view,
+        label=label,
+        reason=events_pb2.TRAINING_REASON_DRIFT,
+        evidence=evidence,
+        requested_by="monitor",
+        requested_at=timestamp(requested_at),
+        promote_to_alias=promote_to_alias,
+    )

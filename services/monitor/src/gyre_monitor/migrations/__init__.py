@@ -1,0 +1,1 @@
+"""SQL migrations of the ``monitor`` schema (applied in order by gyre_common.db.migrate)."""
