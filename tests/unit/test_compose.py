@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from gyre_common.artifacts import ArtifactSettings
 from gyre_common.service import ServiceSpec, discover_services
 from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
 
@@ -80,6 +81,16 @@ def _host_fields(spec: ServiceSpec) -> list[str]:
     return [name for name in spec.settings.model_fields if name.endswith("_host")]
 
 
+def _uses_kafka(spec: ServiceSpec) -> bool:
+    """The runner connects to the broker (and checks it for readiness) only for a service with topics."""
+    return bool(spec.consumes or spec.produces)
+
+
+def _uses_database(spec: ServiceSpec) -> bool:
+    """The runner opens a pool (and checks it for readiness) only for a service with a schema."""
+    return spec.schema is not None
+
+
 def _compose_port(spec: ServiceSpec, compose: dict[str, Any], field: str) -> int:
     block = _services(compose).get(spec.name)
     assert block is not None, f"docker-compose.yml has no block for service {spec.name}"
@@ -122,8 +133,18 @@ def test_service_blocks(compose: dict[str, Any]) -> None:
             assert env.get(variable) == "0.0.0.0", f"{where}: {variable}"
         for field in _port_fields(spec):
             assert spec.settings.env_name(field) in env, f"{where}: set {spec.settings.env_name(field)}"
-        assert env.get(KafkaSettings.env_name("bootstrap_servers")) == "kafka:9092", where
-        assert urlsplit(env.get(DatabaseSettings.env_name("url"), "")).hostname == "postgres", where
+        kafka, database = _uses_kafka(spec), _uses_database(spec)
+        kafka_variable = KafkaSettings.env_name("bootstrap_servers")
+        database_variable = DatabaseSettings.env_name("url")
+        if kafka:
+            assert env.get(kafka_variable) == "kafka:9092", f"{where}: {kafka_variable}"
+        else:
+            assert kafka_variable not in env, f"{where}: declares no topics, so needs no {kafka_variable}"
+        if database:
+            assert urlsplit(env.get(database_variable, "")).hostname == "postgres", f"{where}: {database_variable}"
+        else:
+            # No schema: the runner opens no pool, and the container needs no database password.
+            assert database_variable not in env, f"{where}: has no schema, so needs no {database_variable}"
         assert env.get(TelemetrySettings.env_name("otlp_endpoint")) == "http://otel-collector:4317", where
 
         http_port = _compose_port(spec, compose, "http_port")
@@ -132,9 +153,16 @@ def test_service_blocks(compose: dict[str, Any]) -> None:
 
         depends = block.get("depends_on")
         assert isinstance(depends, dict), f"{where}: depends_on"
-        assert depends.get("kafka") == {"condition": "service_healthy"}, where
-        assert depends.get("postgres") == {"condition": "service_healthy"}, where
-        assert depends.get("init") == {"condition": "service_completed_successfully"}, where
+        # Wait for exactly the infrastructure the service uses: the broker for topics, the database
+        # for a schema, and `init` (topics created, migrations applied) for either.
+        expected = {"kafka": kafka, "postgres": database, "init": kafka or database}
+        conditions = {"kafka": "service_healthy", "postgres": "service_healthy",
+                      "init": "service_completed_successfully"}
+        for target, needed in expected.items():
+            if needed:
+                assert depends.get(target) == {"condition": conditions[target]}, f"{where}: depends_on {target}"
+            else:
+                assert target not in depends, f"{where}: need not wait for {target}"
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -152,6 +180,48 @@ def test_no_service_is_left_on_loopback(compose: dict[str, Any]) -> None:
                 variable = spec.settings.env_name(name)
                 assert variable in env, f"{spec.name}: set {variable} (default {field.default!r} is loopback)"
                 assert not any(host in env[variable] for host in LOOPBACK), f"{spec.name}: {variable}"
+
+
+def _address_problems(spec: ServiceSpec, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Addresses of other Gyre services in ``spec``'s own variables, and those at the wrong port.
+
+    ``host:port`` is a gRPC address (the target's gRPC port); ``http://host:port`` its HTTP port.
+    """
+    ports = {other.name: _port_fields(other) for other in SERVICES}
+    checked, problems = 0, []
+    for variable, value in env.items():
+        if not variable.startswith(f"GYRE_{spec.name.upper()}_") or ":" not in value:
+            continue
+        url = "://" in value
+        split = urlsplit(value if url else f"//{value}")
+        if split.hostname in ports:
+            checked += 1
+            expected = ports[split.hostname]["http_port" if url else "grpc_port"]
+            if split.port != expected:
+                problems.append(f"{spec.name}: {variable}={value}, expected port {expected}")
+    return checked, problems
+
+
+def test_service_addresses_point_at_service_ports(compose: dict[str, Any]) -> None:
+    checked = 0
+    for spec in SERVICES:
+        count, problems = _address_problems(spec, _environment(_services(compose)[spec.name]))
+        assert problems == []
+        checked += count
+    assert checked or len(SERVICES) < 2, "no inter-service address found: is the check still looking?"
+
+
+def test_artifacts_root_is_on_the_shared_volume(compose: dict[str, Any]) -> None:
+    """Every service told where artifacts are has the shared volume mounted there (and only there)."""
+    variable = ArtifactSettings.env_name("root")
+    for spec in SERVICES:
+        block = _services(compose)[spec.name]
+        mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in block.get("volumes", [])}
+        root = _environment(block).get(variable)
+        if root is None:
+            assert "artifacts" not in mounts.values(), f"{spec.name}: mounts artifacts but sets no {variable}"
+        else:
+            assert mounts.get(root) == "artifacts", f"{spec.name}: {variable}={root} is not the artifacts volume"
 
 
 def test_service_ports_match_settings_and_do_not_clash(compose: dict[str, Any]) -> None:
@@ -328,3 +398,48 @@ def test_k8s_service_template() -> None:
         assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
         if SERVICES:
             assert set(env) - {"OTEL_SERVICE_NAME"} <= KNOWN_VARIABLES
+
+
+def test_k8s_manifest_per_service() -> None:
+    """Every installed service has services/<name>.yaml: a probed Deployment and its Service, set for a cluster."""
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))["resources"])
+    for spec in SERVICES:
+        path = K8S / "services" / f"{spec.name}.yaml"
+        where = f"deploy/k8s/services/{spec.name}.yaml"
+        assert path.exists(), f"{where}: render it from service.template.yaml"
+        assert f"services/{spec.name}.yaml" in listed, f"{where}: list it in kustomization.yaml"
+        by_kind = {doc["kind"]: doc for doc in _documents(path)}
+        assert set(by_kind) == {"Deployment", "Service"}, where
+        deployment, service = by_kind["Deployment"], by_kind["Service"]
+        assert deployment["metadata"]["name"] == f"gyre-{spec.name}", where
+        # Other pods reach the service by this name: the addresses below rely on it.
+        assert service["metadata"]["name"] == spec.name, where
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"], where
+
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == f"gyre-{spec.name}:0.1.0", where
+        for probe, path_ in (("startupProbe", "/healthz"), ("readinessProbe", "/readyz"),
+                             ("livenessProbe", "/healthz")):
+            assert container[probe]["httpGet"] == {"path": path_, "port": "http"}, f"{where}: {probe}"
+        ports = _port_fields(spec)
+        assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
+            "http": ports["http_port"], "grpc": ports["grpc_port"]}, f"{where}: ports"
+        assert {port["name"]: port["port"] for port in service["spec"]["ports"]} == {
+            "http": ports["http_port"], "grpc": ports["grpc_port"]}, f"{where}: Service ports"
+
+        env = {item["name"]: str(item["value"]) for item in container["env"]}
+        assert env.get("OTEL_SERVICE_NAME") == spec.name, where
+        for field in _host_fields(spec):
+            assert env.get(spec.settings.env_name(field)) == "0.0.0.0", f"{where}: {spec.settings.env_name(field)}"
+        for field, default in ports.items():
+            assert env.get(spec.settings.env_name(field)) == str(default), f"{where}: {spec.settings.env_name(field)}"
+        for name, field in spec.settings.model_fields.items():
+            if isinstance(field.default, str) and any(host in field.default for host in LOOPBACK):
+                variable = spec.settings.env_name(name)
+                assert variable in env, f"{where}: set {variable} (default {field.default!r} is loopback)"
+                assert not any(host in env[variable] for host in LOOPBACK), f"{where}: {variable}"
+        assert _address_problems(spec, env)[1] == [], where
+        sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
+        assert "gyre-shared" in sources, where
+        if _uses_database(spec):
+            assert "gyre-database" in sources, f"{where}: the database URL comes from Secret gyre-database"
