@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -49,6 +49,11 @@ CE_HEADERS = [
 ]
 
 
+def traceparent() -> bytes:
+    ids = os.urandom(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-01".encode()
+
+
 async def produce_raw(
     settings: KafkaSettings, topic: str, items: list[tuple[str, ev.FeatureEvent]], with_headers: bool
 ) -> float:
@@ -61,12 +66,13 @@ async def produce_raw(
     try:
         start = time.perf_counter()
         if with_headers:
-            # The same CloudEvents headers as the bus, made the cheapest way (constant but id/time).
+            # The same headers as the bus (the six CloudEvents ones and a traceparent, which the
+            # contract requires on every record), made the cheapest way: constant but id/trace.
             futures = [
                 await producer.send(
                     topic, event.SerializeToString(), key=key.encode(),
-                    headers=[("ce_id", str(uuid.uuid4()).encode()), ("ce_time", b"2024-01-01T00:00:00.000000Z"),
-                             *CE_HEADERS],
+                    headers=[("ce_id", os.urandom(16).hex().encode()), ("ce_time", b"2024-01-01T00:00:00.000000Z"),
+                             *CE_HEADERS, ("traceparent", traceparent())],
                 )
                 for key, event in items
             ]

@@ -1,10 +1,16 @@
-"""Consumer groups on a real Tansu broker: redelivery, shared partitions, clean shutdown."""
+"""Consumer groups on a real Tansu broker: redelivery, shared partitions, clean shutdown.
+
+Every test runs under a deadline (:func:`deadline`): a group join that never completes under load
+must fail the test, not hang the suite.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,6 +23,21 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
+DEADLINE_S = 120.0
+"""Longest one test may take (they take seconds; the margin is for a loaded CI machine)."""
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def deadline(test: F) -> F:
+    """Run an async test under ``asyncio.timeout(DEADLINE_S)``."""
+
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        async with asyncio.timeout(DEADLINE_S):
+            return await test(*args, **kwargs)
+
+    return bounded  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -39,9 +60,9 @@ async def publisher(settings: KafkaSettings) -> AsyncIterator[Publisher]:
 
 
 async def wait_until(condition: Callable[[], bool], within_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
+    until = time.monotonic() + within_s
     while not condition():
-        if time.monotonic() > deadline:
+        if time.monotonic() > until:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
 
@@ -53,12 +74,14 @@ async def committed_total(settings: KafkaSettings, group: str) -> int:
         group_id=f"{settings.topic_prefix}{group}",
         enable_auto_commit=False,
     )
-    await probe.start()
-    try:
-        topic = f"{settings.topic_prefix}{FEATURES_EVENTS}"
-        offsets = [await probe.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
-    finally:
-        await probe.stop()
+    # aiokafka retries a coordinator lookup forever; under load that must fail, not hang.
+    async with asyncio.timeout(30):
+        await probe.start()
+        try:
+            topic = f"{settings.topic_prefix}{FEATURES_EVENTS}"
+            offsets = [await probe.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
+        finally:
+            await probe.stop()
     return sum(o or 0 for o in offsets)
 
 
@@ -66,6 +89,7 @@ def events(count: int) -> list[tuple[str, ev.FeatureEvent]]:
     return [(f"k{i}", ev.FeatureEvent(feature_view="fv", entity_id=f"e{i}")) for i in range(count)]
 
 
+@deadline
 async def test_records_not_committed_before_a_crash_are_redelivered(
     settings: KafkaSettings, publisher: Publisher
 ) -> None:
@@ -78,7 +102,7 @@ async def test_records_not_committed_before_a_crash_are_redelivered(
         await never.wait()  # the process "hangs" and then dies before committing
 
     first = Consumer(settings, group="g", topics=[FEATURES_EVENTS], service="t", handler=stuck)
-    await first.__aenter__()
+    await first.start()
     await wait_until(lambda: len(seen_by_first) == 1, what="the first delivery")
     await first.abort()
     assert await committed_total(settings, "g") == 0
@@ -94,6 +118,7 @@ async def test_records_not_committed_before_a_crash_are_redelivered(
     assert sorted(seen_by_second) == sorted(r.ce_id for r in sent)
 
 
+@deadline
 async def test_two_members_share_the_partitions_of_a_group(settings: KafkaSettings, publisher: Publisher) -> None:
     got: dict[str, list[str]] = {"a": [], "b": []}
 
@@ -123,6 +148,7 @@ async def test_two_members_share_the_partitions_of_a_group(settings: KafkaSettin
     assert set(union) == {r.ce_id for r in sent}
 
 
+@deadline
 async def test_stop_finishes_the_in_flight_batch_and_commits(settings: KafkaSettings, publisher: Publisher) -> None:
     await publisher.publish_many(FEATURES_EVENTS, events(10))
     handled: list[str] = []
@@ -136,7 +162,7 @@ async def test_stop_finishes_the_in_flight_batch_and_commits(settings: KafkaSett
         handled.append(env.ce_id)
 
     consumer = Consumer(settings, group="g", topics=[FEATURES_EVENTS], service="t", handler=slow)
-    await consumer.__aenter__()
+    await consumer.start()
     await asyncio.wait_for(entered.wait(), 30)
     stopping = asyncio.create_task(consumer.stop())
     await asyncio.sleep(0.05)

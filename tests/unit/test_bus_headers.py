@@ -134,3 +134,29 @@ def test_json_with_unknown_fields_is_refused_not_silently_dropped() -> None:
             Record("gyre.features.events", b'{"entityId": "e", "bogus": 2}', [("content-type", b"application/json")]),
             PREFIX,
         )
+
+
+def test_every_record_gets_a_traceparent_even_with_tracing_off() -> None:
+    from gyre_common.bus import tracing
+
+    [(name, value)] = tracing.trace_headers()  # no current span: a fresh sampled root
+    context = tracing.parse_traceparent(value.decode())
+    assert name == "traceparent" and context is not None and context.trace_flags == 1
+    assert tracing.trace_headers()[0][1] != value  # random per record
+    assert tracing.format_traceparent(context) == value
+    for bad in (None, "", "00-xyz", "ff-" + value.decode()[3:], "00-" + "0" * 32 + "-" + "1" * 16 + "-01"):
+        assert tracing.parse_traceparent(bad) is None
+
+
+def test_now_bytes_is_rfc3339_utc_to_the_millisecond() -> None:
+    stamp = h.now_bytes()
+    moment = h.parse_time(stamp.decode())
+    assert stamp.endswith(b"000Z") and abs(moment - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_envelope_text_attributes_are_decoded_on_access() -> None:
+    headers = [*published_headers(), ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+    env = decode_record(Record("gyre.features.events", feature().SerializeToString(), headers), PREFIX)
+    assert (env.ce_id, env.source, env.key) == ("id-1", "features", "e1")
+    assert env.traceparent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert env.trace_context() is not None and "id-1" in repr(env)

@@ -5,6 +5,8 @@ See docs/bus.md. The main entry points:
 * :class:`Publisher` — ``await pub.publish(topics.FEATURES_EVENTS, event, key=entity_id)``;
 * :class:`Consumer` — a consumer-group member calling ``handler(envelope)`` or
   ``batch_handler(envelopes)`` with retries, dead letters and commit-after-success;
+* :class:`DeadLetter` (raise it) / :class:`Rejected` (return them from a batch handler) — send a
+  record to the dead-letter topic at once, without retries;
 * :class:`Envelope` — what handlers get: the message plus ``ce_*`` context and Kafka coordinates;
 * :func:`ensure_topics` — create the prefixed topics;
 * :class:`SeenEvents`, :func:`claim_event` — idempotent handlers.
@@ -15,6 +17,7 @@ Faust support lives in :mod:`gyre_common.bus.faust` (optional extra ``gyre-commo
 from gyre_common.bus.admin import ensure_topics
 from gyre_common.bus.codec import EventDecodeError, UnknownTopicError, encode_json, message_class, topic_spec
 from gyre_common.bus.consumer import BatchHandler, Consumer, ConsumerStats, EventHandler
+from gyre_common.bus.deadletter import DeadLetter, Rejected
 from gyre_common.bus.envelope import Envelope, decode_record
 from gyre_common.bus.idempotency import (
     PROCESSED_EVENTS_DDL,
@@ -34,11 +37,13 @@ __all__ = [
     "BatchHandler",
     "Consumer",
     "ConsumerStats",
+    "DeadLetter",
     "Envelope",
     "EventDecodeError",
     "EventHandler",
     "Published",
     "Publisher",
+    "Rejected",
     "RetryPolicy",
     "SeenEvents",
     "Subscriber",

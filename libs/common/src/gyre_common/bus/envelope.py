@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 from opentelemetry import propagate
@@ -44,9 +44,15 @@ class RecordLike(Protocol):
     def timestamp(self) -> int | float | None: ...
 
 
-@dataclass(slots=True)
+_UNSET: Any = object()
+
+
 class Envelope:
     """One decoded event with its CloudEvents context and Kafka coordinates.
+
+    The payload is parsed and the headers checked when the record is consumed (a poison record
+    never reaches a handler); the text attributes below are decoded from the header bytes on first
+    access only, because most handlers read two or three of them and this runs once per record.
 
     Attributes:
         message: the protobuf event.
@@ -57,24 +63,73 @@ class Envelope:
         time: when the event happened, aware UTC (the record timestamp when ``ce_time`` is absent).
         key: the record key decoded as UTF-8 (None when the record has none).
         topic, partition, offset: where the record is in Kafka (full topic name, with prefix).
-        headers: every record header, raw.
+        headers: every record header, raw (the last value wins when a name repeats).
         content_type: media type the payload came in (``application/protobuf`` or ``application/json``).
         traceparent, tracestate: W3C trace context of the producer, when it sent one.
     """
 
-    message: Message
-    ce_id: str
-    ce_type: str
-    source: str
-    time: datetime
-    key: str | None
-    topic: str
-    partition: int
-    offset: int
-    headers: Mapping[str, bytes] = field(repr=False)
-    content_type: str = h.PROTOBUF
-    traceparent: str | None = None
-    tracestate: str | None = None
+    __slots__ = (
+        "_ce_id",
+        "_key",
+        "_source",
+        "_timestamp",
+        "ce_type",
+        "content_type",
+        "headers",
+        "message",
+        "offset",
+        "partition",
+        "time",
+        "topic",
+    )
+
+    def __init__(self, message: Message, ce_type: str, time: datetime, topic: str, partition: int, offset: int,
+                 headers: Mapping[str, bytes], content_type: str, key: bytes | None,
+                 timestamp: int | float | None = None) -> None:
+        self.message = message
+        self.ce_type = ce_type
+        self.time = time
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.headers = headers
+        self.content_type = content_type
+        self._key = key
+        self._timestamp = timestamp
+        self._ce_id: str = _UNSET
+        self._source: str = _UNSET
+
+    @property
+    def ce_id(self) -> str:
+        if self._ce_id is _UNSET:
+            raw = self.headers.get(h.CE_ID)
+            self._ce_id = raw.decode("utf-8", "replace") if raw else external_event_id(
+                self.topic, self.partition, self.offset)
+        return self._ce_id
+
+    @property
+    def source(self) -> str:
+        if self._source is _UNSET:
+            raw = self.headers.get(h.CE_SOURCE)
+            self._source = raw.decode("utf-8", "replace") if raw else f"kafka:{self.topic}"
+        return self._source
+
+    @property
+    def key(self) -> str | None:
+        return None if self._key is None else self._key.decode("utf-8", "replace")
+
+    @property
+    def traceparent(self) -> str | None:
+        raw = self.headers.get(h.TRACEPARENT)
+        return None if raw is None else raw.decode("ascii", "replace")
+
+    @property
+    def tracestate(self) -> str | None:
+        return _utf8(self.headers.get(h.TRACESTATE)) if h.TRACEPARENT in self.headers else None
+
+    def __repr__(self) -> str:
+        return (f"Envelope(ce_type={self.ce_type!r}, topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset}, ce_id={self.ce_id!r})")
 
     def trace_context(self) -> Context:
         """The producer's trace context (an empty context when the record carried none)."""
@@ -177,12 +232,9 @@ def decode_record(record: RecordLike, prefix: str) -> Envelope:
         )
     message = decode_json(codec.cls, payload) if is_json else decode_protobuf(codec.cls, payload)
 
-    raw_id = get(h.CE_ID)
-    ce_id = raw_id.decode("utf-8", "replace") if raw_id else external_event_id(
-        record.topic, record.partition, record.offset
-    )
     raw_time = get(h.CE_TIME)
     if raw_time is not None:
+        # Parsed here (not lazily): a bad ce_time is a poison record, refused before the handler.
         try:
             time = h.parse_time(raw_time.decode("ascii"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -190,21 +242,5 @@ def decode_record(record: RecordLike, prefix: str) -> Envelope:
     else:
         stamp = record.timestamp
         time = datetime.fromtimestamp(stamp / 1000, UTC) if stamp and stamp > 0 else datetime.now(UTC)
-    key = record.key
-    source = get(h.CE_SOURCE)
-    traceparent = get(h.TRACEPARENT)
-    return Envelope(
-        message,
-        ce_id,
-        spec.event_type,
-        source.decode("utf-8", "replace") if source else f"kafka:{record.topic}",
-        time,
-        None if key is None else key.decode("utf-8", "replace"),
-        record.topic,
-        record.partition,
-        record.offset,
-        headers,
-        h.JSON if is_json else h.PROTOBUF,
-        None if traceparent is None else traceparent.decode("ascii", "replace"),
-        _utf8(get(h.TRACESTATE)) if traceparent is not None else None,
-    )
+    return Envelope(message, spec.event_type, time, record.topic, record.partition, record.offset, headers,
+                    h.JSON if is_json else h.PROTOBUF, record.key, record.timestamp)

@@ -61,8 +61,9 @@ class Publisher:
 
     Use as ``async with Publisher(settings, service="serving") as pub: await pub.publish(...)``, or
     call :meth:`start` / :meth:`stop`. Each record gets CloudEvents binary-mode headers (``ce_id``,
-    ``ce_type``, ``ce_source``, ``ce_time``, ``ce_specversion``, ``content-type``) and W3C trace
-    context, and each publish runs in a PRODUCER span.
+    ``ce_type``, ``ce_source``, ``ce_time``, ``ce_specversion``, ``content-type``) and a W3C
+    ``traceparent``; with a real tracer provider each publish runs in a PRODUCER span whose context
+    that is, without one the current (incoming) trace context or a fresh random root.
 
     Errors: bad input (unknown topic, wrong message type, reserved header) raises ``ValueError``
     before anything is sent; broker failures raise ``aiokafka.errors.KafkaError`` subclasses
@@ -89,7 +90,7 @@ class Publisher:
         self._producer = producer
         self._owns_producer = producer is None
         self._routes: dict[str, _Route] = {}
-        self._tracer = tracing.tracer(tracer_provider)
+        self._tracer = tracing.LiveTracer(tracer_provider)
         self._client_id = f"{settings.client_id}-{service}"
 
     @property
@@ -161,20 +162,29 @@ class Publisher:
         route = self._route(topic_base, message)
         ce_id = event_id or h.new_event_id()
         record_headers = route.template.build(
-            ce_id, h.format_time(time) if time is not None else h.now_text(), h.normalise_extra(headers)
+            ce_id, h.format_time(time) if time is not None else h.now_bytes(), h.normalise_extra(headers)
         )
         key_bytes = key.encode() if isinstance(key, str) else key
+        tracer = self._tracer.get()
+        if tracer is None:
+            # Tracing off: no span (a no-op span still costs ~1 µs), but the record still carries a
+            # traceparent: the current one (an incoming request's) or a fresh root.
+            record_headers.extend(tracing.trace_headers())
+            delivery = await self.producer.send(
+                route.topic, message.SerializeToString(), key=key_bytes, headers=record_headers
+            )
+            return delivery, ce_id
         # The span covers the hand-off to the producer; delivery is awaited by the caller. It is
         # never made current: nothing runs inside it, and skipping the context switch matters at
         # tens of thousands of records per second.
-        span = self._tracer.start_span(f"send {route.topic}", kind=SpanKind.PRODUCER, attributes=route.attributes)
+        span = tracer.start_span(f"send {route.topic}", kind=SpanKind.PRODUCER, attributes=route.attributes)
         try:
             if span.is_recording():
                 span.set_attribute(tracing.MESSAGING_MESSAGE_ID, ce_id)
                 span.set_attribute(tracing.CLOUDEVENTS_ID, ce_id)
                 if isinstance(key, str):
                     span.set_attribute(tracing.MESSAGING_KAFKA_KEY, key)
-                tracing.inject_headers(span, record_headers)
+            record_headers.extend(tracing.trace_headers(span))
             delivery = await self.producer.send(
                 route.topic, message.SerializeToString(), key=key_bytes, headers=record_headers
             )
