@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Publisher, decode_record, ensure_topics
+from gyre_common.profile import PROFILE_FORMAT, build_reference_profile, encode_profile
 from gyre_common.runner import ServiceRunner
 from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
 from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS, full_name
@@ -26,7 +27,6 @@ from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
 from gyre_monitor.bootstrap import bootstrap
-from gyre_monitor.profile import PROFILE_FORMAT, build_reference_profile, encode_profile
 from gyre_monitor.service import SPEC
 from gyre_monitor.settings import MonitorSettings
 
@@ -139,8 +139,9 @@ async def service(kafka: KafkaSettings, database_url: str,
 
 async def register_version(kafka: KafkaSettings, artifacts: LocalArtifactStore,
                            reference: dict[str, np.ndarray]) -> None:
-    """What the trainer and the registry do: store the profile, announce the version with it."""
-    profile = build_reference_profile(reference, model_name=MODEL, model_version=1)
+    """What the trainer and the registry do: store the profile (unnumbered, as the trainer writes it
+    before registering), announce the version with it."""
+    profile = build_reference_profile(reference, model_name=MODEL, model_version=0)
     ref = artifacts.put(encode_profile(profile))
     event = events_pb2.RegistryEvent(
         kind=events_pb2.REGISTRY_EVENT_KIND_VERSION_CREATED, model_name=MODEL, version=1, actor="trainer",

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from gyre_common.db import migrate
+from gyre_common.profile import build_reference_profile
 from gyre_common.topics import MONITOR_ALERTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_monitor.domain.windows import WindowPolicy
 from gyre_monitor.events import Prediction
 from gyre_monitor.handlers import MonitorConfig, MonitorHandlers
-from gyre_monitor.profile import build_reference_profile
 from gyre_monitor.store import OutboxMessage, PostgresStore, PostgresTransaction
 
 pytestmark = pytest.mark.integration
@@ -53,16 +53,22 @@ def scenario(model: str = "churn") -> tuple[dict[str, np.ndarray], list[Predicti
 
 
 class Outbox:
-    """A fake broker: what was published, by topic."""
+    """What the relay would publish: the outbox table's events in order (no relay runs here)."""
 
     def __init__(self) -> None:
-        self.sent: list[OutboxMessage] = []
+        self.pool: asyncpg.Pool | None = None
+        self.wakes = 0
 
-    async def __call__(self, message: OutboxMessage) -> None:
-        self.sent.append(message)
+    def __call__(self) -> None:  # the handlers' on_events: the relay would be woken
+        self.wakes += 1
 
-    def on(self, topic: str) -> list[OutboxMessage]:
-        return [m for m in self.sent if m.topic == topic]
+    async def sent(self) -> list[OutboxMessage]:
+        assert self.pool is not None
+        rows = await self.pool.fetch("SELECT topic, message_key, event_id, payload FROM outbox ORDER BY seq")
+        return [OutboxMessage(r["topic"], r["message_key"], r["event_id"], bytes(r["payload"])) for r in rows]
+
+    async def on(self, topic: str) -> list[OutboxMessage]:
+        return [m for m in await self.sent() if m.topic == topic]
 
 
 @asynccontextmanager
@@ -77,8 +83,9 @@ async def monitor_store(database_url: str, schema: str) -> AsyncIterator[Postgre
 
 
 def handlers(store: PostgresStore, outbox: Outbox, cooldown_s: float = 3600.0) -> MonitorHandlers:
+    outbox.pool = store.pool
     return MonitorHandlers(store, MonitorConfig(window=WindowPolicy(WINDOW), cooldown_s=cooldown_s,
-                                                keep_windows=100), send=outbox)
+                                                keep_windows=100), on_events=outbox)
 
 
 async def outcome(store: PostgresStore) -> dict[str, Any]:
@@ -105,13 +112,14 @@ async def test_drift_raises_one_alert_and_one_debounced_request(database_url: st
             build_reference_profile(reference, model_name="churn", model_version=1), source="test",
             feature_view="customers", label="churned")
         clean = await monitor.ingest(predictions[:400])
-        assert clean.windows_closed == 2 and clean.alerts == [] and outbox.sent == []
+        assert clean.windows_closed == 2 and clean.alerts == [] and await outbox.sent() == []
 
         drifted = await monitor.ingest(predictions[400:])
         assert drifted.windows_closed == 3
         assert len(drifted.alerts) == 1 and len(drifted.training_requests) == 1
-        [alert_msg] = outbox.on(MONITOR_ALERTS)
-        [request_msg] = outbox.on(TRAINING_REQUESTS)
+        assert outbox.wakes >= 1  # the relay is woken after the commit
+        [alert_msg] = await outbox.on(MONITOR_ALERTS)
+        [request_msg] = await outbox.on(TRAINING_REQUESTS)
         alert = events_pb2.MonitorAlert.FromString(alert_msg.payload)
         assert sorted(f.feature for f in alert.feature_drifts if f.drifted) == ["colour", "x1"]
         assert alert.dataset_drift and alert.drift_share == 0.5 and alert.kind == events_pb2.ALERT_KIND_DRIFT
@@ -137,7 +145,7 @@ async def test_windows_wait_for_a_late_profile(database_url: str) -> None:
         _, late = await monitor.set_reference_profile(
             build_reference_profile(reference, model_name="churn", model_version=1), source="test")
         assert len(late.alerts) == 1 and len(late.training_requests) == 1
-        assert len(outbox.on(MONITOR_ALERTS)) == 1 and len(outbox.on(TRAINING_REQUESTS)) == 1
+        assert len(await outbox.on(MONITOR_ALERTS)) == 1 and len(await outbox.on(TRAINING_REQUESTS)) == 1
 
 
 class CrashingStore(PostgresStore):
@@ -172,6 +180,7 @@ async def test_crashes_and_redelivery_neither_lose_nor_double_count(database_url
         for batch in batches(predictions, 130):
             await monitor.ingest(batch)
         expected = await outcome(store)
+        expected_events = [(m.topic, m.event_id) for m in await clean_outbox.sent()]
 
     async with monitor_store(database_url, "chaos") as plain:
         store = CrashingStore(plain.pool, crash_on={3, 6, 7})
@@ -194,10 +203,11 @@ async def test_crashes_and_redelivery_neither_lose_nor_double_count(database_url
                 assert replay.accepted == 0 and replay.duplicates == 90
             delivered += len(batch)
         assert await outcome(plain) == expected
+        # Same events for the wire, with the same ids.
+        assert [(m.topic, m.event_id) for m in await outbox.sent()] == expected_events
 
     assert expected["rows"] == 1000 and len(expected["windows"]) == 5 and len(expected["alerts"]) == 1
-    # Same events on the wire, with the same ids.
-    assert [(m.topic, m.event_id) for m in outbox.sent] == [(m.topic, m.event_id) for m in clean_outbox.sent]
+    assert len(expected_events) == 2
 
 
 async def test_shadow_and_duplicate_predictions_are_not_counted(database_url: str) -> None:
@@ -222,9 +232,9 @@ async def test_retraining_cooldown_spans_drift_episodes(database_url: str) -> No
         timeline = [*shifted, *predictions[:200], *shifted]
         await monitor.ingest([Prediction(f"q{i}", "churn", 1, T0 + timedelta(seconds=i), p.inputs)
                               for i, p in enumerate(timeline)])
-        assert len(outbox.on(MONITOR_ALERTS)) == 2 and len(outbox.on(TRAINING_REQUESTS)) == 1
+        assert len(await outbox.on(MONITOR_ALERTS)) == 2 and len(await outbox.on(TRAINING_REQUESTS)) == 1
         # Two hours later the drift goes on: a reminder alert and a new request.
         later = T0 + timedelta(hours=2)
         await monitor.ingest([Prediction(f"r{i}", "churn", 1, later + timedelta(seconds=i), p.inputs)
                               for i, p in enumerate(shifted)])
-        assert len(outbox.on(MONITOR_ALERTS)) == 3 and len(outbox.on(TRAINING_REQUESTS)) == 2
+        assert len(await outbox.on(MONITOR_ALERTS)) == 3 and len(await outbox.on(TRAINING_REQUESTS)) == 2

@@ -146,3 +146,43 @@ async def test_events_written_while_the_broker_is_down_arrive_after_it_returns(
         await runner.stop()
         await db.close()
         broker.stop()
+
+
+async def test_an_undecodable_row_is_set_aside_and_the_rows_after_it_are_published(
+        database_url: str, bootstrap_servers: str, unique: str) -> None:
+    """gyre_common.outbox (shared by every service): a poison row must not block the rows after it."""
+    from gyre_common.bus import Publisher
+    from gyre_common.outbox import DEAD_EVENTS, OUTBOX_DDL, add_event, add_events, unsent_events
+    from gyre_common.outbox import OutboxEvent as Queued
+
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"p{unique}.", default_partitions=1,
+                          linger_ms=1)
+    await ensure_topics(kafka, [REGISTRY_EVENTS])
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    relay = OutboxRelay(pool, lambda: Publisher(kafka, service="test"), poll_interval_s=0.1)
+    try:
+        await pool.execute(OUTBOX_DDL)
+        async with pool.acquire() as conn, conn.transaction():
+            await add_event(conn, REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=1), key="m",
+                            event_id="e1")
+            await add_event(conn, REGISTRY_EVENTS, b"\xff\xff\xff", key="m", event_id="poison")
+            await conn.execute("INSERT INTO outbox (event_id, topic, event_type, message_key, payload, occurred_at) "
+                               "VALUES ('stray', 'no.such.topic', 'x.Y', 'm', '', now())")
+            await add_events(conn, [Queued(REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=v), "m",
+                                           f"e{v}") for v in (2, 3)] + [
+                Queued(REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=1), "m", "e1")])  # a repeat
+        with pytest.raises(ValueError, match="carries"):
+            async with pool.acquire() as conn:
+                await add_event(conn, REGISTRY_EVENTS, ev.TrainingEvent(), key="m")
+        before = DEAD_EVENTS.labels("outbox", REGISTRY_EVENTS)._value.get()
+        assert await relay.relay_once() == 3
+        assert relay.dead_events == 2 and await relay.dead() == 2 and await relay.pending() == 0
+        assert DEAD_EVENTS.labels("outbox", REGISTRY_EVENTS)._value.get() == before + 1
+        failed = await pool.fetch("SELECT event_id, error FROM outbox WHERE failed_at IS NOT NULL ORDER BY seq")
+        assert [r["event_id"] for r in failed] == ["poison", "stray"] and "DecodeError" in failed[0]["error"]
+        assert await unsent_events(pool) == []
+        events = await read_events(kafka, has(ev.REGISTRY_EVENT_KIND_UNSPECIFIED, 3))
+        assert [(e.ce_id, e.message.version) for e in events] == [("e1", 1), ("e2", 2), ("e3", 3)]  # type: ignore[attr-defined]
+    finally:
+        await relay.stop()
+        await pool.close()

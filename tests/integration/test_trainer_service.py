@@ -18,6 +18,7 @@ import pytest
 from gyre_cli.main import run as gyre_cli
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Consumer, Envelope, Publisher
+from gyre_common.models import load_model
 from gyre_common.runner import ServiceContext, ServiceRunner
 from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
 from gyre_common.topics import TRAINING_EVENTS, TRAINING_REQUESTS
@@ -25,7 +26,6 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from gyre_trainer.bootstrap import Dependencies, Wiring, wire
-from gyre_trainer.domain.model_io import load_model
 from gyre_trainer.service import SPEC
 from gyre_trainer.settings import TrainerSettings
 from gyre_trainer.testing import FakeModelRegistry, FakeRunLogger, FakeTrainingDataSource, breast_cancer_training_set
@@ -80,7 +80,7 @@ async def trainer(bootstrap_servers: str, database_url: str, unique: str, tmp_pa
 def training_request(request_id: str) -> ev.TrainingRequest:
     message = ev.TrainingRequest(request_id=request_id, model_name="cancer", feature_view="patients",
                                  label="diagnosis", reason=ev.TRAINING_REASON_DRIFT, requested_by="monitor",
-                                 promote_to_alias="champion")
+                                 promote_to_alias="production")
     message.evidence["alert_id"] = "alert-1"
     message.search.max_evals = 5
     message.search.random_seed = 11

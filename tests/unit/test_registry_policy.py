@@ -87,3 +87,45 @@ def test_champion_without_named_metric_but_with_value_is_comparable() -> None:
     # A champion registered before evaluations existed: same holdout and a value for the metric.
     champion = Contender(1, {"holdout_accuracy": 0.8}, Evaluation("", False, HOLDOUT))
     assert decide(version(2, 0.9), champion).outcome is Outcome.PROMOTED
+
+
+def test_retrains_on_newer_windows_compare_through_the_trainers_holdout_definition() -> None:
+    # The trainer's holdout is an entity-hash rule: its holdout_id names the rule, fraction, feature
+    # view and label, not the data, so v2 trained on a newer window is compared with v1 (each scored
+    # on the held-out entities of its own window), while a change of definition is not compared.
+    from gyre_trainer.domain.holdout import holdout_id  # only to show the ids the trainer sends
+
+    rule = holdout_id(feature_view="customers", label="churned", fraction=0.2)
+    v1 = version(1, 0.90, metric="holdout_roc_auc", holdout=rule)
+    assert decide(version(2, 0.93, metric="holdout_roc_auc", holdout=rule), v1).outcome is Outcome.PROMOTED
+    assert decide(version(2, 0.80, metric="holdout_roc_auc", holdout=rule), v1).outcome is Outcome.NOT_PROMOTED
+    wider = holdout_id(feature_view="customers", label="churned", fraction=0.3)
+    assert decide(version(2, 0.99, metric="holdout_roc_auc", holdout=wider), v1).outcome is Outcome.CHALLENGER
+
+
+def rescored(number: int, value: float, champion_version: int, champion_score: float, *,
+             holdout: str = OTHER_HOLDOUT) -> Contender:
+    """A candidate that carries the champion's score on the candidate's own holdout rows."""
+    return Contender(number, {"holdout_accuracy": value},
+                     Evaluation("holdout_accuracy", False, holdout, champion_version, champion_score))
+
+
+def test_champion_rescored_on_the_candidates_holdout_is_compared_on_those_rows() -> None:
+    # Different holdout ids (new window), but the trainer scored the champion on the new rows.
+    decision = decide(rescored(2, 0.90, champion_version=1, champion_score=0.85), version(1, 0.97))
+    assert decision.outcome is Outcome.PROMOTED
+    assert "holdout_accuracy 0.9 >= 0.85" in decision.reason
+    assert "same rows" in decision.reason
+
+
+def test_champion_rescored_better_on_the_same_rows_keeps_its_alias() -> None:
+    decision = decide(rescored(2, 0.80, champion_version=1, champion_score=0.85), version(1, 0.70))
+    assert decision.outcome is Outcome.NOT_PROMOTED
+    assert decision.alias is None
+
+
+def test_rescore_of_a_former_champion_is_ignored() -> None:
+    # The candidate re-scored v1, but v3 holds the alias by now: fall back to the own-holdout rule.
+    decision = decide(rescored(4, 0.99, champion_version=1, champion_score=0.10), version(3, 0.90))
+    assert decision.outcome is Outcome.CHALLENGER
+    assert "holdouts differ" in decision.reason

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gyre_trainer.domain.dataset import DatasetError, TrainingSet, fingerprint
-from gyre_trainer.domain.holdout import split_holdout
+from gyre_trainer.domain.holdout import HoldoutSplit, entity_bucket, holdout_id, split_holdout
 from gyre_trainer.domain.search import SearchCancelled, SearchConfig, TrialResult, run_search
 from gyre_trainer.domain.space import FAMILIES, resolve_families
 from gyre_trainer.domain.task import Task, check_objective, infer_task, is_better
@@ -55,28 +55,49 @@ def test_fingerprint_treats_every_nan_alike() -> None:
     assert fingerprint(one) == fingerprint(two)
 
 
-def test_holdout_is_stratified_seeded_and_order_independent(data: TrainingSet) -> None:
-    split = split_holdout(data, seed=7, fraction=0.2, stratify=True)
-    assert split.holdout.rows == round(data.rows * 0.2) or abs(split.holdout.rows - data.rows * 0.2) < 1
-    assert split.development.rows + split.holdout.rows == data.rows
-    assert not set(split.development.entity_ids) & set(split.holdout.entity_ids)
-    share = (split.holdout.label == "malignant").mean()
-    assert share == pytest.approx((data.label == "malignant").mean(), abs=0.02)
-    again = split_holdout(shuffled(data, 3), seed=7, fraction=0.2, stratify=True)
-    assert list(again.holdout.entity_ids) == list(split.holdout.entity_ids)
-    assert again.holdout_digest == split.holdout_digest
-    other = split_holdout(data, seed=8, fraction=0.2, stratify=True)
-    assert other.holdout_digest != split.holdout_digest
+def split_of(data: TrainingSet, fraction: float = 0.2, classification: bool = True) -> HoldoutSplit:
+    return split_holdout(data, fraction=fraction, feature_view="patients", label="diagnosis",
+                         classification=classification)
 
 
-def test_holdout_refuses_a_class_with_one_row() -> None:
-    rows = 10
+def test_holdout_is_an_entity_hash_rule_independent_of_order_and_window(data: TrainingSet) -> None:
+    whole = split_of(data)
+    assert abs(whole.holdout.rows - data.rows * 0.2) < data.rows * 0.06  # ~20% of the entities
+    assert whole.development.rows + whole.holdout.rows == data.rows
+    assert not set(whole.development.entity_ids) & set(whole.holdout.entity_ids)
+    assert all(entity_bucket(str(e)) < 2000 for e in whole.holdout.entity_ids)
+    again = split_of(shuffled(data, 3))
+    assert list(again.holdout.entity_ids) == list(whole.holdout.entity_ids)
+    assert again.rows_digest == whole.rows_digest
+    # Another window of the same data: other rows, the same rule and id, and an entity held out in
+    # one window is held out in every window (no version trains on a holdout entity).
+    newer = split_of(data.take(np.arange(200, data.rows)))
+    assert newer.holdout_id == whole.holdout_id and newer.rows_digest != whole.rows_digest
+    assert set(newer.holdout.entity_ids) <= set(whole.holdout.entity_ids)
+    assert not set(newer.development.entity_ids) & set(whole.holdout.entity_ids)
+    # The id names the definition: fraction, view and label change it.
+    assert holdout_id(feature_view="patients", label="diagnosis", fraction=0.2) == whole.holdout_id
+    assert len({whole.holdout_id, split_of(data, 0.3).holdout_id,
+                holdout_id(feature_view="other", label="diagnosis", fraction=0.2),
+                holdout_id(feature_view="patients", label="other", fraction=0.2)}) == 4
+
+
+def test_holdout_refuses_a_class_without_two_development_rows() -> None:
+    rows = 40
     data = TrainingSet(pd.DataFrame({"x": np.arange(rows, dtype=float)}),
                        pd.Series(["a"] * (rows - 1) + ["b"], name="y"),
                        pd.Series([str(i) for i in range(rows)]),
                        pd.Series(pd.date_range("2026-01-01", periods=rows, freq="h", tz="UTC")))
-    with pytest.raises(DatasetError, match="fewer than 2 rows"):
-        split_holdout(data, seed=1, fraction=0.2, stratify=True)
+    with pytest.raises(DatasetError, match="fewer than 2"):
+        split_of(data)
+
+
+def test_holdout_refuses_too_few_entities() -> None:
+    data = TrainingSet(pd.DataFrame({"x": [1.0, 2.0]}), pd.Series([1.0, 2.0], name="y"),
+                       pd.Series(["same", "same"]),
+                       pd.Series(pd.date_range("2026-01-01", periods=2, freq="h", tz="UTC")))
+    with pytest.raises(DatasetError, match="more entities"):
+        split_of(data, classification=False)
 
 
 @pytest.mark.parametrize(("values", "task"), [
@@ -102,7 +123,7 @@ def test_objective_and_direction() -> None:
 
 
 def test_search_runs_every_trial_and_is_reproducible(data: TrainingSet) -> None:
-    split = split_holdout(data, seed=42, fraction=0.2, stratify=True)
+    split = split_of(data, 0.2)
     config = SearchConfig(Task.CLASSIFICATION, ("logistic_regression", "extra_trees"), "roc_auc", max_evals=6,
                           seed=42)
     seen: list[TrialResult] = []
@@ -123,7 +144,7 @@ def test_automl_space_spans_every_family() -> None:
 
 
 def test_search_stops_when_cancelled(data: TrainingSet) -> None:
-    split = split_holdout(data, seed=1, fraction=0.2, stratify=True)
+    split = split_of(data, 0.2)
     config = SearchConfig(Task.CLASSIFICATION, ("logistic_regression",), "roc_auc", max_evals=10, seed=1)
     seen: list[TrialResult] = []
     with pytest.raises(SearchCancelled):
@@ -139,6 +160,6 @@ def test_regression_search() -> None:
     data = TrainingSet(pd.DataFrame(x, columns=["a", "b", "c"]), pd.Series(y, name="y"),
                        pd.Series([str(i) for i in range(rows)]),
                        pd.Series(pd.date_range("2026-01-01", periods=rows, freq="h", tz="UTC")))
-    split = split_holdout(data, seed=3, fraction=0.25, stratify=False)
+    split = split_of(data, 0.25, classification=False)
     outcome = run_search(split.development, SearchConfig(Task.REGRESSION, ("ridge",), "rmse", 5, seed=3))
     assert outcome.best is not None and outcome.best.metrics["r2"] > 0.9

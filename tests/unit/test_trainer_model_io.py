@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
+from gyre_common.models import TRUSTED_SKOPS_TYPES as TRUSTED_TYPES
+from gyre_common.models import UntrustedArtifactError, dump_model, load_model
 from gyre_trainer.domain.dataset import FeatureKind
-from gyre_trainer.domain.model_io import TRUSTED_TYPES, UntrustedArtifactError, dump_model, load_model
 from gyre_trainer.domain.space import FAMILIES, build_pipeline
 from gyre_trainer.domain.task import Task
 

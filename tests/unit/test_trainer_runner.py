@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from gyre_common.artifacts import LocalArtifactStore
+from gyre_common.models import load_model
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as monitor_pb
 from gyre_trainer.domain.dataset import fingerprint
+from gyre_trainer.domain.holdout import holdout_id
 from gyre_trainer.domain.jobs import Job, JobStatus
-from gyre_trainer.domain.model_io import load_model
 from gyre_trainer.handlers import CODE_VERSION, CancelToken, JobRunner, JobService, TrainingPolicy
+from gyre_trainer.ports import HoldoutEvaluation
 from gyre_trainer.store import InMemoryJobStore
 from gyre_trainer.testing import (
     FakeModelRegistry,
@@ -87,13 +90,20 @@ async def test_a_job_logs_every_trial_and_registers_the_best_with_full_lineage(t
     assert lineage.run_id == job.best_run_id and lineage.experiment_id == parent.experiment_id
     best = world.runs.runs[job.best_run_id]
     assert lineage.hyperparameters == best.params
-    assert set(lineage.metrics) == {"accuracy", "f1", "roc_auc", "log_loss"} and lineage.metrics["roc_auc"] > 0.95
+    assert set(lineage.metrics) == {"holdout_accuracy", "holdout_f1", "holdout_roc_auc", "holdout_log_loss"}
+    assert lineage.metrics["holdout_roc_auc"] > 0.95
+    # The registry's policy gets the evaluation; the holdout id names the definition, not the data.
+    assert registration.evaluation == HoldoutEvaluation("holdout_roc_auc", False,
+                                                        holdout_id(feature_view="patients", label="diagnosis",
+                                                                   fraction=0.2))
+    assert registration.skip_promotion  # no alias asked for: register only
     assert lineage.code_version == CODE_VERSION and lineage.label == "diagnosis" and lineage.training_rows == DATA.rows
     assert [t.name for t in registration.signature.inputs] == DATA.feature_names
     assert {t.datatype for t in registration.signature.inputs} == {"FP64"}
     assert [t.name for t in registration.signature.outputs] == ["predict", "proba"]
     assert json.loads(registration.tags["gyre.classes"]) == ["benign", "malignant"]
-    assert registration.tags["gyre.holdout.seed"] == "7" and int(registration.tags["gyre.holdout.rows"]) > 100
+    assert registration.tags["gyre.holdout.id"] == registration.evaluation.holdout_id
+    assert int(registration.tags["gyre.holdout.rows"]) > 70
     assert registration.idempotency_key == "req-1"
 
     # The artifact loads back with the declared trusted types and predicts.
@@ -106,7 +116,7 @@ async def test_a_job_logs_every_trial_and_registers_the_best_with_full_lineage(t
     assert lineage.reference_profile is not None
     profile = monitor_pb.ReferenceProfile.FromString(
         world.artifacts.get(lineage.reference_profile.uri, lineage.reference_profile.sha256))
-    assert profile.model_name == "cancer" and len(profile.features) == 30
+    assert profile.model_name == "cancer" and profile.model_version == 0 and len(profile.features) == 30
     assert profile.dataset_fingerprint == lineage.dataset_fingerprint
 
     # Events: STARTED, one TRIAL_COMPLETED per trial, SUCCEEDED with the version.
@@ -116,7 +126,7 @@ async def test_a_job_logs_every_trial_and_registers_the_best_with_full_lineage(t
         ev.TRAINING_STATUS_SUCCEEDED]
     assert [e.trial_number for e in events[1:7]] == [1, 2, 3, 4, 5, 6]
     done = events[-1]
-    assert done.model_version == 1 and done.metrics["roc_auc"] == lineage.metrics["roc_auc"]
+    assert done.model_version == 1 and done.metrics["roc_auc"] == lineage.metrics["holdout_roc_auc"]
     assert done.run_id == job.best_run_id and done.parent_run_id == job.parent_run_id
 
 
@@ -131,32 +141,59 @@ async def test_the_same_request_gives_the_same_model(tmp_path: Path) -> None:
     assert a.tags["gyre.holdout.digest"] == b.tags["gyre.holdout.digest"]
 
 
-async def test_a_new_version_is_compared_with_the_champion_on_the_same_holdout(tmp_path: Path) -> None:
+async def test_the_registry_policy_decides_and_the_trainer_reports_it(tmp_path: Path) -> None:
     world = World(tmp_path)
-    first = await world.run(request("r1", promote="champion"))
+    first = await world.run(request("r1", promote="production"))
     assert first.promoted and first.champion_version == 0
-    assert world.registry.aliases[("cancer", "champion")] == 1
-    second = await world.run(request("r2", promote="champion"))
-    assert second.champion_version == 1
-    # Same data, same seed: the champion scores exactly what the new version scores, which does not beat it.
+    assert world.registry.aliases[("cancer", "production")] == 1
+    second = await world.run(request("r2", promote="production"))
+    # The production model was scored on the new holdout rows, for the record.
+    assert second.champion_version == 1 and "roc_auc" in second.champion_metrics
+    # Same data, same seed: equal metrics on the same holdout; the registry's ties promote.
     assert second.champion_metrics == pytest.approx(second.best_metrics)
-    assert not second.promoted and world.registry.aliases[("cancer", "champion")] == 1
+    assert second.promoted and world.registry.aliases[("cancer", "production")] == 2
     done = (await world.events())[-1]
-    assert done.champion_version == 1 and not done.promoted and "roc_auc" in done.champion_metrics
+    assert done.champion_version == 1 and done.promoted and "roc_auc" in done.champion_metrics
+    assert ("cancer", "champion") not in world.registry.aliases
 
 
-async def test_a_better_version_is_promoted(tmp_path: Path) -> None:
+async def test_retrains_on_newer_windows_share_the_holdout_definition(tmp_path: Path) -> None:
     world = World(tmp_path)
-    weak = request("weak", promote="champion")
-    weak.search.estimator_families[:] = ["random_forest"]
-    weak.search.max_evals = 1
-    # One tiny forest trained on few rows is beaten by a tuned model on the full window.
-    weak.window_end.FromJsonString("2026-01-04T00:00:00Z")
-    await world.run(weak)
-    strong = await world.run(request("strong", promote="champion", max_evals=5))
-    assert strong.champion_version == 1
-    assert strong.best_metrics["roc_auc"] > strong.champion_metrics["roc_auc"]
-    assert strong.promoted and world.registry.aliases[("cancer", "champion")] == 2
+    old = request("old", promote="production")
+    old.window_end.FromJsonString("2026-01-15T00:00:00Z")  # the first 336 rows
+    new = request("new", promote="production")
+    new.window_start.FromJsonString("2026-01-10T00:00:00Z")  # overlapping, newer rows
+    await world.run(old)
+    job = await world.run(new)
+    a, b = world.registry.registration("cancer", 1), world.registry.registration("cancer", 2)
+    assert a.lineage.dataset_fingerprint != b.lineage.dataset_fingerprint
+    assert a.tags["gyre.holdout.digest"] != b.tags["gyre.holdout.digest"]
+    assert a.evaluation is not None and b.evaluation is not None
+    definition = ("primary_metric", "lower_is_better", "holdout_id")
+    assert [getattr(a.evaluation, f) for f in definition] == [getattr(b.evaluation, f) for f in definition]
+    # v2 carries the production model (v1) scored on v2's own holdout rows, so the registry can
+    # compare the two on identical data.
+    assert b.evaluation.champion_version == 1
+    assert b.evaluation.champion_score == float(b.tags["gyre.champion.roc_auc"])
+    new_score = b.lineage.metrics["holdout_roc_auc"]
+    assert job.promoted == (new_score >= b.evaluation.champion_score)
+    assert job.champion_version == 1
+
+
+async def test_a_worse_version_is_not_promoted(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    await world.run(request("first", promote="production"))
+    versions = world.registry.versions["cancer"]
+    perfect = dataclasses.replace(versions[0].lineage, metrics={"holdout_roc_auc": 1.0})
+    # The champion's artifact cannot be re-scored (wrong digest), so the registry falls back to
+    # comparing each version's own holdout score, where v1 is perfect.
+    unreadable = dataclasses.replace(versions[0].artifact, sha256="0" * 64)
+    versions[0] = dataclasses.replace(versions[0], lineage=perfect, artifact=unreadable)
+    job = await world.run(request("second", promote="production", families=("random_forest",), max_evals=1))
+    assert job.status is JobStatus.SUCCEEDED and job.model_version == 2
+    assert not job.promoted and job.champion_version == 1
+    assert world.registry.aliases[("cancer", "production")] == 1
+    assert not (await world.events())[-1].promoted
 
 
 async def test_a_transient_failure_requeues_then_succeeds(tmp_path: Path) -> None:

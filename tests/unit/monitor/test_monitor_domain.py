@@ -7,6 +7,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from gyre_common.profile import (
+    FeatureKind,
+    ProfileError,
+    build_reference_profile,
+    category_key,
+    decode_profile,
+    encode_profile,
+    finite_floats,
+    with_version,
+)
 from gyre_monitor.domain.alerts import (
     DriftState,
     alert_id,
@@ -15,10 +25,7 @@ from gyre_monitor.domain.alerts import (
     should_request_retraining,
     training_request_id,
 )
-from gyre_monitor.domain.profile import FeatureKind, ProfileError, build_reference_profile
-from gyre_monitor.domain.values import category_key, finite_floats
 from gyre_monitor.domain.windows import ClosedBy, WindowCursor, WindowPolicy, assign_windows
-from gyre_monitor.profile import decode_profile, encode_profile
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -109,7 +116,7 @@ def test_profile_round_trips_and_samples_large_training_sets() -> None:
     ({"x": []}, {}),
     ({"x": [1.0, 2.0], "y": [1.0]}, {}),
     ({"t": [f"free text {i}" for i in range(10)]}, {}),
-    ({"x": [1.0]}, {"model_version": 0}),
+    ({"x": [1.0]}, {"model_version": -1}),
 ])
 def test_invalid_profiles_are_refused(data: dict[str, list[object]], kwargs: dict[str, int]) -> None:
     with pytest.raises(ProfileError):
@@ -119,3 +126,14 @@ def test_invalid_profiles_are_refused(data: dict[str, list[object]], kwargs: dic
 def test_garbage_bytes_are_not_a_profile() -> None:
     with pytest.raises(ProfileError):
         decode_profile(b"\xff\xff\xff")
+
+
+def test_unnumbered_profile_takes_the_registered_version() -> None:
+    # The trainer writes the profile before the registry numbers the version: version 0.
+    profile = build_reference_profile({"x": [1.0, 2.0]}, model_name="m", model_version=0)
+    assert with_version(profile, "m", 3).model_version == 3
+    numbered = with_version(profile, "m", 3)
+    assert with_version(numbered, "m", 3) is numbered
+    for name, version in (("other", 3), ("m", 4), ("m", 0)):
+        with pytest.raises(ProfileError):
+            with_version(numbered if version == 4 else profile, name, version)

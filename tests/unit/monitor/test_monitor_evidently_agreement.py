@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gyre_common.profile import FeatureKind, build_reference_profile
 from gyre_monitor.domain.drift import DatasetDrift, PreparedReference
-from gyre_monitor.domain.profile import FeatureKind, build_reference_profile
 
 evidently = pytest.importorskip("evidently")
 from evidently import DataDefinition, Dataset, Report  # noqa: E402

@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated estimator families (default: AutoML over all)")
     train.add_argument("--objective", default="", help="metric to optimise, e.g. roc_auc (default per task)")
     train.add_argument("--seed", type=int, default=0, help="seed of the search and holdout (0: trainer default)")
-    train.add_argument("--promote-to", default="", help="alias to move to the new version if it beats the holder")
+    train.add_argument("--promote-to", default="production",
+                       help="alias the registry's promotion policy may give the new version (default: production)")
+    train.add_argument("--no-promote", dest="promote_to", action="store_const", const="",
+                       help="register the new version without running the promotion policy")
     train.add_argument("--request-id", default="", help="idempotency key (default: a new UUID)")
     train.add_argument("--wait", action="store_true", help="wait until the job ends and print its outcome")
     train.add_argument("--wait-timeout", type=float, default=3600.0, help="longest --wait in seconds")

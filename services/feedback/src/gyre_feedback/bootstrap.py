@@ -6,9 +6,10 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, message_class, topic_spec
+from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, ensure_topics
+from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
-from gyre_common.topics import FEEDBACK_EVENTS, INFERENCE_EVENTS, REGISTRY_EVENTS
+from gyre_common.topics import FEEDBACK_EVENTS, INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from gyre_feedback.api_grpc import SERVICE_NAME, FeedbackServicer
 from gyre_feedback.api_http import make_router
@@ -17,7 +18,7 @@ from gyre_feedback.domain.quality import DropPolicy
 from gyre_feedback.events import SERVICE
 from gyre_feedback.handlers import FeedbackConfig, FeedbackHandlers
 from gyre_feedback.settings import FeedbackSettings
-from gyre_feedback.store import OutboxMessage, PostgresStore
+from gyre_feedback.store import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +40,18 @@ def bootstrap(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, FeedbackSettings)
     store = PostgresStore(ctx.db)
-    publisher = Publisher(ctx.kafka, service=SERVICE, tracer_provider=ctx.telemetry.tracer_provider)
-
-    async def send(message: OutboxMessage) -> None:
-        event = message_class(topic_spec(message.topic).event_type).FromString(message.payload)
-        # The outbox event id is the CloudEvents id: a re-publish after a crash is deduplicated downstream.
-        await publisher.publish(message.topic, event, key=message.key, event_id=message.event_id)
-
-    handlers = FeedbackHandlers(store, feedback_config(settings), send=send)
+    # The shared transactional outbox: one relay per schema at a time (advisory lock), in order,
+    # broker outages waited out, poison rows set aside. Woken after each commit that queued events.
+    relay = OutboxRelay(
+        ctx.db,
+        lambda: Publisher(ctx.kafka, service=SERVICE, tracer_provider=ctx.telemetry.tracer_provider),
+        poll_interval_s=settings.outbox_interval_s,
+        retention=timedelta(days=settings.prediction_retention_days),
+        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
+        on_connect=lambda: ensure_topics(ctx.kafka, [FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS]),
+    )
+    handlers = FeedbackHandlers(store, feedback_config(settings), on_events=relay.wake)
     retention = timedelta(days=settings.prediction_retention_days)
-
-    async def relay() -> None:
-        await handlers.run_relay(settings.outbox_interval_s)
 
     async def prune() -> None:
         while True:
@@ -64,13 +65,13 @@ def bootstrap(ctx: ServiceContext) -> None:
     ctx.add_servicer(pb_grpc.add_FeedbackServiceServicer_to_server, FeedbackServicer(handlers), name=SERVICE_NAME)
 
     def consumer(group: str, topic: str, *, handler: EventHandler | None = None,
-                 batch_handler: BatchHandler | None = None) -> RunningConsumer:
-        return RunningConsumer(Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
-                                        batch_handler=batch_handler, tracer_provider=ctx.telemetry.tracer_provider))
+                 batch_handler: BatchHandler | None = None) -> Consumer:
+        # A Consumer is a runner background component: start() consumes in the background.
+        return Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
+                        batch_handler=batch_handler, tracer_provider=ctx.telemetry.tracer_provider)
 
-    # Started in this order, stopped in reverse: consumers stop (and commit) before the relay and the
-    # publisher, so events their last transactions queued are still published at shutdown or next start.
-    ctx.add_task(publisher, name="publisher")
+    # Started in this order, stopped in reverse: consumers stop (and commit) before the relay makes its
+    # last pass, so events their last transactions queued are still published at shutdown or next start.
     ctx.add_task(relay, name="outbox-relay")
     ctx.add_task(prune, name="prune")
     ctx.add_task(consumer(settings.registry_consumer_group, REGISTRY_EVENTS,
@@ -81,16 +82,3 @@ def bootstrap(ctx: ServiceContext) -> None:
     ctx.add_task(consumer(settings.feedback_consumer_group, FEEDBACK_EVENTS,
                           handler=FeedbackEventsAdapter(handlers)), name="feedback-consumer")
 
-
-class RunningConsumer:
-    """A bus consumer as a runner background component: ``start()`` joins the group AND starts the
-    poll loop (``Consumer.start()`` alone only connects); ``stop()`` finishes the batch and commits."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-
-    async def start(self) -> None:
-        await self.consumer.__aenter__()
-
-    async def stop(self) -> None:
-        await self.consumer.__aexit__(None, None, None)

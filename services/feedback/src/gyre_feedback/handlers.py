@@ -17,9 +17,8 @@ relay after a broker outage), with deterministic CloudEvents ids.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -45,8 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW = timedelta(hours=24)
 """Length of the quality window when the caller gives no start."""
 
-Send = Callable[[OutboxMessage], Awaitable[None]]
-"""Publishes one outbox event (the bus adapter); raises when the broker did not take it."""
 
 
 class NotFoundError(LookupError):
@@ -118,18 +115,17 @@ class FeedbackHandlers:
     Args:
         store: persistence.
         config: aliases, drop policy, debounce.
-        send: publishes an outbox event; None leaves events in the outbox (tests, read-only replicas).
+        on_events: called after a transaction that queued events commits (wakes the outbox relay,
+            :class:`gyre_common.outbox.OutboxRelay`); None leaves them to the relay's next poll.
         clock: wall clock, aware UTC (default ``submitted_at``, debounce, ``detected_at``).
     """
 
-    def __init__(self, store: FeedbackStore, config: FeedbackConfig, *, send: Send | None = None,
+    def __init__(self, store: FeedbackStore, config: FeedbackConfig, *, on_events: Callable[[], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.config = config
-        self._send = send
+        self._on_events = on_events or (lambda: None)
         self._clock = clock
-        self._relay_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
 
     # -- feedback ------------------------------------------------------------------------------
 
@@ -288,34 +284,8 @@ class FeedbackHandlers:
     # -- outbox and housekeeping ---------------------------------------------------------------
 
     def wake_relay(self) -> None:
-        """Ask the relay loop to publish now (events were just queued)."""
-        self._wake.set()
-
-    async def relay_outbox(self) -> int:
-        """Publish every event left in the outbox; returns how many. Broker errors propagate."""
-        if self._send is None:
-            return 0
-        total = 0
-        async with self._relay_lock:
-            while True:
-                sent = await self.store.publish_outbox(self._send)
-                total += sent
-                if sent == 0:
-                    return total
-
-    async def run_relay(self, interval_s: float) -> None:
-        """Publish queued events whenever :meth:`wake_relay` is called, and every ``interval_s``
-        seconds anyway (events a crash or a broker outage left behind). Runs until cancelled."""
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.relay_outbox()
-            except Exception:  # the next pass retries; the loop must not die of a broker outage
-                log.warning("publishing the outbox failed; retrying in %.1f s", interval_s, exc_info=True)
+        """Ask the outbox relay to publish now (events were just committed)."""
+        self._on_events()
 
     async def prune(self, retention: timedelta) -> int:
         """Delete predictions served before now - ``retention`` (and old idempotency claims)."""

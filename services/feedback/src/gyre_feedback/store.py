@@ -8,7 +8,7 @@ and Kafka offsets are committed only after the transaction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from gyre_common.bus import claim_event
+from gyre_common.outbox import add_event
 from gyre_feedback.domain.feedback import Feedback
 from gyre_feedback.domain.prediction import Prediction
 from gyre_feedback.domain.quality import LabelOutcome, QualityCounts
@@ -113,16 +114,9 @@ class FeedbackStore(ABC):
         newest version first; versions without predictions in the window are left out."""
 
     @abstractmethod
-    async def publish_outbox(self, send: Callable[[OutboxMessage], Awaitable[None]], limit: int = 100) -> int:
-        """Publish up to ``limit`` unpublished events with ``send``, oldest first, and mark them.
-
-        Rows are locked while sent (``SKIP LOCKED``: replicas share the work); if ``send`` raises,
-        nothing of this pass is marked and the error propagates. Returns how many were published.
-        """
-
-    @abstractmethod
     async def prune(self, before: datetime) -> int:
-        """Delete predictions served, events consumed and outbox rows published before ``before``;
+        """Delete predictions served and events consumed before ``before`` (the outbox relay prunes
+        its own published rows);
         returns how many predictions went."""
 
 
@@ -229,11 +223,7 @@ class PostgresTransaction(FeedbackTransaction):
         )
 
     async def enqueue(self, message: OutboxMessage) -> None:
-        await self.conn.execute(
-            "INSERT INTO outbox (topic, record_key, event_id, payload) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (event_id) DO NOTHING",
-            message.topic, message.key, message.event_id, message.payload,
-        )
+        await add_event(self.conn, message.topic, message.payload, key=message.key, event_id=message.event_id)
 
 
 _QUALITY_SQL = """
@@ -298,23 +288,8 @@ class PostgresStore(FeedbackStore):
             for row in rows
         ]
 
-    async def publish_outbox(self, send: Callable[[OutboxMessage], Awaitable[None]], limit: int = 100) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, topic, record_key, event_id, payload FROM outbox WHERE published_at IS NULL "
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                limit,
-            )
-            for row in rows:
-                await send(OutboxMessage(row["topic"], row["record_key"], row["event_id"], bytes(row["payload"])))
-            if rows:
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                                   [row["id"] for row in rows])
-        return len(rows)
-
     async def prune(self, before: datetime) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute("DELETE FROM predictions WHERE served_at < $1", before)
             await conn.execute("DELETE FROM processed_events WHERE processed_at < $1", before)
-            await conn.execute("DELETE FROM outbox WHERE published_at < $1", before)
         return int(str(status).rsplit(" ", 1)[-1])

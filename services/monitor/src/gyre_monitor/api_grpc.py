@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import grpc
 
+from gyre_common.profile import ProfileError, profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
-from gyre_monitor.domain.profile import ProfileError
 from gyre_monitor.events import feature_drift_message, timestamp
 from gyre_monitor.handlers import (
     DriftReport,
@@ -24,7 +24,6 @@ from gyre_monitor.handlers import (
     MonitorHandlers,
     NotFoundError,
 )
-from gyre_monitor.profile import profile_from_proto, profile_to_proto
 from gyre_monitor.store import WindowRecord
 
 SERVICE_NAME = "gyre.monitor.v1.MonitorService"

@@ -15,12 +15,11 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from google.protobuf import json_format
 
+from gyre_common.profile import ProfileError, profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_monitor.api_grpc import range_report, window_report
-from gyre_monitor.domain.profile import ProfileError
 from gyre_monitor.handlers import FailedPreconditionError, InvalidArgumentError, MonitorHandlers, NotFoundError
-from gyre_monitor.profile import profile_from_proto, profile_to_proto
 
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 """Largest accepted reference-profile request body."""

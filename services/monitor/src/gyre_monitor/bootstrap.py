@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from gyre_common.artifacts import ArtifactSettings, LocalArtifactStore
-from gyre_common.bus import Consumer, Publisher, message_class, topic_spec
+from gyre_common.bus import Consumer, Publisher, ensure_topics
+from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
-from gyre_common.topics import INFERENCE_EVENTS, REGISTRY_EVENTS
+from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
 from gyre_monitor.api_grpc import SERVICE_NAME, MonitorServicer
 from gyre_monitor.api_http import make_router
-from gyre_monitor.consumers import ConsumerTask, InferenceEventsAdapter, RegistryEventsAdapter
+from gyre_monitor.consumers import InferenceEventsAdapter, RegistryEventsAdapter
 from gyre_monitor.domain.drift import DriftOptions
 from gyre_monitor.domain.windows import WindowPolicy
 from gyre_monitor.handlers import MonitorConfig, MonitorHandlers
 from gyre_monitor.report import render_drift_html
 from gyre_monitor.settings import MonitorSettings
-from gyre_monitor.store import OutboxMessage, PostgresStore
+from gyre_monitor.store import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +42,27 @@ def bootstrap(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, MonitorSettings)
     store = PostgresStore(ctx.db)
-    publisher = Publisher(ctx.kafka, service=ctx.spec.name)
-
-    async def send(message: OutboxMessage) -> None:
-        event = message_class(topic_spec(message.topic).event_type).FromString(message.payload)
-        # The outbox event id is the CloudEvents id: a re-publish after a crash is deduplicated downstream.
-        await publisher.publish(message.topic, event, key=message.key, event_id=message.event_id)
-
+    # The shared transactional outbox: one relay per schema at a time (advisory lock), in order,
+    # broker outages waited out, poison rows set aside. Woken after each commit that queued events.
+    relay = OutboxRelay(
+        ctx.db,
+        lambda: Publisher(ctx.kafka, service=ctx.spec.name),
+        poll_interval_s=settings.outbox_interval_s,
+        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
+        on_connect=lambda: ensure_topics(ctx.kafka, [MONITOR_ALERTS, TRAINING_REQUESTS]),
+    )
     artifacts = LocalArtifactStore.from_settings(load_settings(ArtifactSettings))
-    handlers = MonitorHandlers(store, monitor_config(settings), send=send, read_artifact=artifacts.get,
+    handlers = MonitorHandlers(store, monitor_config(settings), on_events=relay.wake, read_artifact=artifacts.get,
                                render_html=render_drift_html)
-
-    async def relay() -> None:
-        # Publishes what a crash or a broker outage left in the outbox; normally a no-op because
-        # each batch publishes its own events right after its transaction commits.
-        while True:
-            try:
-                await handlers.relay_outbox()
-            except Exception:  # the next pass retries; the loop must not die of a broker outage
-                log.warning("outbox relay pass failed; retrying", exc_info=True)
-            await asyncio.sleep(settings.outbox_interval_s)
 
     ctx.app.include_router(make_router(handlers))
     ctx.add_servicer(pb_grpc.add_MonitorServiceServicer_to_server, MonitorServicer(handlers), name=SERVICE_NAME)
-    # Started in this order, stopped in reverse: consumers stop (and commit) before the publisher.
-    ctx.add_task(publisher, name="publisher")
+    # Started in this order, stopped in reverse: consumers stop (and commit) before the relay makes
+    # its last pass.
     ctx.add_task(relay, name="outbox-relay")
-    ctx.add_task(ConsumerTask(Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
-                                       service=ctx.spec.name, handler=RegistryEventsAdapter(handlers))),
+    ctx.add_task(Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
+                          service=ctx.spec.name, handler=RegistryEventsAdapter(handlers)),
                  name="registry-consumer")
-    ctx.add_task(ConsumerTask(Consumer(ctx.kafka, group=settings.consumer_group, topics=[INFERENCE_EVENTS],
-                                       service=ctx.spec.name, batch_handler=InferenceEventsAdapter(handlers))),
+    ctx.add_task(Consumer(ctx.kafka, group=settings.consumer_group, topics=[INFERENCE_EVENTS],
+                          service=ctx.spec.name, batch_handler=InferenceEventsAdapter(handlers)),
                  name="inference-consumer")

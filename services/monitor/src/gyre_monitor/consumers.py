@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from gyre_common.bus import Consumer, Envelope
+from gyre_common.bus import Envelope
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_monitor.events import prediction_from_event
 from gyre_monitor.handlers import MonitorHandlers
@@ -57,20 +57,3 @@ class RegistryEventsAdapter:
             label=lineage.label,
         )
 
-
-class ConsumerTask:
-    """Runs a bus :class:`~gyre_common.bus.Consumer` as a runner background task.
-
-    ``Consumer.start()`` only joins the group; its poll loop runs under ``async with``. This gives
-    the runner the ``start()``/``stop()`` pair it expects: start joins and starts the loop, stop
-    finishes the in-flight batch, commits and leaves the group.
-    """
-
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-
-    async def start(self) -> None:
-        await self.consumer.__aenter__()
-
-    async def stop(self) -> None:
-        await self.consumer.__aexit__(None, None, None)

@@ -14,10 +14,11 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from gyre_common.profile import ProfileError, ReferenceProfile, decode_profile, encode_profile, with_version
 from gyre_common.topics import MONITOR_ALERTS, TRAINING_REQUESTS
 from gyre_monitor.domain.alerts import (
     DriftState,
@@ -28,10 +29,8 @@ from gyre_monitor.domain.alerts import (
     training_request_id,
 )
 from gyre_monitor.domain.drift import DatasetDrift, DriftOptions, PreparedReference
-from gyre_monitor.domain.profile import ProfileError, ReferenceProfile
 from gyre_monitor.domain.windows import ClosedBy, ClosedWindow, WindowPolicy, assign_windows
 from gyre_monitor.events import Prediction, drift_alert, retraining_request
-from gyre_monitor.profile import decode_profile, encode_profile
 from gyre_monitor.store import (
     MonitorStore,
     MonitorTransaction,
@@ -44,15 +43,13 @@ from gyre_monitor.store import (
 
 log = logging.getLogger(__name__)
 
-# A window's end is exclusive: one microsecond after its last prediction.
-_TICK = timedelta(microseconds=1)
-
-Send = Callable[[OutboxMessage], Awaitable[None]]
-"""Publishes one outbox event (the bus adapter); raises when the broker did not take it."""
 ReadArtifact = Callable[[str, str], bytes]
 """Reads an artifact by (uri, sha256), verifying the digest (blocking; run in a thread)."""
 RenderHtml = Callable[[ReferenceProfile, Sequence[WindowRow]], str]
 """Renders Evidently's HTML drift report of rows against a profile (blocking, seconds)."""
+
+# A window's end is exclusive: one microsecond after its last prediction.
+_TICK = timedelta(microseconds=1)
 
 
 class NotFoundError(LookupError):
@@ -75,7 +72,7 @@ class MonitorConfig:
     drift: DriftOptions = field(default_factory=DriftOptions)
     cooldown_s: float = 3600.0
     keep_windows: int = 20
-    promote_to_alias: str = "champion"
+    promote_to_alias: str = "production"
     profile_cache_size: int = 64
     max_report_rows: int = 50_000
 
@@ -111,24 +108,24 @@ class MonitorHandlers:
     Args:
         store: persistence.
         config: windows, drift options, debounce, retention.
-        send: publishes an outbox event; None keeps events in the outbox (tests, read-only replicas).
+        on_events: called after a transaction that queued events commits (wakes the outbox relay,
+            :class:`gyre_common.outbox.OutboxRelay`); None leaves them to the relay's next poll.
         read_artifact: reads a profile from the artifact store (for VERSION_CREATED).
         render_html: renders Evidently's report (on-demand reports with HTML).
         clock: wall clock, aware UTC (``detected_at``/``requested_at``); debouncing uses event time.
     """
 
-    def __init__(self, store: MonitorStore, config: MonitorConfig, *, send: Send | None = None,
+    def __init__(self, store: MonitorStore, config: MonitorConfig, *, on_events: Callable[[], None] | None = None,
                  read_artifact: ReadArtifact | None = None, render_html: RenderHtml | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.config = config
-        self._send = send
+        self._on_events = on_events or (lambda: None)
         self._read_artifact = read_artifact
         self._render_html = render_html
         self._clock = clock
         self._prepared: OrderedDict[tuple[str, int, str], PreparedReference] = OrderedDict()
         self._stored: OrderedDict[tuple[str, int, str], StoredProfile] = OrderedDict()
-        self._relay_lock = asyncio.Lock()
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -158,7 +155,7 @@ class MonitorHandlers:
                 for (model, version) in sorted(groups):
                     await self._ingest_version(tx, model, version, groups[(model, version)], result)
         if result.alerts or result.training_requests:
-            await self.relay_outbox()
+            self._on_events()
         return result
 
     async def _ingest_version(self, tx: MonitorTransaction, model: str, version: int,
@@ -247,7 +244,12 @@ class MonitorHandlers:
         """Store (or replace) a version's profile, then test the windows that waited for it.
 
         Idempotent: storing the same profile again changes nothing but its ``created_at``.
+
+        Raises:
+            ProfileError: the profile names no version (0: only a VERSION_CREATED event can number it).
         """
+        if profile.model_version <= 0:
+            raise ProfileError(f"model_version must be positive, got {profile.model_version}")
         digest = sha256 or hashlib.sha256(encode_profile(profile)).hexdigest()
         stored = StoredProfile(profile, digest, source, feature_view, label)
         result = IngestResult()
@@ -263,7 +265,7 @@ class MonitorHandlers:
                 state = await self._evaluate(tx, record, rows, state, stored, result)
             await tx.save_cursor(model, version, cursor, state)
         if result.alerts:
-            await self.relay_outbox()
+            self._on_events()
         saved = await self.store.profile(model, version)
         return (saved or stored), result
 
@@ -275,7 +277,10 @@ class MonitorHandlers:
         stored already (a redelivered event).
 
         Raises:
-            ProfileError: the artifact is not a valid profile, or one of another model version.
+            ProfileError: the artifact is not a valid profile, or one of another model or version.
+                A profile with ``model_version = 0`` (written before registration, as the trainer
+                does) is the profile of the version whose lineage points at it: it takes the
+                event's version number.
             gyre_common.artifacts errors (not found, digest mismatch): the caller retries / dead-letters.
         """
         if not profile_uri:
@@ -288,12 +293,10 @@ class MonitorHandlers:
         if self._read_artifact is None:
             raise RuntimeError("no artifact store configured: cannot load reference profiles")
         data = await asyncio.to_thread(self._read_artifact, profile_uri, profile_sha256)
-        profile = decode_profile(data)
-        if (profile.model_name, profile.model_version) != (model_name, model_version):
-            raise ProfileError(
-                f"artifact {profile_uri} is the profile of {profile.model_name} v{profile.model_version}, "
-                f"not of {model_name} v{model_version}"
-            )
+        try:
+            profile = with_version(decode_profile(data), model_name, model_version)
+        except ProfileError as exc:
+            raise ProfileError(f"artifact {profile_uri}: {exc}") from None
         await self.set_reference_profile(profile, source="registry.events", sha256=profile_sha256,
                                          feature_view=feature_view, label=label)
         return True
@@ -362,20 +365,6 @@ class MonitorHandlers:
                 raise FailedPreconditionError("HTML reports are not available in this deployment")
             html = await asyncio.to_thread(self._render_html, stored.profile, rows)
         return DriftReport(model_name, model_version, start, end, drift, html)
-
-    # -- outbox --------------------------------------------------------------------------------
-
-    async def relay_outbox(self) -> int:
-        """Publish every event left in the outbox; returns how many. Broker errors propagate."""
-        if self._send is None:
-            return 0
-        total = 0
-        async with self._relay_lock:
-            while True:
-                sent = await self.store.publish_outbox(self._send)
-                total += sent
-                if sent == 0:
-                    return total
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gyre_monitor.domain.profile import FeatureKind, ReferenceProfile
-from gyre_monitor.domain.values import category_key
+from gyre_common.profile import FeatureKind, ReferenceProfile, category_key
 from gyre_monitor.store import WindowRow
 
 _MAX_CATEGORICAL_ROWS = 5000

@@ -50,7 +50,7 @@ class MonitorSettings(ServiceSettings):
     """Seconds between passes of the relay that publishes alerts and retraining requests left unpublished
     (after a broker outage or a crash)."""
 
-    promote_to_alias: str = "champion"
+    promote_to_alias: str = "production"
     """Alias a retrained model is asked to win (TrainingRequest.promote_to_alias); empty registers without promotion."""
 
     profile_cache_size: int = Field(default=64, ge=1)

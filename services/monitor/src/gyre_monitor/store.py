@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,12 +17,12 @@ from typing import Any
 
 import asyncpg
 
+from gyre_common.outbox import add_event
+from gyre_common.profile import FeatureKind, ReferenceProfile, decode_profile, encode_profile
 from gyre_monitor.domain.alerts import DriftState
 from gyre_monitor.domain.drift import FeatureDrift, StatTest
-from gyre_monitor.domain.profile import FeatureKind, ReferenceProfile
 from gyre_monitor.domain.windows import WindowCursor
 from gyre_monitor.events import Scalar
-from gyre_monitor.profile import decode_profile, encode_profile
 
 
 class WindowStatus:
@@ -182,15 +182,6 @@ class MonitorStore(ABC):
     async def rows_between(self, model_name: str, model_version: int, start: datetime, end: datetime,
                            limit: int) -> list[WindowRow]:
         """Stored predictions served in [start, end), at most ``limit``, in time order."""
-
-    @abstractmethod
-    async def publish_outbox(self, send: Callable[[OutboxMessage], Awaitable[None]], limit: int = 100) -> int:
-        """Publish up to ``limit`` unpublished events with ``send``, oldest first, and mark them published.
-
-        Rows are locked while sent (``SKIP LOCKED``: replicas share the work); if ``send`` raises,
-        nothing of this pass is marked and the error propagates. Returns how many were published.
-        """
-
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
@@ -383,11 +374,7 @@ class PostgresTransaction(MonitorTransaction):
         )
 
     async def enqueue(self, message: OutboxMessage) -> None:
-        await self.conn.execute(
-            "INSERT INTO outbox (topic, record_key, event_id, payload) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (event_id) DO NOTHING",
-            message.topic, message.key, message.event_id, message.payload,
-        )
+        await add_event(self.conn, message.topic, message.payload, key=message.key, event_id=message.event_id)
 
     async def prune_rows(self, model_name: str, model_version: int, before_window: int) -> None:
         await self.conn.execute(
@@ -474,17 +461,3 @@ class PostgresStore(MonitorStore):
                 model_name, model_version, start, end, limit,
             )
         return [WindowRow(r["prediction_id"], r["window_seq"], r["served_at"], json.loads(r["inputs"])) for r in rows]
-
-    async def publish_outbox(self, send: Callable[[OutboxMessage], Awaitable[None]], limit: int = 100) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, topic, record_key, event_id, payload FROM outbox WHERE published_at IS NULL "
-                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                limit,
-            )
-            for row in rows:
-                await send(OutboxMessage(row["topic"], row["record_key"], row["event_id"], bytes(row["payload"])))
-            if rows:
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                                   [row["id"] for row in rows])
-        return len(rows)

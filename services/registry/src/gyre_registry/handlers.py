@@ -41,12 +41,17 @@ class PromotionConfig:
     challenger_alias: str = "challenger"
 
 
-def _contender(version: pb.ModelVersion) -> Contender:
-    e = version.evaluation
+def _contender(version: pb.ModelVersion, evaluation: pb.HoldoutEvaluation | None = None) -> Contender:
+    """The policy's view of ``version``; ``evaluation`` (the registering request's) adds the
+    champion re-scored on this version's holdout, which is used for this one decision only."""
+    e = evaluation if evaluation is not None else version.evaluation
     return Contender(
         version=version.version,
         metrics=dict(version.lineage.metrics),
-        evaluation=Evaluation(e.primary_metric, e.lower_is_better, e.holdout_id),
+        evaluation=Evaluation(
+            e.primary_metric, e.lower_is_better, e.holdout_id, e.champion_version,
+            e.champion_score if e.HasField("champion_score") else None,
+        ),
     )
 
 
@@ -156,7 +161,7 @@ class RegistryHandlers:
                 artifact=version.artifact, lineage=version.lineage, signature=version.signature,
                 actor=actor, comment=request.description, audit_id=audit_id,
             ), now)
-            decision = await self._promote(tx, version, skip=request.skip_promotion, now=now)
+            decision = await self._promote(tx, version, request.evaluation, skip=request.skip_promotion, now=now)
             await tx.save_promotion(name, number, decision)
             refreshed = await tx.get_version(name, number)
         self._on_events()
@@ -172,8 +177,8 @@ class RegistryHandlers:
             )
         return pb.CreateModelVersionResponse(model_version=existing, promotion=promotion)
 
-    async def _promote(self, tx: RegistryTransaction, version: pb.ModelVersion, *, skip: bool,
-                       now: datetime) -> pb.PromotionDecision:
+    async def _promote(self, tx: RegistryTransaction, version: pb.ModelVersion,
+                       evaluation: pb.HoldoutEvaluation, *, skip: bool, now: datetime) -> pb.PromotionDecision:
         """Apply the promotion policy to the new ``version``, inside the creating transaction."""
         name = version.model_name
         champion_alias = self.promotion.champion_alias
@@ -183,7 +188,7 @@ class RegistryHandlers:
                                         reason="the request asked to skip the promotion policy")
         champion = await tx.get_version(name, champion_number) if champion_number else None
         decision: Decision = decide_promotion(
-            _contender(version), _contender(champion) if champion is not None else None,
+            _contender(version, evaluation), _contender(champion) if champion is not None else None,
             champion_alias=champion_alias, challenger_alias=self.promotion.challenger_alias,
         )
         result = pb.PromotionDecision(outcome=_OUTCOMES[decision.outcome], champion_version=champion_number,

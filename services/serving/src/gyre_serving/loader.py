@@ -8,10 +8,11 @@ from collections.abc import Iterable
 import skops.io as sio
 
 from gyre_common.artifacts import ArtifactIntegrityError, ArtifactNotFoundError, ArtifactStore
+from gyre_common.models import SKOPS_FORMAT, TRUSTED_SKOPS_TYPES, untrusted_types
 from gyre_serving.domain.errors import ModelLoadError
 from gyre_serving.domain.model import LoadedModel, ModelSource
 
-SKOPS_FORMATS = frozenset({"", "skops"})
+SKOPS_FORMATS = frozenset({"", SKOPS_FORMAT})
 """``ArtifactRef.format`` values read as skops (empty: producers that did not say)."""
 
 
@@ -23,10 +24,11 @@ class ModelLoader:
 
     Args:
         store: where artifacts are read from (each read verifies the sha256).
-        trusted_types: types beyond skops' defaults an artifact may hold.
+        trusted_types: types beyond skops' defaults an artifact may hold; by default the list the
+            trainer saves with (:data:`gyre_common.models.TRUSTED_SKOPS_TYPES`).
     """
 
-    def __init__(self, store: ArtifactStore, trusted_types: Iterable[str]) -> None:
+    def __init__(self, store: ArtifactStore, trusted_types: Iterable[str] = TRUSTED_SKOPS_TYPES) -> None:
         self.store = store
         self.trusted_types = tuple(trusted_types)
 
@@ -57,7 +59,7 @@ class ModelLoader:
         except ValueError as exc:
             raise ModelLoadError("unreadable", f"{label}: {exc}") from None
         try:
-            untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(self.trusted_types))
+            untrusted = untrusted_types(data, self.trusted_types)
         except Exception as exc:
             raise ModelLoadError("deserialise", f"{label}: not a skops artifact: {exc}") from None
         if untrusted:

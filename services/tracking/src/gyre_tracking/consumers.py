@@ -8,21 +8,18 @@ by the bus after the handler returns, i.e. after the transactions committed.
 
 Events that can never apply (invalid keys or ids, a param conflict, a deleted run) are not
 retried: they go to the group's dead-letter topic at once with ``gyre_dlq_reason`` = the
-reason (``invalid_argument``, ``param_conflict``, ...) and ``gyre_dlq_error`` = the explanation.
+reason (``invalid_argument``, ``param_conflict``, ...) and ``gyre_dlq_error`` = the explanation
+(the batch handler returns them as :class:`~gyre_common.bus.Rejected`; the bus sends the original
+record bytes).
 Database errors raise, so the bus retries the batch (applied events are then skipped by id).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from contextlib import AsyncExitStack
-
-from aiokafka import AIOKafkaProducer
 
 from gyre_common import topics
-from gyre_common.bus import Consumer, Envelope, encode_json, producer_config
-from gyre_common.bus.headers import JSON, dead_letter_headers
+from gyre_common.bus import Consumer, Envelope, Rejected
 from gyre_common.settings import KafkaSettings
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_tracking.convert import metric_from_proto, optional_time, status_from_proto
@@ -67,8 +64,11 @@ def event_command(env: Envelope) -> TrackingEventCommand:
     )
 
 
-class TrackingEventsConsumer:
-    """Background component (``start()``/``stop()``) ingesting ``tracking.events`` in batches.
+class TrackingEventsConsumer(Consumer):
+    """The bus :class:`Consumer` of ``tracking.events`` with the ingest batch handler.
+
+    A runner background component as it is (``ctx.add_task(consumer)``): ``start()`` returns at
+    once and consumes in the background, ``stop()`` finishes the batch and commits.
 
     Args:
         handlers: the use cases.
@@ -80,32 +80,24 @@ class TrackingEventsConsumer:
 
     def __init__(self, handlers: TrackingHandlers, kafka: KafkaSettings, group: str = "tracking",
                  **consumer_options: object) -> None:
+        super().__init__(kafka, group=group, topics=[topics.TRACKING_EVENTS], service="tracking",
+                         batch_handler=self.handle_batch, **consumer_options)  # type: ignore[arg-type]
         self.handlers = handlers
-        self.kafka = kafka
-        self.group = group
-        self.consumer = Consumer(kafka, group=group, topics=[topics.TRACKING_EVENTS], service="tracking",
-                                 batch_handler=self.handle_batch, **consumer_options)  # type: ignore[arg-type]
         self.applied = 0
         self.duplicates = 0
         self.rejected = 0
-        self._producer: AIOKafkaProducer | None = None
-        self._stack = AsyncExitStack()
 
-    async def start(self) -> None:
-        """Connect the dead-letter producer, join the group and start consuming."""
-        producer = AIOKafkaProducer(**producer_config(self.kafka, f"{self.kafka.client_id}-tracking-dlq"))  # type: ignore[arg-type]
-        await producer.start()
-        self._stack.push_async_callback(producer.stop)
-        self._producer = producer
-        await self._stack.enter_async_context(self.consumer)
+    @property
+    def consumer(self) -> Consumer:
+        """This consumer (it used to wrap one; kept so older callers keep working)."""
+        return self
 
-    async def stop(self) -> None:
-        """Finish the in-flight batch, commit its offsets, disconnect."""
-        await self._stack.aclose()
-        self._producer = None
+    async def handle_batch(self, envelopes: list[Envelope]) -> list[Rejected]:
+        """Apply a batch of events; return the ones that can never apply, for the dead-letter topic.
 
-    async def handle_batch(self, envelopes: list[Envelope]) -> None:
-        """Apply a batch of events; dead-letter the ones that can never apply (raises on database errors)."""
+        Raises:
+            Exception: database errors (the bus retries the batch; applied events are skipped by id).
+        """
         commands: list[TrackingEventCommand] = []
         positions: list[int] = []
         rejected: list[RejectedEvent] = []
@@ -117,22 +109,9 @@ class TrackingEventsConsumer:
                 rejected.append(RejectedEvent(index, exc.reason, str(exc)))
         report = await self.handlers.ingest(commands, self.group)
         rejected += [RejectedEvent(positions[r.index], r.reason, r.detail) for r in report.rejected]
-        if rejected:
-            await asyncio.gather(*(self._dead_letter(envelopes[r.index], r.reason, r.detail) for r in rejected))
         self.applied += report.applied
         self.duplicates += report.duplicates
         self.rejected += len(rejected)
         if report.duplicates:
             log.info("skipped %d tracking events already applied", report.duplicates)
-
-    async def _dead_letter(self, env: Envelope, reason: str, detail: str) -> None:
-        producer = self._producer
-        assert producer is not None
-        # The bus hands over the decoded message, not the record's bytes: re-encode it the way it came.
-        payload = encode_json(env.message) if env.content_type == JSON else env.message.SerializeToString()
-        headers = dead_letter_headers(list(env.headers.items()), reason=reason, error=detail, topic=env.topic,
-                                      partition=env.partition, offset=env.offset, group=self.group, attempts=1)
-        key = None if env.key is None else env.key.encode("utf-8")
-        await producer.send_and_wait(self.consumer.dead_letter_topic, payload, key=key, headers=headers)
-        log.warning("dead-lettered tracking event %s[%d]@%d: %s: %s", env.topic, env.partition, env.offset,
-                    reason, detail)
+        return [Rejected(envelopes[r.index], r.reason, r.detail) for r in rejected]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gyre_common.artifacts import ArtifactSettings, ArtifactStore, LocalArtifactStore
-from gyre_common.bus import Publisher
+from gyre_common.bus import Publisher, ensure_topics
+from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
+from gyre_common.topics import TRAINING_EVENTS
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from gyre_trainer.adapters.features import GrpcTrainingDataSource
-from gyre_trainer.adapters.outbox import OutboxRelay
 from gyre_trainer.adapters.profiles import ArtifactProfileSink
 from gyre_trainer.adapters.registry import GrpcModelRegistryClient
 from gyre_trainer.adapters.rpc import open_channel
@@ -87,7 +88,12 @@ async def wire(ctx: ServiceContext, deps: Dependencies | None = None) -> Wiring:
     registry = deps.registry or GrpcModelRegistryClient(open_channel(settings.registry_address, interceptors),
                                                         timeout_s=settings.rpc_timeout_s, token=token)
     runner = JobRunner(store, source, runs, registry, artifacts, ArtifactProfileSink(artifacts), policy)
-    relay = OutboxRelay(store, Publisher(ctx.kafka, service="trainer"))
+    relay = OutboxRelay(
+        ctx.db,
+        lambda: Publisher(ctx.kafka, service="trainer"),
+        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
+        on_connect=lambda: ensure_topics(ctx.kafka, [TRAINING_EVENTS]),
+    )
     worker = JobWorker(store, runner, concurrency=settings.concurrent_jobs,
                        poll_interval_s=settings.job_poll_interval_s, lease_s=settings.job_lease_s)
 

@@ -32,21 +32,8 @@ def training_request_handler(service: JobService, group: str):  # type: ignore[n
     return handle
 
 
-class RunningConsumer:
-    """A bus :class:`Consumer` as a runner background task: ``start`` joins the group *and* starts
-    the poll loop (``Consumer.start`` alone only connects), ``stop`` commits and leaves."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-
-    async def start(self) -> None:
-        await self.consumer.__aenter__()
-
-    async def stop(self) -> None:
-        await self.consumer.__aexit__(None, None, None)
-
-
-def training_request_consumer(kafka: KafkaSettings, service: JobService, *, group: str) -> RunningConsumer:
-    """A consumer-group member of ``group`` reading ``training.requests`` into the job queue."""
-    return RunningConsumer(Consumer(kafka, group=group, topics=[TRAINING_REQUESTS], service="trainer",
-                                    handler=training_request_handler(service, group)))
+def training_request_consumer(kafka: KafkaSettings, service: JobService, *, group: str) -> Consumer:
+    """A consumer-group member of ``group`` reading ``training.requests`` into the job queue
+    (a runner background component as it is: ``start()`` consumes in the background)."""
+    return Consumer(kafka, group=group, topics=[TRAINING_REQUESTS], service="trainer",
+                    handler=training_request_handler(service, group))

@@ -1,8 +1,9 @@
 """The trainer's use cases, free of transport: queue, inspect and cancel jobs, and run one job.
 
 :class:`JobService` answers the API and the bus (submit, get, list, cancel); :class:`JobRunner`
-runs one job end to end: training set, holdout, tracked search, refit, artifact, champion
-comparison, registration with lineage, reference profile, promotion, events.
+runs one job end to end: training set, holdout, tracked search, refit, artifact, reference
+profile, the production model scored on the same holdout (for the record), registration with
+lineage and the holdout evaluation (the registry's policy decides any promotion), events.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from gyre_common.artifacts import ArtifactRef, ArtifactStore
+from gyre_common.models import SKOPS_FORMAT, TRUSTED_SKOPS_TYPES, UntrustedArtifactError, dump_model, load_model
+from gyre_common.profile import ProfileError, build_reference_profile
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer import __version__
 from gyre_trainer import training_events as events
 from gyre_trainer.domain.dataset import DatasetError, TrainingSet, fingerprint
 from gyre_trainer.domain.evaluation import evaluate
-from gyre_trainer.domain.holdout import HoldoutSplit, split_holdout
+from gyre_trainer.domain.holdout import HOLDOUT_RULE, HoldoutSplit, split_holdout
 from gyre_trainer.domain.jobs import InvalidRequest, Job, JobStatus, derived_id, job_id_for, validate_request
-from gyre_trainer.domain.model_io import ARTIFACT_FORMAT, TRUSTED_TYPES, UntrustedArtifactError, dump_model, load_model
-from gyre_trainer.domain.profile import ProfileError, build_reference_profile
 from gyre_trainer.domain.search import (
     SearchCancelled,
     SearchConfig,
@@ -40,10 +41,11 @@ from gyre_trainer.domain.search import (
 )
 from gyre_trainer.domain.signature import signature_of
 from gyre_trainer.domain.space import resolve_families
-from gyre_trainer.domain.task import Task, check_objective, infer_task, is_better
+from gyre_trainer.domain.task import LOWER_IS_BETTER, Task, check_objective, infer_task
 from gyre_trainer.ports import (
     DependencyRejected,
     DependencyUnavailable,
+    HoldoutEvaluation,
     Lineage,
     ModelRegistryClient,
     ProfileSink,
@@ -73,7 +75,7 @@ class TrainingPolicy:
     profile_max_values: int = 5000
     max_queued_jobs: int = 100
     experiment_prefix: str = "gyre/"
-    champion_alias: str = "champion"
+    champion_alias: str = "production"
     max_attempts: int = 3
     retry_delay_s: float = 30.0
     trial_callback_timeout_s: float = 120.0
@@ -302,8 +304,8 @@ class JobRunner:
         )
         fraction = search.holdout_fraction or policy.default_holdout_fraction
         dataset_fp = await asyncio.to_thread(fingerprint, data)
-        split = await asyncio.to_thread(split_holdout, data, seed=config.seed, fraction=fraction,
-                                        stratify=task is Task.CLASSIFICATION)
+        split = await asyncio.to_thread(split_holdout, data, fraction=fraction, feature_view=request.feature_view,
+                                        label=request.label, classification=task is Task.CLASSIFICATION)
 
         run = await self.runs.start_search(
             experiment=f"{policy.experiment_prefix}{job.model_name}",
@@ -328,8 +330,10 @@ class JobRunner:
         artifact = await asyncio.to_thread(self.artifacts.put, blob)
         signature = signature_of(data, task, getattr(model, "classes_", None))
         profile_ref = await self._save_profile(split.development.features, dataset_fp, config.seed, job.model_name)
-        alias = request.promote_to_alias or policy.champion_alias
-        champion = await self._champion(job.model_name, alias, split, task)
+        # For the record (tags, the SUCCEEDED event): the production model on this very holdout. The
+        # decision is the registry's; this lets a person see both versions on the same rows.
+        champion = await self._champion(job.model_name, request.promote_to_alias or policy.champion_alias,
+                                        split, task)
 
         best_run_id = job.best_run_id
         await self.runs.finish_search(run, succeeded=True, best_run_id=best_run_id, metrics=holdout_metrics,
@@ -343,12 +347,12 @@ class JobRunner:
             "gyre.search.max_evals": str(config.max_evals),
             "gyre.search.families": ",".join(config.families),
             "gyre.search.seed": str(config.seed),
-            "gyre.holdout.seed": str(split.seed),
+            "gyre.holdout.rule": HOLDOUT_RULE,
             "gyre.holdout.fraction": repr(split.fraction),
-            "gyre.holdout.stratified": str(split.stratified).lower(),
+            "gyre.holdout.id": split.holdout_id,
             "gyre.holdout.rows": str(split.holdout.rows),
-            "gyre.holdout.digest": split.holdout_digest,
-            "gyre.skops.trusted_types": ",".join(TRUSTED_TYPES),
+            "gyre.holdout.digest": split.rows_digest,
+            "gyre.skops.trusted_types": ",".join(TRUSTED_SKOPS_TYPES),
             "gyre.parent_run_id": run.run_id,
             "gyre.job_id": job.job_id,
         }
@@ -359,10 +363,14 @@ class JobRunner:
         if champion is not None:
             tags["gyre.champion.version"] = str(champion.version)
             tags.update({f"gyre.champion.{k}": repr(v) for k, v in champion.metrics.items()})
+        champion_score_of: tuple[int, float | None] = (
+            (champion.version, champion.metrics[config.objective])
+            if champion is not None and config.objective in champion.metrics else (0, None)
+        )
         registration = Registration(
             model_name=job.model_name,
             artifact=artifact,
-            artifact_format=ARTIFACT_FORMAT,
+            artifact_format=SKOPS_FORMAT,
             signature=signature,
             lineage=Lineage(
                 training_request_id=job.request_id,
@@ -373,7 +381,7 @@ class JobRunner:
                 run_id=best_run_id,
                 experiment_id=run.experiment_id,
                 hyperparameters=hyperparameters,
-                metrics=dict(holdout_metrics),
+                metrics={f"holdout_{name}": value for name, value in holdout_metrics.items()},
                 code_version=CODE_VERSION,
                 label=request.label,
                 training_rows=data.rows,
@@ -384,15 +392,29 @@ class JobRunner:
                          f"({ev.TrainingReason.Name(request.reason)})"),
             tags=tags,
             idempotency_key=job.request_id,
+            evaluation=HoldoutEvaluation(
+                primary_metric=f"holdout_{config.objective}",
+                lower_is_better=config.objective in LOWER_IS_BETTER,
+                holdout_id=split.holdout_id,
+                # The production model scored on these same holdout rows: the registry's policy
+                # compares the two on identical data, whatever window each was trained on.
+                champion_version=champion_score_of[0], champion_score=champion_score_of[1],
+            ),
+            # No alias asked for: register only. Otherwise the registry's policy decides (its champion
+            # alias, `production` by default); the trainer never moves an alias itself.
+            skip_promotion=not request.promote_to_alias,
         )
-        version = await self.registry.register(registration)
+        registered = await self.registry.register(registration)
+        version, promotion = registered.version, registered.promotion
         job.model_version = version
-
-        if champion is not None:
-            job.champion_version, job.champion_metrics = champion.version, dict(champion.metrics)
-        if request.promote_to_alias:
-            job.promoted = await self._promote(job, request.promote_to_alias, config.objective,
-                                               holdout_metrics, champion)
+        job.promoted = promotion.promoted
+        job.champion_version = promotion.champion_version
+        if champion is not None and champion.version == promotion.champion_version and champion.version != version:
+            job.champion_metrics = dict(champion.metrics)
+        if request.promote_to_alias and promotion.alias and promotion.alias != request.promote_to_alias:
+            log.warning("training request %s asked for alias %r; the registry's policy uses %r", job.request_id,
+                        request.promote_to_alias, promotion.alias)
+        log.info("registry policy on %s v%d: %s (%s)", job.model_name, version, promotion.outcome, promotion.reason)
         job.best_metrics = dict(holdout_metrics)
         job.status, job.error = JobStatus.SUCCEEDED, ""
         await self.store.finish(job, [events.succeeded(job, best, holdout_metrics)])
@@ -403,13 +425,16 @@ class JobRunner:
     async def _save_profile(self, features: pd.DataFrame, dataset_fp: str, seed: int,
                             model_name: str) -> ArtifactRef | None:
         try:
-            profile = await asyncio.to_thread(build_reference_profile, features, dataset_fingerprint=dataset_fp,
+            # Version 0: the registry numbers the version after this profile's URI is in the lineage;
+            # the monitor takes the number from the VERSION_CREATED event.
+            profile = await asyncio.to_thread(build_reference_profile, features, model_name=model_name,
+                                              model_version=0, dataset_fingerprint=dataset_fp,
                                               max_values=self.policy.profile_max_values, seed=seed)
         except ProfileError as exc:
             # A model whose inputs the monitor cannot compare (all free text) is still a model.
             log.warning("no reference profile: %s", exc)
             return None
-        return await self.profiles.save(profile, model_name)
+        return await self.profiles.save(profile)
 
     async def _search(self, job: Job, run: SearchRun, split: HoldoutSplit, config: SearchConfig,
                       token: CancelToken) -> SearchOutcome:
@@ -442,7 +467,11 @@ class JobRunner:
                                        should_stop=token.is_set)
 
     async def _champion(self, model_name: str, alias: str, split: HoldoutSplit, task: Task) -> _Champion | None:
-        """The alias holder's metrics on this job's holdout; None when the alias points nowhere."""
+        """The alias holder's metrics on this job's holdout rows; None when the alias points nowhere.
+
+        Fair: no version trains on a holdout entity (the split is by entity id), so these rows are
+        unseen by the alias holder too. Advisory only: the registry's policy decides promotion.
+        """
         current = await self.registry.version_by_alias(model_name, alias)
         if current is None:
             return None
@@ -459,26 +488,6 @@ class JobRunner:
         except Exception as exc:  # the comparison is advisory: a broken champion must not sink the job
             log.warning("champion %s v%d could not be evaluated on the holdout: %s", model_name, current.version, exc)
             return _Champion(current.version, {}, f"could not evaluate: {exc}")
-
-    async def _promote(self, job: Job, alias: str, objective: str, metrics: dict[str, float],
-                       champion: _Champion | None) -> bool:
-        version = job.model_version
-        if champion is not None and champion.version == version:
-            return True  # a retried job already promoted this version
-        if champion is not None:
-            if objective not in champion.metrics:
-                log.warning("not promoting %s v%d to %s: champion v%d not comparable (%s)", job.model_name,
-                            version, alias, champion.version, champion.note)
-                return False
-            if not is_better(objective, metrics[objective], champion.metrics[objective]):
-                log.info("not promoting %s v%d to %s: %s %.4f does not beat champion v%d's %.4f",
-                         job.model_name, version, alias, objective, metrics[objective], champion.version,
-                         champion.metrics[objective])
-                return False
-        comment = (f"training request {job.request_id}: {objective}={metrics[objective]:.4f}"
-                   + (f" vs v{champion.version} {champion.metrics[objective]:.4f}" if champion else " (no champion)"))
-        result = await self.registry.set_alias(job.model_name, alias, version, comment)
-        return result.applied or bool(result.approval_id)
 
 
 def _task_of(request: ev.TrainingRequest, data: TrainingSet) -> Task:

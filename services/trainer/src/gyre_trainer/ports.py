@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gyre_common.artifacts import ArtifactRef
+from gyre_common.profile import ReferenceProfile
 from gyre_trainer.domain.dataset import TrainingSet
-from gyre_trainer.domain.profile import ReferenceProfile
 from gyre_trainer.domain.search import TrialResult
 from gyre_trainer.domain.signature import Signature
 
@@ -99,6 +99,26 @@ class Lineage:
 
 
 @dataclass(frozen=True)
+class HoldoutEvaluation:
+    """What the registry's promotion policy compares (mirrors ``gyre.registry.v1.HoldoutEvaluation``).
+
+    Attributes:
+        primary_metric: key of ``Lineage.metrics`` that ranks versions, e.g. ``holdout_roc_auc``.
+        lower_is_better: direction of that metric.
+        holdout_id: id of the holdout definition it was measured on
+            (:func:`gyre_trainer.domain.holdout.holdout_id`).
+        champion_version: the production version re-scored on this holdout's rows (0: none).
+        champion_score: its ``primary_metric`` there, so the registry compares both on the same rows.
+    """
+
+    primary_metric: str
+    lower_is_better: bool
+    holdout_id: str
+    champion_version: int = 0
+    champion_score: float | None = None
+
+
+@dataclass(frozen=True)
 class Registration:
     """Everything CreateModelVersion needs.
 
@@ -106,6 +126,8 @@ class Registration:
         artifact_format: ``ArtifactRef.format`` (``"skops"``).
         tags: free-form tags, e.g. the holdout definition and the reference-profile artifact.
         idempotency_key: makes a retried registration return the first version.
+        evaluation: how the version scored, for the registry's promotion policy.
+        skip_promotion: register without running the policy (no alias moves).
     """
 
     model_name: str
@@ -116,6 +138,38 @@ class Registration:
     description: str
     tags: dict[str, str]
     idempotency_key: str
+    evaluation: HoldoutEvaluation | None = None
+    skip_promotion: bool = False
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What the registry's promotion policy decided (mirrors ``gyre.registry.v1.PromotionDecision``).
+
+    Attributes:
+        outcome: ``promoted``, ``challenger``, ``not_promoted`` or ``skipped``.
+        alias: the alias pointed at the new version ("" when none moved).
+        champion_version: the version holding the champion alias when the policy ran (0: none).
+        reason: the policy's one-sentence reason.
+    """
+
+    outcome: str
+    alias: str = ""
+    champion_version: int = 0
+    reason: str = ""
+
+    @property
+    def promoted(self) -> bool:
+        """Whether the new version now holds the champion alias."""
+        return self.outcome == "promoted"
+
+
+@dataclass(frozen=True)
+class RegisteredNew:
+    """The answer to a registration: the version number and the policy's decision."""
+
+    version: int
+    promotion: Promotion
 
 
 @dataclass(frozen=True)
@@ -129,29 +183,17 @@ class RegisteredVersion:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class AliasResult:
-    """Outcome of pointing an alias at a version: set at once, or an approval is pending."""
-
-    applied: bool
-    previous_version: int
-    approval_id: str = ""
-
-
 class ModelRegistryClient(ABC):
     """The model registry."""
 
     @abstractmethod
-    async def register(self, registration: Registration) -> int:
-        """Create the version (idempotent on ``idempotency_key``); its number."""
+    async def register(self, registration: Registration) -> RegisteredNew:
+        """Create the version (idempotent on ``idempotency_key``: a retry returns the first answer);
+        the registry runs its promotion policy in the same transaction."""
 
     @abstractmethod
     async def version_by_alias(self, model_name: str, alias: str) -> RegisteredVersion | None:
         """The version ``alias`` points at; None when the model or the alias does not exist."""
-
-    @abstractmethod
-    async def set_alias(self, model_name: str, alias: str, version: int, comment: str) -> AliasResult:
-        """Point ``alias`` at ``version`` (or request approval, per the registry's policy)."""
 
 
 class ProfileSink(ABC):
@@ -161,6 +203,7 @@ class ProfileSink(ABC):
     """``ArtifactRef.format`` of the written profile."""
 
     @abstractmethod
-    async def save(self, profile: ReferenceProfile, model_name: str) -> ArtifactRef:
-        """Write ``profile`` of a coming version of ``model_name``; its reference (goes into
-        ``Lineage.reference_profile``). The version number is not known yet: it is left 0."""
+    async def save(self, profile: ReferenceProfile) -> ArtifactRef:
+        """Write ``profile`` of a coming version; its reference (goes into ``Lineage.reference_profile``).
+        The version number is not known yet: the profile carries 0 and the monitor takes the number
+        from the VERSION_CREATED event whose lineage points at it."""

@@ -85,5 +85,5 @@ class TrainerSettings(ServiceSettings):
     experiment_prefix: str = "gyre/"
     """Prefix of the tracking experiment of a model: the experiment is `<prefix><model name>`."""
 
-    champion_alias: str = "champion"
-    """Alias compared against when a request asks for promotion without naming one."""
+    champion_alias: str = "production"
+    """Alias whose holder each job scores on its holdout, for the record (the registry's policy alone moves it)."""

@@ -5,9 +5,10 @@ and :class:`InMemoryJobStore` is its single-process twin for unit tests. Both pa
 contract suite (tests/integration/test_trainer_store.py), so the fake cannot drift.
 
 Events are never published from a handler directly: each one is written to the outbox in the same
-transaction as the job change it reports, and the outbox relay publishes it afterwards. A crash
-between the two publishes the event late, never loses it (at-least-once; event ids are stable so
-consumers dedupe).
+transaction as the job change it reports (the shared :mod:`gyre_common.outbox` table), and the
+outbox relay (:class:`gyre_common.outbox.OutboxRelay`) publishes it afterwards. A crash between the
+two publishes the event late, never loses it (at-least-once; event ids are stable so consumers
+dedupe).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import Any
 import asyncpg
 
 from gyre_common.bus.idempotency import claim_event
+from gyre_common.outbox import OutboxEvent as OutboxRow
+from gyre_common.outbox import add_events
+from gyre_common.topics import TRAINING_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer.domain.jobs import Job, JobStatus, job_id_for
 
@@ -127,11 +131,8 @@ class JobStore(ABC):
 
     @abstractmethod
     async def pending_events(self, limit: int) -> list[OutboxEvent]:
-        """The oldest ``limit`` unpublished events, in seq order."""
-
-    @abstractmethod
-    async def delete_events(self, seqs: Sequence[int]) -> None:
-        """Forget published events."""
+        """The oldest ``limit`` unpublished events, in seq order (for inspection and tests; the
+        relay reads the table itself)."""
 
 
 def _now() -> datetime:
@@ -287,10 +288,6 @@ class InMemoryJobStore(JobStore):
     async def pending_events(self, limit: int) -> list[OutboxEvent]:
         return [self._outbox[seq] for seq in sorted(self._outbox)[:limit]]
 
-    async def delete_events(self, seqs: Sequence[int]) -> None:
-        for seq in seqs:
-            self._outbox.pop(seq, None)
-
 
 _JOB_COLUMNS = """job_id, request, status, created_at, started_at, finished_at, parent_run_id,
     trials_completed, best_run_id, best_metrics, model_version, promoted, champion_version,
@@ -334,13 +331,12 @@ class PostgresJobStore(JobStore):
 
     @staticmethod
     async def _outbox_add(conn: asyncpg.Connection, events: Sequence[PendingEvent]) -> None:
-        if not events:
-            return
-        await conn.executemany(
-            "INSERT INTO outbox (event_id, message_key, payload) VALUES ($1, $2, $3) "
-            "ON CONFLICT (event_id) DO NOTHING",
-            [(e.event_id, e.message.model_name, e.message.SerializeToString()) for e in events],
-        )
+        occurred = _now()
+        await add_events(conn, [
+            OutboxRow(TRAINING_EVENTS, e.message, e.message.model_name, e.event_id,
+                      e.message.occurred_at.ToDatetime(UTC) if e.message.HasField("occurred_at") else occurred)
+            for e in events
+        ])
 
     async def submit(self, request: ev.TrainingRequest, *, max_queued: int | None = None,
                      claim: EventClaim | None = None,
@@ -465,14 +461,11 @@ class PostgresJobStore(JobStore):
 
     async def pending_events(self, limit: int) -> list[OutboxEvent]:
         rows = await self.pool.fetch(
-            "SELECT seq, event_id, message_key, payload FROM outbox ORDER BY seq LIMIT $1", limit)
+            "SELECT seq, event_id, message_key, payload FROM outbox "
+            "WHERE published_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $1", limit)
         out = []
         for row in rows:
             message = ev.TrainingEvent()
             message.ParseFromString(bytes(row["payload"]))
             out.append(OutboxEvent(row["seq"], row["event_id"], row["message_key"], message))
         return out
-
-    async def delete_events(self, seqs: Sequence[int]) -> None:
-        if seqs:
-            await self.pool.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list(seqs))

@@ -15,17 +15,18 @@ import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
 from gyre_common.artifacts import ArtifactRef, ArtifactStore
+from gyre_common.profile import ReferenceProfile
 from gyre_trainer.adapters.profiles import ArtifactProfileSink
 from gyre_trainer.domain.dataset import TrainingSet
-from gyre_trainer.domain.profile import ReferenceProfile
 from gyre_trainer.domain.search import TrialResult, params_as_strings
 from gyre_trainer.ports import (
-    AliasResult,
     DependencyRejected,
     DependencyUnavailable,
     LoadedTrainingSet,
     ModelRegistryClient,
     ProfileSink,
+    Promotion,
+    RegisteredNew,
     RegisteredVersion,
     Registration,
     RunLogger,
@@ -143,17 +144,20 @@ class FakeRunLogger(RunLogger):
 
 
 class FakeModelRegistry(ModelRegistryClient):
-    """Versions numbered per model, idempotent on the key; aliases applied at once unless
-    ``approval_aliases`` names them (then an approval id is returned instead)."""
+    """Versions numbered per model, idempotent on the key, with the registry's promotion policy
+    (``gyre_registry.domain.policy``, restated: services do not import each other): the first
+    version takes ``champion_alias``; a later one takes it when its primary metric is at least as
+    good as the champion's on the same holdout id, else (not comparable) ``challenger_alias``."""
 
-    def __init__(self, approval_aliases: frozenset[str] = frozenset()) -> None:
+    def __init__(self, champion_alias: str = "production", challenger_alias: str = "challenger") -> None:
         self.versions: dict[str, list[Registration]] = {}
         self.aliases: dict[tuple[str, str], int] = {}
-        self.keys: dict[str, tuple[str, int]] = {}
-        self.approval_aliases = approval_aliases
+        self.keys: dict[str, tuple[str, RegisteredNew]] = {}
+        self.champion_alias = champion_alias
+        self.challenger_alias = challenger_alias
         self.unavailable = 0
 
-    async def register(self, registration: Registration) -> int:
+    async def register(self, registration: Registration) -> RegisteredNew:
         if self.unavailable > 0:
             self.unavailable -= 1
             raise DependencyUnavailable("registry: UNAVAILABLE (fake)")
@@ -161,8 +165,40 @@ class FakeModelRegistry(ModelRegistryClient):
             return self.keys[registration.idempotency_key][1]
         versions = self.versions.setdefault(registration.model_name, [])
         versions.append(registration)
-        self.keys[registration.idempotency_key] = (registration.model_name, len(versions))
-        return len(versions)
+        version = len(versions)
+        result = RegisteredNew(version, self._promote(registration, version))
+        self.keys[registration.idempotency_key] = (registration.model_name, result)
+        return result
+
+    def _promote(self, candidate: Registration, version: int) -> Promotion:
+        name = candidate.model_name
+        champion_version = self.aliases.get((name, self.champion_alias), 0)
+        if candidate.skip_promotion:
+            return Promotion("skipped", champion_version=champion_version)
+        if not champion_version:
+            self.aliases[(name, self.champion_alias)] = version
+            return Promotion("promoted", self.champion_alias, 0, "first version")
+        champion = self.registration(name, champion_version)
+        new, old = candidate.evaluation, champion.evaluation
+        metric = new.primary_metric if new is not None else ""
+        if (new is not None and new.champion_version == champion_version and new.champion_score is not None
+                and metric in candidate.lineage.metrics):
+            # The champion re-scored on the candidate's holdout rows: compare on those same rows.
+            ours, theirs = candidate.lineage.metrics[metric], new.champion_score
+            if (ours <= theirs) if new.lower_is_better else (ours >= theirs):
+                self.aliases[(name, self.champion_alias)] = version
+                return Promotion("promoted", self.champion_alias, champion_version, f"{metric} {ours} vs {theirs}")
+            return Promotion("not_promoted", "", champion_version, f"{metric} {ours} vs {theirs}")
+        if (new is None or old is None or old.primary_metric != metric or old.lower_is_better != new.lower_is_better
+                or not new.holdout_id or new.holdout_id != old.holdout_id
+                or metric not in candidate.lineage.metrics or metric not in champion.lineage.metrics):
+            self.aliases[(name, self.challenger_alias)] = version
+            return Promotion("challenger", self.challenger_alias, champion_version, "not comparable")
+        ours, theirs = candidate.lineage.metrics[metric], champion.lineage.metrics[metric]
+        if (ours <= theirs) if new.lower_is_better else (ours >= theirs):
+            self.aliases[(name, self.champion_alias)] = version
+            return Promotion("promoted", self.champion_alias, champion_version, f"{metric} {ours} vs {theirs}")
+        return Promotion("not_promoted", "", champion_version, f"{metric} {ours} vs {theirs}")
 
     async def version_by_alias(self, model_name: str, alias: str) -> RegisteredVersion | None:
         version = self.aliases.get((model_name, alias))
@@ -171,13 +207,6 @@ class FakeModelRegistry(ModelRegistryClient):
         registration = self.versions[model_name][version - 1]
         return RegisteredVersion(model_name, version, registration.artifact,
                                  tuple(t.name for t in registration.signature.inputs), dict(registration.tags))
-
-    async def set_alias(self, model_name: str, alias: str, version: int, comment: str) -> AliasResult:
-        previous = self.aliases.get((model_name, alias), 0)
-        if alias in self.approval_aliases:
-            return AliasResult(False, previous, approval_id=f"approval-{model_name}-{version}")
-        self.aliases[(model_name, alias)] = version
-        return AliasResult(True, previous)
 
     def registration(self, model_name: str, version: int) -> Registration:
         """What was registered as ``model_name`` version ``version``."""
@@ -193,6 +222,6 @@ class StoreProfileSink(ProfileSink):
         self._real = ArtifactProfileSink(artifacts)
         self.saved: list[ReferenceProfile] = []
 
-    async def save(self, profile: ReferenceProfile, model_name: str) -> ArtifactRef:
+    async def save(self, profile: ReferenceProfile) -> ArtifactRef:
         self.saved.append(profile)
-        return await self._real.save(profile, model_name)
+        return await self._real.save(profile)

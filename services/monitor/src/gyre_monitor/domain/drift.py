@@ -34,8 +34,7 @@ import numpy.typing as npt
 from scipy import stats
 from scipy.spatial import distance
 
-from gyre_monitor.domain.profile import FeatureKind, FeatureReference, ReferenceProfile
-from gyre_monitor.domain.values import category_keys, finite_floats
+from gyre_common.profile import FeatureKind, FeatureReference, ReferenceProfile, category_keys, finite_floats
 
 SMALL_REFERENCE_ROWS = 1000
 """Up to this many reference rows, Evidently uses hypothesis tests; above, distances."""

@@ -3,12 +3,16 @@
 Rules, in order (``champion`` is the version the champion alias points at):
 
 1. No champion yet (e.g. the model's first version): promote.
-2. The two versions are not comparable: the new one has no primary metric, the champion has no
-   value for it, they rank by different metrics or directions, or their holdout ids differ or are
-   unknown. Then make the new version the challenger, and say why.
-3. The new version's primary metric is at least as good as the champion's (``>=``, or ``<=`` when
+2. The caller re-scored the current champion on the new version's holdout rows
+   (``champion_version`` names the champion, ``champion_score`` its primary metric there): the two
+   are compared on those same rows, rule 4 below.
+3. Otherwise the two versions must be comparable on their own evaluations. They are not when the
+   new one has no primary metric, the champion has no value for it, they rank by different metrics
+   or directions, or their holdout ids differ or are unknown: then make the new version the
+   challenger, and say why.
+4. The new version's primary metric is at least as good as the champion's (``>=``, or ``<=`` when
    lower is better): promote. Ties promote, so a retrained model on fresher data takes over.
-4. Otherwise: no alias moves.
+5. Otherwise: no alias moves.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ class Evaluation:
         primary_metric: key of ``metrics`` that ranks versions; empty: not comparable.
         lower_is_better: True for losses and errors (rmse), False for scores (accuracy).
         holdout_id: id of the holdout rows the metrics were measured on; empty: unknown.
+        champion_version: the champion the caller re-scored on this version's holdout (0: none).
+        champion_score: that champion's primary metric on this version's holdout rows.
     """
 
     primary_metric: str = ""
     lower_is_better: bool = False
     holdout_id: str = ""
+    champion_version: int = 0
+    champion_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,15 @@ def _short(holdout_id: str) -> str:
     return holdout_id if len(holdout_id) <= 16 else holdout_id[:12] + "..."
 
 
+def _rescored_champion(candidate: Contender, champion: Contender) -> bool:
+    """Whether the candidate carries the current champion's score on the candidate's own holdout rows."""
+    new = candidate.evaluation
+    score = new.champion_score
+    return (bool(new.primary_metric) and new.champion_version == champion.version
+            and score is not None and not math.isnan(score)
+            and new.primary_metric in candidate.metrics and not math.isnan(candidate.metrics[new.primary_metric]))
+
+
 def _incomparable(candidate: Contender, champion: Contender) -> str | None:
     """Why the two cannot be ranked, or None when they can."""
     new, old = candidate.evaluation, champion.evaluation
@@ -109,17 +126,21 @@ def decide_promotion(candidate: Contender, champion: Contender | None, *,
     if champion is None:
         return Decision(Outcome.PROMOTED, champion_alias,
                         f"no version holds {champion_alias!r} yet: the first comparable version takes it")
-    why_not = _incomparable(candidate, champion)
-    if why_not is not None:
-        return Decision(Outcome.CHALLENGER, challenger_alias, f"not compared with the champion: {why_not}")
     metric = candidate.evaluation.primary_metric
     lower = candidate.evaluation.lower_is_better
-    new_value, old_value = candidate.metrics[metric], champion.metrics[metric]
+    holdout = _short(candidate.evaluation.holdout_id)
+    if _rescored_champion(candidate, champion):
+        new_value, old_value = candidate.metrics[metric], float(candidate.evaluation.champion_score or 0.0)
+        where = f"on the new version's holdout {holdout} (the champion re-scored on the same rows)"
+    else:
+        why_not = _incomparable(candidate, champion)
+        if why_not is not None:
+            return Decision(Outcome.CHALLENGER, challenger_alias, f"not compared with the champion: {why_not}")
+        new_value, old_value = candidate.metrics[metric], champion.metrics[metric]
+        where = f"on holdout {holdout}"
     better_or_equal = new_value <= old_value if lower else new_value >= old_value
     relation = ("<=" if lower else ">=") if better_or_equal else (">" if lower else "<")
-    holdout = _short(candidate.evaluation.holdout_id)
-    comparison = (f"{metric} {_fmt(new_value)} {relation} {_fmt(old_value)} of the champion "
-                  f"v{champion.version} on holdout {holdout}")
+    comparison = f"{metric} {_fmt(new_value)} {relation} {_fmt(old_value)} of the champion v{champion.version} {where}"
     if better_or_equal:
         return Decision(Outcome.PROMOTED, champion_alias, comparison)
     return Decision(Outcome.NOT_PROMOTED, None, comparison + f"{' (lower is better)' if lower else ''}")

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from gyre_common.artifacts import ArtifactRef
 from gyre_contracts.gyre.events.v1 import common_pb2
-from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as monitor_pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as trainer_pb
-from gyre_trainer.domain.dataset import FeatureKind
 from gyre_trainer.domain.jobs import Job, JobStatus
-from gyre_trainer.domain.profile import ReferenceProfile
 from gyre_trainer.domain.signature import Signature
 from gyre_trainer.ports import Lineage
-
-PROFILE_FORMAT = "gyre.monitor.v1.ReferenceProfile"
-"""``ArtifactRef.format`` of a stored reference profile (binary protobuf of that message)."""
 
 _STATUS = {
     JobStatus.QUEUED: 0,  # TRAINING_STATUS_UNSPECIFIED: queued, per the TrainingJob contract
@@ -59,20 +53,6 @@ def lineage_to_proto(lineage: Lineage) -> common_pb2.Lineage:
     if lineage.reference_profile is not None:
         message.reference_profile.CopyFrom(artifact_to_proto(lineage.reference_profile,
                                                              lineage.reference_profile_format))
-    return message
-
-
-def profile_to_proto(profile: ReferenceProfile, model_name: str = "", model_version: int = 0
-                     ) -> monitor_pb.ReferenceProfile:
-    """The monitor's ReferenceProfile message (model name/version unset until registration)."""
-    message = monitor_pb.ReferenceProfile(model_name=model_name, model_version=model_version, rows=profile.rows,
-                                          dataset_fingerprint=profile.dataset_fingerprint)
-    for feature in profile.features:
-        kind = (monitor_pb.FEATURE_KIND_NUMERICAL if feature.kind is FeatureKind.NUMERICAL
-                else monitor_pb.FEATURE_KIND_CATEGORICAL)
-        entry = message.features.add(feature=feature.feature, kind=kind, missing_count=feature.missing_count)
-        entry.values.extend(feature.values)
-        entry.category_counts.update(feature.category_counts)
     return message
 
 

@@ -319,6 +319,8 @@ class HoldoutEvaluation(_message.Message):
     PRIMARY_METRIC_FIELD_NUMBER: _builtins.int
     LOWER_IS_BETTER_FIELD_NUMBER: _builtins.int
     HOLDOUT_ID_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    CHAMPION_SCORE_FIELD_NUMBER: _builtins.int
     primary_metric: _builtins.str
     """Key of lineage.metrics that ranks versions, e.g. "holdout_accuracy" or "rmse"; empty means
     the version cannot be compared (it is never promoted over a champion automatically).
@@ -331,18 +333,29 @@ class HoldoutEvaluation(_message.Message):
     """Id of the holdout set the metrics were measured on, e.g. the lowercase hex SHA-256 of its
     rows; empty means unknown.
     """
+    champion_version: _builtins.int
+    """The champion version the caller re-scored on THIS version's holdout rows (0: none). When that
+    version still holds the champion alias at registration, the policy compares the two on these
+    same rows (champion_score against this version's primary_metric) rather than each on its own.
+    """
+    champion_score: _builtins.float
+    """The champion's primary_metric measured on this version's holdout rows; unset when not measured."""
     def __init__(
         self,
         *,
         primary_metric: _builtins.str = ...,
         lower_is_better: _builtins.bool = ...,
         holdout_id: _builtins.str = ...,
+        champion_version: _builtins.int = ...,
+        champion_score: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_champion_score", b"_champion_score", "champion_score", b"champion_score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["holdout_id", b"holdout_id", "lower_is_better", b"lower_is_better", "primary_metric", b"primary_metric"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_champion_score", b"_champion_score", "champion_score", b"champion_score", "champion_version", b"champion_version", "holdout_id", b"holdout_id", "lower_is_better", b"lower_is_better", "primary_metric", b"primary_metric"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__champion_score: _TypeAlias = _typing.Literal["champion_score"]  # noqa: Y015
+    _WhichOneofArgType__champion_score: _TypeAlias = _typing.Literal["_champion_score", b"_champion_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__champion_score) -> _WhichOneofReturnType__champion_score | None: ...
 
 Global___HoldoutEvaluation: _TypeAlias = HoldoutEvaluation  # noqa: Y015
 

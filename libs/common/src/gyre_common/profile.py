@@ -1,4 +1,9 @@
-"""Reference profiles: what a model version's served inputs are compared with.
+"""Reference profiles: what a model version's served inputs are compared with (shared by trainer and monitor).
+
+The trainer builds a profile from a version's training inputs and writes it, as a binary
+``gyre.monitor.v1.ReferenceProfile``, to the artifact store; ``Lineage.reference_profile`` points
+at it; the registry copies the lineage into VERSION_CREATED; the monitor reads it from there. One
+builder, here, so both sides agree on every rule. Depends on numpy and the generated contracts only.
 
 A profile holds, per monitored feature, exactly what Evidently's default tests need:
 
@@ -7,7 +12,7 @@ A profile holds, per monitored feature, exactly what Evidently's default tests n
   random sample of ``max_values`` rows. Keep ``max_values`` above 1000, so the sample picks the same
   test as the full training set would (Evidently switches tests at 1000 reference rows);
 * categorical features keep the count of every category over the whole training set (chi-squared,
-  Z and Jensen-Shannon work on counts), keyed by :func:`gyre_monitor.domain.values.category_key`.
+  Z and Jensen-Shannon work on counts), keyed by :func:`category_key`.
 
 A feature's kind follows Evidently 0.7's column-type inference (``infer_column_type``), applied to the
 training column once, so the kind is fixed per version instead of re-guessed per window:
@@ -21,20 +26,116 @@ training column once, so the kind is fixed per version instead of re-guessed per
 * anything else (dates, mixed objects, empty columns) is left out too.
 
 ``categorical=`` / ``numerical=`` override the inference for named columns.
+
+Values: served inputs arrive as JSON-like scalars, the reference as whatever the training set held.
+Both sides go through the same two conversions (:func:`finite_floats`, :func:`category_key`), so a
+category seen as ``3`` in training and ``3.0`` at serving time is the same category: booleans are
+``"true"``/``"false"``, integral numbers their decimal digits, other floats their shortest
+round-trip repr, strings themselves; missing and non-finite values are dropped.
+
+Version numbers: a producer writes the profile *before* registering, so it cannot know the number
+the registry will assign; it writes ``model_version = 0`` ("the version whose lineage points at
+this profile") and the monitor takes the number from the VERSION_CREATED event.
+
+Usage (a producer)::
+
+    profile = build_reference_profile(X_train, model_name="churn", model_version=0,
+                                      dataset_fingerprint=fingerprint)
+    ref = artifacts.put(encode_profile(profile))          # gyre_common.artifacts
+    lineage.reference_profile.CopyFrom(ArtifactRef(uri=ref.uri, sha256=ref.sha256,
+                                                   size_bytes=ref.size, format=PROFILE_FORMAT))
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from google.protobuf.message import DecodeError
 
-from gyre_monitor.domain.values import FloatArray, category_key, finite_floats
+from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
+
+__all__ = [
+    "DEFAULT_MAX_VALUES",
+    "INTEGER_CARDINALITY_LIMIT",
+    "MAX_SAMPLE_VALUES",
+    "PROFILE_FORMAT",
+    "FeatureKind",
+    "FeatureReference",
+    "FloatArray",
+    "KeyArray",
+    "ProfileError",
+    "ReferenceProfile",
+    "build_reference_profile",
+    "category_key",
+    "category_keys",
+    "decode_profile",
+    "encode_profile",
+    "finite_floats",
+    "infer_feature_kind",
+    "profile_from_proto",
+    "profile_to_proto",
+    "validate_profile",
+    "with_version",
+]
+
+# -- values ----------------------------------------------------------------------------------
+
+FloatArray = npt.NDArray[np.float64]
+KeyArray = npt.NDArray[np.str_]
+
+
+def category_key(value: object) -> str | None:
+    """Canonical category key of one value, or None when the value is missing (None/NaN)."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        if math.isfinite(number) and number.is_integer():
+            return str(int(number))
+        return repr(number)
+    return str(value)
+
+
+def category_keys(values: Iterable[object]) -> KeyArray:
+    """Canonical keys of ``values``, missing ones dropped."""
+    keys = [key for key in map(category_key, values) if key is not None]
+    return np.asarray(keys, dtype=np.str_) if keys else np.empty(0, dtype=np.str_)
+
+
+def _as_float(value: object) -> float:
+    if value is None or isinstance(value, str):
+        # Strings are not numbers here: a numerical feature sent as text counts as missing rather
+        # than being parsed, so a serving bug shows up as missing values, not as silent coercion.
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def finite_floats(values: Iterable[object] | npt.ArrayLike) -> FloatArray:
+    """``values`` as float64 with missing and non-finite entries dropped."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        array = values.astype(np.float64, copy=False)
+    else:
+        array = np.fromiter((_as_float(v) for v in values), dtype=np.float64)  # type: ignore[union-attr]
+    return array[np.isfinite(array)]
+
+
+# -- the profile -------------------------------------------------------------------------------
 
 INTEGER_CARDINALITY_LIMIT = 10
 """Evidently's limit: integer columns with at most this many distinct values are categorical."""
@@ -87,7 +188,8 @@ class ReferenceProfile:
 
     Attributes:
         model_name: registered model.
-        model_version: version (positive).
+        model_version: version; 0 means "not numbered yet" (a producer writes the profile before
+            the registry assigns the number; see :func:`with_version`).
         features: one entry per monitored feature, in training-column order.
         rows: rows of the training set the profile was taken from.
         dataset_fingerprint: Lineage.dataset_fingerprint of that training set ("" if unknown).
@@ -109,18 +211,36 @@ class ReferenceProfile:
         return [feature.name for feature in self.features]
 
 
+def with_version(profile: ReferenceProfile, model_name: str, model_version: int) -> ReferenceProfile:
+    """The profile as the one of ``model_name`` version ``model_version`` (the number the registry gave).
+
+    A profile written before registration carries version 0 and is adopted by the version whose
+    lineage points at it; one that names a version must name this one.
+
+    Raises:
+        ProfileError: ``model_version`` not positive, or the profile names another model or version.
+    """
+    if model_version <= 0:
+        raise ProfileError(f"model_version must be positive, got {model_version}")
+    if profile.model_name != model_name:
+        raise ProfileError(f"the profile belongs to model {profile.model_name!r}, not {model_name!r}")
+    if profile.model_version not in (0, model_version):
+        raise ProfileError(f"the profile belongs to version {profile.model_version}, not {model_version}")
+    return profile if profile.model_version == model_version else replace(profile, model_version=model_version)
+
+
 def validate_profile(profile: ReferenceProfile) -> None:
     """Check a profile's invariants.
 
     Raises:
-        ProfileError: empty model name, version not positive, a duplicate or empty feature name, a
+        ProfileError: empty model name, a negative version, a duplicate or empty feature name, a
             numerical feature without values, a categorical one without counts (or with negative
             counts), or a sample over :data:`MAX_SAMPLE_VALUES` values.
     """
     if not profile.model_name:
         raise ProfileError("model_name must not be empty")
-    if profile.model_version <= 0:
-        raise ProfileError(f"model_version must be positive, got {profile.model_version}")
+    if profile.model_version < 0:
+        raise ProfileError(f"model_version must not be negative, got {profile.model_version}")
     seen: set[str] = set()
     for feature in profile.features:
         if not feature.name:
@@ -285,3 +405,77 @@ def build_reference_profile(
     if not features:
         raise ProfileError("no column can be monitored (all text, dates or excluded)")
     return ReferenceProfile(model_name, model_version, tuple(features), rows, dataset_fingerprint)
+
+
+# -- wire format -------------------------------------------------------------------------------
+
+PROFILE_FORMAT = "gyre.monitor.v1.ReferenceProfile"
+"""``ArtifactRef.format`` of a stored profile: binary protobuf of that message."""
+
+_KINDS = {
+    FeatureKind.NUMERICAL: pb.FEATURE_KIND_NUMERICAL,
+    FeatureKind.CATEGORICAL: pb.FEATURE_KIND_CATEGORICAL,
+}
+
+
+def profile_to_proto(profile: ReferenceProfile) -> pb.ReferenceProfile:
+    """The protobuf form of a profile (``created_at`` set when known)."""
+    message = pb.ReferenceProfile(
+        model_name=profile.model_name,
+        model_version=profile.model_version,
+        rows=profile.rows,
+        dataset_fingerprint=profile.dataset_fingerprint,
+    )
+    for feature in profile.features:
+        entry = message.features.add(feature=feature.name, kind=_KINDS[feature.kind], missing_count=feature.missing)
+        if feature.kind is FeatureKind.NUMERICAL:
+            entry.values.extend(feature.values.tolist())
+        else:
+            entry.category_counts.update(feature.counts)
+    if profile.created_at is not None:
+        message.created_at.FromDatetime(profile.created_at.astimezone(UTC))
+    return message
+
+
+def profile_from_proto(message: pb.ReferenceProfile) -> ReferenceProfile:
+    """A validated profile from its protobuf form.
+
+    Raises:
+        ProfileError: unspecified feature kind, or a profile that breaks the rules of
+            :func:`validate_profile`.
+    """
+    features = []
+    for entry in message.features:
+        if entry.kind == pb.FEATURE_KIND_NUMERICAL:
+            values = np.asarray(entry.values, dtype=np.float64)
+            features.append(FeatureReference(entry.feature, FeatureKind.NUMERICAL, values=values,
+                                             missing=entry.missing_count))
+        elif entry.kind == pb.FEATURE_KIND_CATEGORICAL:
+            features.append(FeatureReference(entry.feature, FeatureKind.CATEGORICAL,
+                                             counts=dict(entry.category_counts), missing=entry.missing_count))
+        else:
+            raise ProfileError(f"feature {entry.feature!r} has no kind (numerical or categorical)")
+    created_at = message.created_at.ToDatetime(tzinfo=UTC) if message.HasField("created_at") else None
+    return ReferenceProfile(message.model_name, message.model_version, tuple(features), int(message.rows),
+                            message.dataset_fingerprint, created_at)
+
+
+def encode_profile(profile: ReferenceProfile) -> bytes:
+    """Binary protobuf of a profile (what goes into the artifact store)."""
+    # Deterministic: map entries (category counts) in key order, so equal profiles are equal bytes
+    # (artifacts are content-addressed).
+    return profile_to_proto(profile).SerializeToString(deterministic=True)
+
+
+def decode_profile(data: bytes) -> ReferenceProfile:
+    """Parse and validate a binary profile.
+
+    Raises:
+        ProfileError: the bytes are not a ``gyre.monitor.v1.ReferenceProfile`` or the profile is invalid.
+    """
+    message = pb.ReferenceProfile()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise ProfileError(f"not a binary gyre.monitor.v1.ReferenceProfile: {exc}") from None
+    return profile_from_proto(message)
