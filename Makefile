@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PACKAGES := libs/contracts libs/common libs/stack libs/cli $(wildcard services/*)
 
-.PHONY: help install up down logs status test test-unit test-integration generate docs lint typecheck bench clean
+.PHONY: help install up down logs status demo test test-unit test-integration generate docs lint typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ status: install ## Show what `make up` started and whether it is ready
 
 logs: install ## Show the logs of the stack started by `make up` (SERVICE=name for one)
 	$(VENV)/bin/gyre-stack logs $(SERVICE)
+
+demo: install ## Play the closed loop against the stack of `make up`, printing each step (docs/demo.md)
+	$(PY) scripts/demo.py
 
 test: install ## Set up and run every test tier (unit, integration, end-to-end)
 	$(PY) -m pytest -q
