@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PACKAGES := libs/contracts libs/common libs/stack libs/cli $(wildcard services/*)
+# The development workspace also installs optional extras, so their code is tested too.
+EDITABLE := $(foreach p,$(filter-out libs/common,$(PACKAGES)),-e $(p)) -e 'libs/common[faust]'
 
 .PHONY: help install up down logs status demo test test-unit test-integration generate docs lint typecheck bench clean
 
@@ -19,7 +21,7 @@ $(STAMP): constraints.txt requirements-dev.txt $(foreach p,$(PACKAGES),$(p)/pypr
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Gyre needs Python 3.11 or newer")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -r requirements-dev.txt $(foreach p,$(PACKAGES),-e $(p))
+	$(PIP) install -q -c constraints.txt -r requirements-dev.txt $(EDITABLE)
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the whole workspace (editable) with pinned versions
