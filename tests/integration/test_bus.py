@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from google.protobuf import json_format
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from support.kafka import fast_kafka, read_topic
+from support.waiting import wait_until
 
 from gyre_common.bus import Consumer, Envelope, Publisher, ensure_topics
 from gyre_common.settings import KafkaSettings
@@ -24,49 +25,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    # Short session timeout: Tansu holds a join for about half of it waiting for other members.
-    return KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=f"t{unique}.",
-        default_partitions=2,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        max_retries=2,
-        retry_backoff_ms=10,
-        linger_ms=1,
-    )
+    return fast_kafka(bootstrap_servers, f"t{unique}.", max_retries=2, retry_backoff_ms=10)
 
 
 @pytest.fixture
 async def publisher(settings: KafkaSettings) -> AsyncIterator[Publisher]:
     async with Publisher(settings, service="test-producer") as pub:
         yield pub
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def read_topic(settings: KafkaSettings, topic: str, count: int, within_s: float = 20.0) -> list[ConsumerRecord]:
-    """The first ``count`` records of ``topic`` (no group, from the beginning)."""
-    reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await reader.start()
-    records: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + within_s
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await reader.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-    finally:
-        await reader.stop()
-    assert len(records) >= count, f"{topic}: {len(records)} of {count} records"
-    return records
 
 
 def collector() -> tuple[list[Envelope], Callable[[Envelope], Awaitable[None]]]:

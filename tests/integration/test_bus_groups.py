@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from support.kafka import fast_kafka
+from support.waiting import wait_until
 
 from gyre_common.bus import Consumer, Envelope, Publisher
 from gyre_common.settings import KafkaSettings
@@ -42,29 +43,13 @@ def deadline(test: F) -> F:
 
 @pytest.fixture
 def settings(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    return KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=f"t{unique}.",
-        default_partitions=PARTITIONS,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        retry_backoff_ms=10,
-        linger_ms=1,
-    )
+    return fast_kafka(bootstrap_servers, f"t{unique}.", default_partitions=PARTITIONS, retry_backoff_ms=10)
 
 
 @pytest.fixture
 async def publisher(settings: KafkaSettings) -> AsyncIterator[Publisher]:
     async with Publisher(settings, service="test-producer") as pub:
         yield pub
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float = 30.0, what: str = "condition") -> None:
-    until = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def committed_total(settings: KafkaSettings, group: str) -> int:

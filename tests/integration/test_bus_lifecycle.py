@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from support.kafka import fast_kafka, read_topic
+from support.waiting import wait_until
 
 from gyre_common.bus import Consumer, DeadLetter, Envelope, Publisher, Rejected
 from gyre_common.health import BrokerCheck
@@ -27,49 +28,13 @@ DEADLINE_S = 60.0
 
 @pytest.fixture
 def settings(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    return KafkaSettings(
-        bootstrap_servers=bootstrap_servers,
-        topic_prefix=f"t{unique}.",
-        default_partitions=2,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=300,
-        max_retries=2,
-        retry_backoff_ms=10,
-        linger_ms=1,
-        request_timeout_ms=5000,
-    )
+    return fast_kafka(bootstrap_servers, f"t{unique}.", max_retries=2, retry_backoff_ms=10, request_timeout_ms=5000)
 
 
 @pytest.fixture
 async def publisher(settings: KafkaSettings) -> AsyncIterator[Publisher]:
     async with Publisher(settings, service="test-producer") as pub:
         yield pub
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def read_topic(settings: KafkaSettings, topic: str, count: int, within_s: float = 20.0) -> list[ConsumerRecord]:
-    reader = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    records: list[ConsumerRecord] = []
-    async with asyncio.timeout(within_s + 10):
-        await reader.start()
-        try:
-            deadline = time.monotonic() + within_s
-            while len(records) < count and time.monotonic() < deadline:
-                for batch in (await reader.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-        finally:
-            await reader.stop()
-    assert len(records) >= count, f"{topic}: {len(records)} of {count} records"
-    return records
 
 
 def feature(entity: str) -> ev.FeatureEvent:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,10 +26,12 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from support.process import ServiceProcess
+from support.services import running
+from support.waiting import wait_until
 
 from gyre_common.bus import ensure_topics
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_common.topics import REGISTRY_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as mon
@@ -45,19 +47,6 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVIL = "<img src=x onerror=alert(1)>"
-
-
-async def wait_until(condition: Callable[[], Any], within_s: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def snake(message: Message) -> dict[str, Any]:
@@ -157,24 +146,13 @@ def refusing_port() -> Iterator[str]:
 
 
 @asynccontextmanager
-async def running(spec: Any, build: Any, settings: Any, **kwargs: Any) -> AsyncIterator[ServiceRunner]:
-    runner = ServiceRunner(spec, build, settings=settings, telemetry_settings=TelemetrySettings(), **kwargs)
-    await runner.start()
-    try:
-        yield runner
-    finally:
-        await runner.stop()
-
-
-@asynccontextmanager
 async def registry_with_models(bootstrap_servers: str, database_url: str, unique: str) -> AsyncIterator[str]:
     """The real registry with churn v1 (production) and v2 (challenger: other holdout); yields its URL."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"d{unique}.", default_partitions=1)
     await ensure_topics(kafka, [REGISTRY_EVENTS])
     settings = RegistrySettings(http_port=0, grpc_port=0, readiness_interval_s=0.2, shutdown_grace_s=2,
                                 verify_artifacts=False, outbox_poll_interval_s=0.2)
-    async with running(REGISTRY, registry_bootstrap, settings, kafka=kafka,
-                       database=DatabaseSettings(url=database_url)) as runner:
+    async with running(REGISTRY, registry_bootstrap, settings, kafka=kafka, database_url=database_url) as runner:
         url = f"http://127.0.0.1:{runner.http_port}"
         async with httpx.AsyncClient(base_url=url) as http:
             for version, holdout in ((1, "1" * 64), (2, "2" * 64)):

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 from sklearn.datasets import load_breast_cancer
+from support.services import running
 
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
 from gyre_features.bootstrap import bootstrap
@@ -42,13 +43,9 @@ def snake(name: str) -> str:
 async def service(bootstrap_servers: str, unique: str, database_url: str) -> AsyncIterator[ServiceRunner]:
     kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"bc{unique}.", default_partitions=3,
                           session_timeout_ms=2000, heartbeat_interval_ms=300)
-    runner = ServiceRunner(SPEC, bootstrap, settings=FeaturesSettings(http_port=0, grpc_port=0), kafka=kafka,
-                           database=DatabaseSettings(url=database_url), telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
+    async with running(SPEC, bootstrap, FeaturesSettings(http_port=0, grpc_port=0), kafka=kafka,
+                       database_url=database_url) as runner:
         yield runner
-    finally:
-        await runner.stop()
 
 
 async def test_plain_json_producer_breast_cancer(service: ServiceRunner) -> None:

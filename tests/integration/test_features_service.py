@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.kafka import fast_kafka, read_topic
+from support.services import fast_settings, running
+from support.waiting import wait_until
 
 from gyre_common.bus import Publisher
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_common.topics import FEATURES_EVENTS, dead_letter_topic
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
@@ -64,51 +64,16 @@ def event(entity: str, minutes: float, **values: object) -> events_pb2.FeatureEv
     return message
 
 
-async def wait_until(condition: Callable[[], object], within_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def read_topic(settings: KafkaSettings, topic: str, count: int, within_s: float = 20.0) -> list[ConsumerRecord]:
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
-                              enable_auto_commit=False)
-    await reader.start()
-    records: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + within_s
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await reader.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-    finally:
-        await reader.stop()
-    assert len(records) == count, f"{topic}: {len(records)} records, expected {count}"
-    return records
-
-
 @pytest.fixture
 def kafka(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"f{unique}.", default_partitions=2,
-                         session_timeout_ms=2000, heartbeat_interval_ms=300, linger_ms=1)
+    return fast_kafka(bootstrap_servers, f"f{unique}.")
 
 
 @pytest.fixture
 async def service(kafka: KafkaSettings, database_url: str) -> AsyncIterator[ServiceRunner]:
-    settings = FeaturesSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3)
-    runner = ServiceRunner(SPEC, bootstrap, settings=settings, kafka=kafka, database=DatabaseSettings(url=database_url),
-                           telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
+    async with running(SPEC, bootstrap, fast_settings(FeaturesSettings), kafka=kafka,
+                       database_url=database_url) as runner:
         yield runner
-    finally:
-        await runner.stop()
 
 
 async def test_grpc_api_end_to_end_with_kafka_ingestion(service: ServiceRunner, kafka: KafkaSettings) -> None:
@@ -158,7 +123,7 @@ async def test_grpc_api_end_to_end_with_kafka_ingestion(service: ServiceRunner, 
             return reply.rows[0].values["orders"].int64_value == 3
 
         await wait_until(c1_has_orders_3, what="the ingester to apply c1's last event")
-        dead = await read_topic(kafka, dead_letter_topic("features", kafka.topic_prefix), 4)
+        dead = await read_topic(kafka, dead_letter_topic("features", kafka.topic_prefix), 4, exact=True)
         reasons = sorted(dict(r.headers)["gyre_dlq_reason"].decode() for r in dead)
         assert reasons == ["missing_entity_id", "missing_event_time", "unknown_feature", "wrong_type"]
         errors = {dict(r.headers)["gyre_dlq_reason"].decode(): dict(r.headers)["gyre_dlq_error"].decode() for r in dead}

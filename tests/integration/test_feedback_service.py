@@ -4,10 +4,8 @@ quality numbers, late attribution, invalid input, and the quality-drop retrainin
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,11 +13,14 @@ import asyncpg
 import grpc
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from support.kafka import fast_kafka, read_all
+from support.services import fast_settings, running
+from support.waiting import wait_until
 
-from gyre_common.bus import Envelope, Publisher, decode_record, ensure_topics
+from gyre_common.bus import Envelope, Publisher, ensure_topics
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_common.topics import (
     FEEDBACK_EVENTS,
     INFERENCE_EVENTS,
@@ -41,43 +42,6 @@ MODEL = "churn"
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-async def wait_until(condition: Callable[[], Any], within_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def read_all(kafka: KafkaSettings, base: str) -> list[Envelope]:
-    """Every record on a topic right now (up to its end offsets), decoded."""
-    topic = full_name(base, kafka.topic_prefix)
-    reader = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
-    await reader.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in (reader.partitions_for_topic(topic) or set())]
-        if not partitions:
-            return []
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
-        records = []
-        deadline = time.monotonic() + 10
-        while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for batch in (await reader.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        return [decode_record(r, kafka.topic_prefix) for r in records]
-    finally:
-        await reader.stop()
-
-
 def inference_event(prediction_id: str, predicted: int, *, version: int = 1, minute: int = 0,
                     alias: str = "production", shadow: bool = False) -> events_pb2.InferenceEvent:
     """An InferenceEvent as serving emits it for one row of a classifier."""
@@ -93,25 +57,17 @@ def inference_event(prediction_id: str, predicted: int, *, version: int = 1, min
 
 @pytest.fixture
 def kafka(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"fb{unique}.", default_partitions=2,
-                         session_timeout_ms=2000, heartbeat_interval_ms=300, linger_ms=1, retry_backoff_ms=20,
-                         max_retries=1)
+    return fast_kafka(bootstrap_servers, f"fb{unique}.", retry_backoff_ms=20, max_retries=1)
 
 
 @pytest.fixture
 async def service(kafka: KafkaSettings, database_url: str) -> AsyncIterator[ServiceRunner]:
-    settings = FeedbackSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
-                                outbox_interval_s=0.2, retrain_window_labels=4, retrain_accuracy_threshold=0.75,
-                                retrain_cooldown_s=3600)
+    settings = fast_settings(FeedbackSettings, outbox_interval_s=0.2, retrain_window_labels=4,
+                             retrain_accuracy_threshold=0.75, retrain_cooldown_s=3600)
     await ensure_topics(kafka, [INFERENCE_EVENTS, FEEDBACK_EVENTS, REGISTRY_EVENTS, MONITOR_ALERTS,
                                 TRAINING_REQUESTS])
-    runner = ServiceRunner(SPEC, bootstrap, settings=settings, kafka=kafka,
-                           database=DatabaseSettings(url=database_url), telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
+    async with running(SPEC, bootstrap, settings, kafka=kafka, database_url=database_url) as runner:
         yield runner
-    finally:
-        await runner.stop()
 
 
 @pytest.fixture

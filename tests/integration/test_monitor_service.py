@@ -4,9 +4,8 @@ leave through Kafka; the APIs answer over real gRPC and HTTP. Also: a restart mi
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,16 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from support.kafka import fast_kafka, read_all
+from support.services import fast_settings, running
+from support.waiting import wait_until
 
 from gyre_common.artifacts import LocalArtifactStore
-from gyre_common.bus import Publisher, decode_record, ensure_topics
+from gyre_common.bus import Publisher
 from gyre_common.profile import PROFILE_FORMAT, build_reference_profile, encode_profile
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
-from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS, full_name
+from gyre_common.settings import KafkaSettings
+from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
@@ -73,44 +74,9 @@ def scenario() -> tuple[dict[str, np.ndarray], list[events_pb2.InferenceEvent]]:
     return reference, events
 
 
-async def wait_until(condition: Callable[[], Any], within_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def read_all(kafka: KafkaSettings, base: str) -> list[Any]:
-    """Every record on a topic right now (up to its end offsets), decoded into envelopes."""
-    await ensure_topics(kafka, [base])
-    topic = full_name(base, kafka.topic_prefix)
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
-                              auto_offset_reset="earliest")
-    await reader.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
-        ends = await reader.end_offsets(partitions)
-        records = []
-        deadline = time.monotonic() + 10
-        while len(records) < sum(ends.values()):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for batch in (await reader.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        return [decode_record(r, kafka.topic_prefix) for r in records]
-    finally:
-        await reader.stop()
-
-
 @pytest.fixture
 def kafka(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"m{unique}.", default_partitions=2,
-                         session_timeout_ms=2000, heartbeat_interval_ms=300, linger_ms=1)
+    return fast_kafka(bootstrap_servers, f"m{unique}.")
 
 
 @pytest.fixture
@@ -119,22 +85,17 @@ def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalArtifactS
     return LocalArtifactStore(tmp_path / "artifacts")
 
 
-def runner(kafka: KafkaSettings, database_url: str) -> ServiceRunner:
-    settings = MonitorSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
-                               window_size=WINDOW, cooldown_s=3600, keep_windows=100, outbox_interval_s=0.2)
-    return ServiceRunner(SPEC, bootstrap, settings=settings, kafka=kafka,
-                         database=DatabaseSettings(url=database_url), telemetry_settings=TelemetrySettings())
+def monitor(kafka: KafkaSettings, database_url: str) -> AbstractAsyncContextManager[ServiceRunner]:
+    settings = fast_settings(MonitorSettings, window_size=WINDOW, cooldown_s=3600, keep_windows=100,
+                             outbox_interval_s=0.2)
+    return running(SPEC, bootstrap, settings, kafka=kafka, database_url=database_url)
 
 
 @pytest.fixture
 async def service(kafka: KafkaSettings, database_url: str,
                   artifacts: LocalArtifactStore) -> AsyncIterator[ServiceRunner]:
-    started = runner(kafka, database_url)
-    await started.start()
-    try:
+    async with monitor(kafka, database_url) as started:
         yield started
-    finally:
-        await started.stop()
 
 
 async def register_version(kafka: KafkaSettings, artifacts: LocalArtifactStore,
@@ -240,31 +201,23 @@ async def _topic_has(kafka: KafkaSettings, base: str) -> bool:
 async def test_restart_mid_stream_reaches_the_same_result(kafka: KafkaSettings, database_url: str,
                                                           artifacts: LocalArtifactStore) -> None:
     reference, events = scenario()
-    first = runner(kafka, database_url)
-    await first.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as channel:
-            stub = pb_grpc.MonitorServiceStub(channel)
-            await register_version(kafka, artifacts, reference)
-            await publish(kafka, events[:550])
-            await wait_until(lambda: _count(stub, 2), what="the first windows")
-    finally:
-        await first.stop()
+    async with monitor(kafka, database_url) as first, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as channel:
+        stub = pb_grpc.MonitorServiceStub(channel)
+        await register_version(kafka, artifacts, reference)
+        await publish(kafka, events[:550])
+        await wait_until(lambda: _count(stub, 2), what="the first windows")
 
     # While the monitor is down: the rest of the stream, plus a re-publication of events it has
     # already counted (a producer retry), which must not be counted again.
     await publish(kafka, events[550:] + events[300:350])
-    second = runner(kafka, database_url)
-    await second.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.grpc_port}") as channel:
-            stub = pb_grpc.MonitorServiceStub(channel)
-            await wait_until(lambda: _count(stub, 5), what="all five windows after the restart")
-            reports = await windows(stub)
-            assert [w.current_rows for w in reports] == [WINDOW] * 5
-            assert [w.dataset_drift for w in reports] == [False, False, True, True, True]
-            await wait_until(lambda: _topic_has(kafka, TRAINING_REQUESTS), what="the training request")
-            assert len(await read_all(kafka, MONITOR_ALERTS)) == 1
-            assert len(await read_all(kafka, TRAINING_REQUESTS)) == 1
-    finally:
-        await second.stop()
+    async with monitor(kafka, database_url) as second, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{second.grpc_port}") as channel:
+        stub = pb_grpc.MonitorServiceStub(channel)
+        await wait_until(lambda: _count(stub, 5), what="all five windows after the restart")
+        reports = await windows(stub)
+        assert [w.current_rows for w in reports] == [WINDOW] * 5
+        assert [w.dataset_drift for w in reports] == [False, False, True, True, True]
+        await wait_until(lambda: _topic_has(kafka, TRAINING_REQUESTS), what="the training request")
+        assert len(await read_all(kafka, MONITOR_ALERTS)) == 1
+        assert len(await read_all(kafka, TRAINING_REQUESTS)) == 1

@@ -6,7 +6,6 @@ so after the restart the topic is created again and only events published afterw
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from google.protobuf import json_format
+from support.waiting import wait_until
 
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Envelope, decode_record, ensure_topics
@@ -33,19 +33,6 @@ from gyre_stack.broker import start_broker
 from gyre_stack.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_until(condition: Callable[[], object], within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def read_events(kafka: KafkaSettings, until: Callable[[list[ev.RegistryEvent]], bool],

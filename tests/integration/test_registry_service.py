@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from support.waiting import wait_until
 
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Envelope, decode_record, ensure_topics
@@ -32,19 +33,6 @@ pytestmark = pytest.mark.integration
 
 HOLDOUT = "1" * 64
 OTHER_HOLDOUT = "2" * 64
-
-
-async def wait_until(condition: Callable[[], object], within_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class EventReader:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.waiting import wait_until
 
 from gyre_common.runner import ServiceContext, ServiceRunner
 from gyre_common.service import ServiceSpec
@@ -22,14 +22,6 @@ SPEC = ServiceSpec(name="inproc", settings=ServiceSettings, module="unused")
 
 def settings() -> ServiceSettings:
     return ServiceSettings(readiness_interval_s=0.05, readiness_timeout_s=0.5, shutdown_grace_s=2)
-
-
-async def wait_for(condition: Callable[[], bool], within_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_service_checks_drive_readyz_and_grpc_health() -> None:
@@ -56,12 +48,12 @@ async def test_service_checks_drive_readyz_and_grpc_health() -> None:
 
             assert runner.context is not None
             readiness = runner.context.readiness
-            await wait_for(lambda: readiness.is_ready, 5)
+            await wait_until(lambda: readiness.is_ready, 5)
             assert (await client.get(base + "/readyz")).status_code == 200
             assert await grpc_status() == health_pb2.HealthCheckResponse.SERVING
 
             healthy["value"] = False
-            await wait_for(lambda: not readiness.is_ready, 5)
+            await wait_until(lambda: not readiness.is_ready, 5)
             response = await client.get(base + "/readyz")
             assert response.status_code == 503
             assert response.json()["failing"] == ["flaky"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
+from support.waiting import wait_until
 
 from gyre_common.artifacts import ArtifactRef, ArtifactSettings, LocalArtifactStore
 from gyre_common.bus import Publisher, decode_record
@@ -91,19 +92,6 @@ def registry_event(kind: int, version: int, ref: ArtifactRef, *, alias: str = ""
 def kafka(bootstrap_servers: str, unique: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"t{unique}.", default_partitions=2,
                          linger_ms=1)
-
-
-async def wait_until(condition: Callable[[], Any], within_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

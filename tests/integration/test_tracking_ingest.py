@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.kafka import fast_kafka, read_topic
+from support.services import fast_settings, running
+from support.waiting import wait_until
 
 from gyre_common.bus import Publisher
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_common.topics import TRACKING_EVENTS, dead_letter_topic, full_name
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
@@ -37,47 +38,16 @@ def ts(seconds: float) -> Timestamp:
     return stamp
 
 
-async def wait_until(condition: Callable[[], Awaitable[object]], what: str, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def read_topic(kafka: KafkaSettings, topic: str, count: int, within_s: float = 20.0) -> list[ConsumerRecord]:
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest",
-                              enable_auto_commit=False)
-    await reader.start()
-    records: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + within_s
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await reader.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-    finally:
-        await reader.stop()
-    assert len(records) == count, f"{topic}: {len(records)} records, expected {count}"
-    return records
-
-
 @pytest.fixture
 def kafka(bootstrap_servers: str, unique: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"t{unique}.", default_partitions=2,
-                         session_timeout_ms=2000, heartbeat_interval_ms=300, linger_ms=1)
+    return fast_kafka(bootstrap_servers, f"t{unique}.")
 
 
 @pytest.fixture
 async def service(kafka: KafkaSettings, database_url: str) -> AsyncIterator[ServiceRunner]:
-    settings = TrackingSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
-                                default_artifact_root="file:///srv/gyre/tracking")
-    runner = ServiceRunner(SPEC, bootstrap, settings=settings, kafka=kafka,
-                           database=DatabaseSettings(url=database_url), telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
+    settings = fast_settings(TrackingSettings, default_artifact_root="file:///srv/gyre/tracking")
+    async with running(SPEC, bootstrap, settings, kafka=kafka, database_url=database_url) as runner:
         yield runner
-    finally:
-        await runner.stop()
 
 
 def trial_event(**changes: object) -> ev.TrackingEvent:
@@ -143,8 +113,8 @@ async def test_ingest_is_idempotent_and_dead_letters_what_cannot_apply(
                 return False
             return True
 
-        await wait_until(finished, "the run to finish through events")
-        await wait_until(external_arrived, "the JSON event's run")
+        await wait_until(finished, what="the run to finish through events")
+        await wait_until(external_arrived, what="the JSON event's run")
 
         run = (await stub.GetRun(pb.GetRunRequest(run_id=run_id))).run
         experiment = (await stub.GetExperiment(pb.GetExperimentRequest(name="gyre/ingest"))).experiment
@@ -163,7 +133,7 @@ async def test_ingest_is_idempotent_and_dead_letters_what_cannot_apply(
         assert external.info.experiment_id == "0" and external.info.status == ev.RUN_STATUS_RUNNING
         assert [(m.key, m.value, m.step) for m in external.data.metrics] == [("score", 3.5, 2)]
 
-    dead = await read_topic(kafka, dead_letter_topic("tracking", kafka.topic_prefix), 2)
+    dead = await read_topic(kafka, dead_letter_topic("tracking", kafka.topic_prefix), 2, exact=True)
     reasons = {dict(r.headers)["ce_id"].decode(): dict(r.headers)["gyre_dlq_reason"].decode() for r in dead}
     assert reasons == {"evt-3": "param_conflict", "evt-4": "invalid_argument"}
     errors = [dict(r.headers)["gyre_dlq_error"].decode() for r in dead]

@@ -10,9 +10,10 @@ import grpc
 import httpx
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from support.services import fast_settings, running
 
 from gyre_common.runner import ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
@@ -39,16 +40,10 @@ def point(key: str, value: float, step: int = 0, seconds: float = 0) -> ev.Metri
 
 @pytest.fixture
 async def service(bootstrap_servers: str, database_url: str, unique: str) -> AsyncIterator[ServiceRunner]:
-    settings = TrackingSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
-                                consume_events=False, default_artifact_root="file:///srv/gyre/tracking")
+    settings = fast_settings(TrackingSettings, consume_events=False, default_artifact_root="file:///srv/gyre/tracking")
     kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"t{unique}.")
-    runner = ServiceRunner(SPEC, bootstrap, settings=settings, kafka=kafka,
-                           database=DatabaseSettings(url=database_url), telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
+    async with running(SPEC, bootstrap, settings, kafka=kafka, database_url=database_url) as runner:
         yield runner
-    finally:
-        await runner.stop()
 
 
 @pytest.fixture

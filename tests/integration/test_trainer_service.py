@@ -6,7 +6,7 @@ CLI drives the same service over gRPC."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +14,15 @@ import asyncpg
 import grpc
 import httpx
 import pytest
+from support.services import running
+from support.waiting import wait_until
 
 from gyre_cli.main import run as gyre_cli
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Consumer, Envelope, Publisher
 from gyre_common.models import load_model
 from gyre_common.runner import ServiceContext, ServiceRunner
-from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
+from gyre_common.settings import KafkaSettings
 from gyre_common.topics import TRAINING_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
@@ -31,14 +33,6 @@ from gyre_trainer.settings import TrainerSettings
 from gyre_trainer.testing import FakeModelRegistry, FakeRunLogger, FakeTrainingDataSource, breast_cancer_training_set
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(condition: Callable[[], object], within_s: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -66,15 +60,10 @@ async def trainer(bootstrap_servers: str, database_url: str, unique: str, tmp_pa
     async def build(ctx: ServiceContext) -> None:
         built.append(await wire(ctx, deps))
 
-    runner = ServiceRunner(SPEC, build, settings=settings, kafka=kafka, database=DatabaseSettings(url=database_url),
-                           telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
+    async with running(SPEC, build, settings, kafka=kafka, database_url=database_url) as runner:
         assert runner.context is not None
-        await wait_for(lambda: runner.context is not None and runner.context.readiness.is_ready, 30, "readiness")
+        await wait_until(lambda: runner.context is not None and runner.context.readiness.is_ready, 30, "readiness")
         yield Trainer(runner, built[0], kafka, runs, registry, artifacts, database_url)
-    finally:
-        await runner.stop()
 
 
 def training_request(request_id: str) -> ev.TrainingRequest:
@@ -103,7 +92,7 @@ async def test_a_request_on_the_topic_trains_registers_and_emits_events(trainer:
     async with Consumer(trainer.kafka, group=f"watch-{unique}", topics=[TRAINING_EVENTS], service="test",
                         handler=collect), Publisher(trainer.kafka, service="monitor") as publisher:
         await publisher.publish(TRAINING_REQUESTS, training_request("drift-1"), key="cancer")
-        await wait_for(lambda: ev.TRAINING_STATUS_SUCCEEDED in statuses("drift-1"), 120, "SUCCEEDED")
+        await wait_until(lambda: ev.TRAINING_STATUS_SUCCEEDED in statuses("drift-1"), 120, "SUCCEEDED")
 
         assert statuses("drift-1") == [ev.TRAINING_STATUS_STARTED] + [ev.TRAINING_STATUS_TRIAL_COMPLETED] * 5 + [
             ev.TRAINING_STATUS_SUCCEEDED]

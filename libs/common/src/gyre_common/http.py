@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 
+from gyre_common.errors import install_http_errors
 from gyre_common.health import Readiness
 from gyre_common.telemetry import Telemetry
 
@@ -38,5 +39,11 @@ def health_router(readiness: Readiness, telemetry: Telemetry) -> APIRouter:
 
 
 def create_app(title: str, version: str = "0.1.0") -> FastAPI:
-    """An empty FastAPI app for a service; the runner adds the health routes, the service its own."""
-    return FastAPI(title=title, version=version)
+    """An empty FastAPI app for a service; the runner adds the health routes, the service its own.
+
+    A :class:`~gyre_common.errors.GyreError` a route raises answers with its status and the body
+    ``{"detail": ..., "reason": ...}`` (see :mod:`gyre_common.errors`).
+    """
+    app = FastAPI(title=title, version=version)
+    install_http_errors(app)
+    return app

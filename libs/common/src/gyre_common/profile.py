@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
+from gyre_common.errors import InvalidArgument
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 
 __all__ = [
@@ -147,7 +148,7 @@ DEFAULT_MAX_VALUES = 5000
 """Default size of the numerical reference sample."""
 
 
-class ProfileError(ValueError):
+class ProfileError(InvalidArgument, ValueError):
     """A reference profile (or the data to build one from) is invalid; the message says why."""
 
 

@@ -1,16 +1,17 @@
 """gRPC adapter: ``gyre.features.v1.FeaturesService``. Decode, call a handler, encode.
 
-Handler errors become status codes: NotFound -> NOT_FOUND, InvalidArgument -> INVALID_ARGUMENT,
-Conflict -> FAILED_PRECONDITION, TooLarge -> RESOURCE_EXHAUSTED; the message says what is wrong.
+Handler errors become status codes (gyre_common.errors): NotFound -> NOT_FOUND, InvalidArgument ->
+INVALID_ARGUMENT, Conflict -> FAILED_PRECONDITION, TooLarge -> RESOURCE_EXHAUSTED; the message says
+what is wrong.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import NoReturn
 
 import grpc
 
+from gyre_common.errors import abort_grpc
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
 from gyre_features.convert import (
@@ -24,33 +25,14 @@ from gyre_features.convert import (
     view_to_proto,
 )
 from gyre_features.domain import (
-    Conflict,
     EntityRow,
     FeatureStoreError,
     InvalidArgument,
-    NotFound,
-    TooLarge,
     TrainingSetQuery,
 )
 from gyre_features.handlers import FeaturesHandlers
 
 SERVICE_NAME = "gyre.features.v1.FeaturesService"
-
-_CODES: list[tuple[type[FeatureStoreError], grpc.StatusCode]] = [
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
-    (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-]
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: FeatureStoreError) -> NoReturn:
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            await context.abort(code, str(exc))
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    raise AssertionError("context.abort always raises")
-
 
 class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
     """The gRPC face of :class:`FeaturesHandlers`."""
@@ -64,7 +46,7 @@ class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
         try:
             view, created = await self.handlers.register_view(view_from_proto(request.feature_view))
         except FeatureStoreError as exc:
-            await _abort(context, exc)
+            await abort_grpc(context, exc)
         return pb.RegisterFeatureViewResponse(feature_view=view_to_proto(view), created=created)
 
     async def GetFeatureView(
@@ -73,7 +55,7 @@ class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
         try:
             view = await self.handlers.get_view(request.name)
         except FeatureStoreError as exc:
-            await _abort(context, exc)
+            await abort_grpc(context, exc)
         return pb.GetFeatureViewResponse(feature_view=view_to_proto(view))
 
     async def ListFeatureViews(
@@ -82,7 +64,7 @@ class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
         try:
             views, token = await self.handlers.list_views(request.page_size, request.page_token)
         except FeatureStoreError as exc:
-            await _abort(context, exc)
+            await abort_grpc(context, exc)
         return pb.ListFeatureViewsResponse(feature_views=[view_to_proto(v) for v in views], next_page_token=token)
 
     async def WriteFeatures(
@@ -94,7 +76,7 @@ class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
         try:
             await self.handlers.write_features(events)
         except FeatureStoreError as exc:
-            await _abort(context, exc)
+            await abort_grpc(context, exc)
         return pb.WriteFeaturesResponse(written=len(events))
 
     async def GetOnlineFeatures(
@@ -104,7 +86,7 @@ class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
             online = await self.handlers.get_online_features(
                 request.feature_view, list(request.entity_ids), list(request.features))
         except FeatureStoreError as exc:
-            await _abort(context, exc)
+            await abort_grpc(context, exc)
         types = {spec.name: spec.type for spec in online.view.features}
         return pb.GetOnlineFeaturesResponse(rows=[
             online_row_to_proto(row.entity_id, row.found, dict(row.results), types, row.event_time)
@@ -131,7 +113,7 @@ class FeaturesServicer(pb_grpc.FeaturesServiceServicer):
             )
             stream = await self.handlers.training_set(query, request.chunk_size)
         except FeatureStoreError as exc:
-            await _abort(context, exc)
+            await abort_grpc(context, exc)
         schema = stream.schema
         async for chunk in stream.chunks():
             yield pb.BuildTrainingSetResponse(chunk=chunk_to_proto(schema.features, schema.label, chunk))

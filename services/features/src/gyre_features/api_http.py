@@ -1,7 +1,8 @@
 """REST adapter (FastAPI): decode JSON, call a handler, encode JSON.
 
 Errors: 404 unknown view/feature, 409 a forbidden view change, 413 too many items, 422 invalid
-input (FastAPI's own validation errors too); the body is ``{"detail": "..."}``. Every time is
+input (FastAPI's own validation errors too); the body is ``{"detail": "...", "reason": "..."}``
+(gyre_common.errors; FastAPI's validation errors keep its ``{"detail": [...]}``). Every time is
 RFC 3339; naive times are rejected rather than guessed.
 """
 
@@ -11,20 +12,18 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 from google.protobuf import json_format
 from pydantic import AwareDatetime, BaseModel, Field
 
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_features.convert import raw_event
 from gyre_features.domain import (
-    Conflict,
     DatasetProfile,
     EntityRow,
     FeatureSpec,
-    FeatureStoreError,
     FeatureView,
-    NotFound,
+    InvalidArgument,
     TooLarge,
     TrainingSetQuery,
     ValueType,
@@ -81,20 +80,6 @@ class TrainingSetBody(BaseModel):
     keep_unlabelled: bool = False
 
 
-def _status(exc: FeatureStoreError) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, TooLarge):
-        return 413
-    return 422
-
-
-def _fail(exc: FeatureStoreError) -> HTTPException:
-    return HTTPException(status_code=_status(exc), detail=str(exc))
-
-
 def _time(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -136,34 +121,25 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
     @api.post("/feature-views")
     async def register_view(body: FeatureViewBody, response: Response) -> dict[str, Any]:
         """Register or evolve a feature view; 201 when new, 200 when updated or unchanged."""
-        try:
-            view = FeatureView(
-                name=body.name, entity=body.entity,
-                features=tuple(FeatureSpec(f.name, ValueType(f.type), f.description) for f in body.features),
-                ttl_seconds=body.ttl_seconds, description=body.description, owner=body.owner, tags=body.tags,
-            )
-            stored, created = await handlers.register_view(view)
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        view = FeatureView(
+            name=body.name, entity=body.entity,
+            features=tuple(FeatureSpec(f.name, ValueType(f.type), f.description) for f in body.features),
+            ttl_seconds=body.ttl_seconds, description=body.description, owner=body.owner, tags=body.tags,
+        )
+        stored, created = await handlers.register_view(view)
         response.status_code = 201 if created else 200
         return {"feature_view": view_json(stored), "created": created}
 
     @api.get("/feature-views")
     async def list_views(page_size: int = 0, page_token: str = "") -> dict[str, Any]:
         """A page of feature views, by name."""
-        try:
-            views, token = await handlers.list_views(page_size, page_token)
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        views, token = await handlers.list_views(page_size, page_token)
         return {"feature_views": [view_json(v) for v in views], "next_page_token": token}
 
     @api.get("/feature-views/{name}")
     async def get_view(name: str) -> dict[str, Any]:
         """One feature view."""
-        try:
-            return {"feature_view": view_json(await handlers.get_view(name))}
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        return {"feature_view": view_json(await handlers.get_view(name))}
 
     @api.get("/feature-views/{name}/profile")
     async def profile(
@@ -173,19 +149,16 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
         top_k: Annotated[int, Query(ge=1, le=100)] = 10,
     ) -> dict[str, Any]:
         """Per-feature statistics of the view's events in [start, end) (open bounds when omitted)."""
-        try:
-            return profile_json(await handlers.profile(name, start, end, top_k))
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        return profile_json(await handlers.profile(name, start, end, top_k))
 
     @api.post("/feature-events")
     async def write_events(body: dict[str, Any]) -> dict[str, Any]:
         """Write ``{"events": [FeatureEvent as proto3 JSON, ...]}`` synchronously, all or nothing."""
         items = body.get("events")
         if not isinstance(items, list):
-            raise HTTPException(422, detail='body must be {"events": [...]} (FeatureEvent objects, proto3 JSON)')
+            raise InvalidArgument('body must be {"events": [...]} (FeatureEvent objects, proto3 JSON)')
         if len(items) > MAX_WRITE_EVENTS:
-            raise HTTPException(413, detail=f"at most {MAX_WRITE_EVENTS} events per call, got {len(items)}")
+            raise TooLarge(f"at most {MAX_WRITE_EVENTS} events per call, got {len(items)}")
         now = handlers.clock()
         events = []
         for i, item in enumerate(items):
@@ -193,21 +166,15 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
             try:
                 json_format.Parse(json.dumps(item), message)
             except json_format.ParseError as exc:
-                raise HTTPException(422, detail=f"event {i}: {exc}") from None
+                raise InvalidArgument(f"event {i}: {exc}") from None
             events.append(raw_event(message, f"http:{now.isoformat()}:{i}", now))
-        try:
-            await handlers.write_features(events)
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        await handlers.write_features(events)
         return {"written": len(events)}
 
     @api.post("/online-features")
     async def online_features(body: OnlineFeaturesBody) -> dict[str, Any]:
         """Latest values per entity with a status per feature (PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_TTL)."""
-        try:
-            online = await handlers.get_online_features(body.feature_view, body.entity_ids, body.features)
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        online = await handlers.get_online_features(body.feature_view, body.entity_ids, body.features)
         rows = []
         for row in online.rows:
             rows.append({
@@ -223,16 +190,13 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
     @api.post("/training-sets")
     async def training_set(body: TrainingSetBody) -> dict[str, Any]:
         """A point-in-time correct training set as JSON columns (use gRPC BuildTrainingSet for big sets)."""
-        try:
-            query = TrainingSetQuery(
-                feature_view=body.feature_view, label=body.label, features=tuple(body.features),
-                start=body.window_start, end=body.window_end,
-                entity_rows=tuple(EntityRow(r.entity_id, r.timestamp) for r in body.entity_rows),
-                keep_unlabelled=body.keep_unlabelled,
-            )
-            stream = await handlers.training_set(query)
-        except FeatureStoreError as exc:
-            raise _fail(exc) from None
+        query = TrainingSetQuery(
+            feature_view=body.feature_view, label=body.label, features=tuple(body.features),
+            start=body.window_start, end=body.window_end,
+            entity_rows=tuple(EntityRow(r.entity_id, r.timestamp) for r in body.entity_rows),
+            keep_unlabelled=body.keep_unlabelled,
+        )
+        stream = await handlers.training_set(query)
         schema = stream.schema
         entity_ids: list[str] = []
         times: list[str | None] = []

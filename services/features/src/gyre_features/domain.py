@@ -28,6 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
+
+from gyre_common import errors
+
 Scalar = float | int | str | bool
 """A feature value: float (FLOAT), int (INT), str (STRING) or bool (BOOL)."""
 
@@ -63,23 +67,31 @@ class FeatureStatus(enum.StrEnum):
     """The latest value is older than the view's TTL; it is not returned."""
 
 
-class FeatureStoreError(Exception):
-    """Base of the errors handlers raise; transports map them to status codes."""
+class FeatureStoreError(errors.GyreError):
+    """Base of the errors handlers raise; transports map them to status codes (gyre_common.errors).
+
+    Anything not more specific is invalid input: gRPC INVALID_ARGUMENT, HTTP 422.
+    """
+
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 422
 
 
-class InvalidArgument(FeatureStoreError):
-    """The request is malformed (gRPC INVALID_ARGUMENT, HTTP 422)."""
+class InvalidArgument(errors.InvalidArgument, FeatureStoreError):
+    """The request is malformed (gRPC INVALID_ARGUMENT, HTTP 422 like FastAPI's own validation)."""
+
+    http_status = 422
 
 
-class NotFound(FeatureStoreError):
+class NotFound(errors.NotFound, FeatureStoreError):
     """A named feature view or feature does not exist (gRPC NOT_FOUND, HTTP 404)."""
 
 
-class TooLarge(FeatureStoreError):
+class TooLarge(errors.TooLarge, FeatureStoreError):
     """The request exceeds a size limit (gRPC RESOURCE_EXHAUSTED, HTTP 413)."""
 
 
-class Conflict(FeatureStoreError):
+class Conflict(errors.FailedPrecondition, FeatureStoreError):
     """The request contradicts stored state, e.g. changing a feature's type (FAILED_PRECONDITION, 409)."""
 
 

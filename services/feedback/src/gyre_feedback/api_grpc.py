@@ -1,7 +1,7 @@
 """gRPC adapter of ``gyre.feedback.v1.FeedbackService``: decode, call a handler, encode.
 
 Errors: invalid feedback or arguments -> INVALID_ARGUMENT (the details name every broken rule);
-a model never seen -> NOT_FOUND.
+a model never seen -> NOT_FOUND (gyre_common.errors).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from datetime import UTC
 
 import grpc
 
+from gyre_common.errors import grpc_errors
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as pb
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
-from gyre_feedback.domain.feedback import InvalidFeedback
 from gyre_feedback.events import feedback_from_event, timestamp
-from gyre_feedback.handlers import FeedbackHandlers, InvalidArgumentError, NotFoundError, QualityReport
+from gyre_feedback.handlers import FeedbackHandlers, QualityReport
 
 SERVICE_NAME = "gyre.feedback.v1.FeedbackService"
 
@@ -45,29 +45,21 @@ class FeedbackServicer(pb_grpc.FeedbackServiceServicer):
 
     async def SubmitFeedback(self, request: pb.SubmitFeedbackRequest,
                              context: grpc.aio.ServicerContext) -> pb.SubmitFeedbackResponse:
-        try:
+        async with grpc_errors(context):
             feedback = feedback_from_event(request.feedback)
-        except InvalidFeedback as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         result = await self.handlers.submit(feedback)
         return pb.SubmitFeedbackResponse(feedback_id=result.feedback_id, duplicate=result.duplicate)
 
     async def GetPredictionFeedback(self, request: pb.GetPredictionFeedbackRequest,
                                     context: grpc.aio.ServicerContext) -> pb.GetPredictionFeedbackResponse:
-        try:
+        async with grpc_errors(context):
             events = await self.handlers.prediction_feedback(request.prediction_id)
-        except InvalidArgumentError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.GetPredictionFeedbackResponse(feedback=events)
 
     async def GetQuality(self, request: pb.GetQualityRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetQualityResponse:
         start = request.window_start.ToDatetime(tzinfo=UTC) if request.HasField("window_start") else None
         end = request.window_end.ToDatetime(tzinfo=UTC) if request.HasField("window_end") else None
-        try:
+        async with grpc_errors(context):
             report = await self.handlers.quality(request.model_name, request.model_version or None, start, end)
-        except InvalidArgumentError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except NotFoundError as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return quality_response(report)

@@ -1,7 +1,8 @@
 """REST adapter (FastAPI) for feedback UIs: decode, call a handler, encode.
 
 Errors: 400 for feedback that breaks the rules (body ``{"detail": "<all problems>", "errors":
-[{"field", "message"}, ...]}``) and for a bad quality query; 404 for a model never seen; 422 (FastAPI)
+[{"field", "message"}, ...]}``) and for a bad quality query; 404 for a model never seen (those two with
+the body ``{"detail", "reason"}`` of gyre_common.errors); 422 (FastAPI)
 for a body that is not the documented JSON shape (wrong types, unknown fields).
 """
 
@@ -16,7 +17,7 @@ from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from gyre_feedback.domain.feedback import InvalidFeedback, validate_feedback
-from gyre_feedback.handlers import FeedbackHandlers, InvalidArgumentError, NotFoundError, QualityReport
+from gyre_feedback.handlers import FeedbackHandlers, QualityReport
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
@@ -108,10 +109,7 @@ def make_router(handlers: FeedbackHandlers) -> APIRouter:
     @router.get("/predictions/{prediction_id}/feedback")
     async def prediction_feedback(prediction_id: str) -> dict[str, Any]:
         """Feedback on one prediction, oldest first (proto3 JSON of FeedbackEvent, proto field names)."""
-        try:
-            events = await handlers.prediction_feedback(prediction_id)
-        except InvalidArgumentError as exc:
-            raise HTTPException(400, str(exc)) from None
+        events = await handlers.prediction_feedback(prediction_id)
         return {"feedback": [json_format.MessageToDict(e, preserving_proto_field_name=True) for e in events]}
 
     @router.get("/models/{model_name}/quality")
@@ -123,12 +121,7 @@ def make_router(handlers: FeedbackHandlers) -> APIRouter:
     ) -> dict[str, Any]:
         """Quality per version over predictions served in [window_start, window_end), newest version first.
         A metric without data is null."""
-        try:
-            report = await handlers.quality(model_name, version, window_start, window_end)
-        except InvalidArgumentError as exc:
-            raise HTTPException(400, str(exc)) from None
-        except NotFoundError as exc:
-            raise HTTPException(404, str(exc)) from None
+        report = await handlers.quality(model_name, version, window_start, window_end)
         return _quality_json(report)
 
     return router

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from gyre_common import errors
 from gyre_common.topics import FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_feedback.domain.feedback import Feedback, RatingKind
@@ -46,11 +47,11 @@ DEFAULT_WINDOW = timedelta(hours=24)
 
 
 
-class NotFoundError(LookupError):
+class NotFoundError(errors.NotFound, LookupError):
     """What was asked for does not exist (e.g. a model no prediction was ever seen of)."""
 
 
-class InvalidArgumentError(ValueError):
+class InvalidArgumentError(errors.InvalidArgument, ValueError):
     """A request is malformed; the message says which field and why."""
 
 

@@ -6,23 +6,20 @@ NotFoundError -> NOT_FOUND, FailedPreconditionError -> FAILED_PRECONDITION.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import grpc
 
-from gyre_common.profile import ProfileError, profile_from_proto, profile_to_proto
+from gyre_common.errors import grpc_errors
+from gyre_common.profile import profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
 from gyre_monitor.events import feature_drift_message, timestamp
 from gyre_monitor.handlers import (
     DriftReport,
-    FailedPreconditionError,
     InvalidArgumentError,
     MonitorHandlers,
-    NotFoundError,
 )
 from gyre_monitor.store import WindowRecord
 
@@ -78,18 +75,6 @@ def _time(message: object, field: str) -> datetime | None:
     return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None  # type: ignore[attr-defined]
 
 
-@asynccontextmanager
-async def _errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    try:
-        yield
-    except (InvalidArgumentError, ProfileError) as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except NotFoundError as exc:
-        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    except FailedPreconditionError as exc:
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-
-
 class MonitorServicer(pb_grpc.MonitorServiceServicer):
     """Serves MonitorService from :class:`MonitorHandlers`."""
 
@@ -98,7 +83,7 @@ class MonitorServicer(pb_grpc.MonitorServiceServicer):
 
     async def SetReferenceProfile(self, request: pb.SetReferenceProfileRequest,
                                   context: grpc.aio.ServicerContext) -> pb.SetReferenceProfileResponse:
-        async with _errors(context):
+        async with grpc_errors(context):
             profile = profile_from_proto(request.profile)
             stored, _ = await self.handlers.set_reference_profile(profile, source="api")
             return pb.SetReferenceProfileResponse(profile=profile_to_proto(stored.profile))
@@ -106,14 +91,14 @@ class MonitorServicer(pb_grpc.MonitorServiceServicer):
 
     async def GetReferenceProfile(self, request: pb.GetReferenceProfileRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetReferenceProfileResponse:
-        async with _errors(context):
+        async with grpc_errors(context):
             stored = await self.handlers.get_reference_profile(request.model_name, request.model_version)
             return pb.GetReferenceProfileResponse(profile=profile_to_proto(stored.profile))
         raise AssertionError("unreachable")
 
     async def GetDriftReport(self, request: pb.GetDriftReportRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetDriftReportResponse:
-        async with _errors(context):
+        async with grpc_errors(context):
             report = await self.handlers.drift_report(
                 request.model_name, request.model_version, _time(request, "window_start"),
                 _time(request, "window_end"), include_html=request.include_html,
@@ -123,7 +108,7 @@ class MonitorServicer(pb_grpc.MonitorServiceServicer):
 
     async def ListDriftWindows(self, request: pb.ListDriftWindowsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListDriftWindowsResponse:
-        async with _errors(context):
+        async with grpc_errors(context):
             limit, offset = page(request.page_size, request.page_token)
             records = await self.handlers.list_windows(request.model_name, request.model_version or None,
                                                        _time(request, "since"), limit, offset)
@@ -133,7 +118,7 @@ class MonitorServicer(pb_grpc.MonitorServiceServicer):
 
     async def ListAlerts(self, request: pb.ListAlertsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListAlertsResponse:
-        async with _errors(context):
+        async with grpc_errors(context):
             limit, offset = page(request.page_size, request.page_token)
             if request.kind not in (events_pb2.ALERT_KIND_UNSPECIFIED, events_pb2.ALERT_KIND_DRIFT):
                 # The monitor raises drift alerts only; quality alerts come from the feedback service.

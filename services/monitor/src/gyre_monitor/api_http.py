@@ -1,25 +1,25 @@
 """REST adapter (FastAPI): decode, call a handler, encode. JSON bodies use proto3 JSON field names.
 
 Errors: 400 for invalid input (InvalidArgumentError, ProfileError, bad JSON), 404 NotFoundError,
-409 FailedPreconditionError; the body is ``{"detail": "<reason>"}``.
+409 FailedPreconditionError, 413 a profile too large; the body is ``{"detail": "<message>", "reason":
+"<slug>"}`` (gyre_common.errors).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from google.protobuf import json_format
 
-from gyre_common.profile import ProfileError, profile_from_proto, profile_to_proto
+from gyre_common.errors import TooLarge
+from gyre_common.profile import profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_monitor.api_grpc import range_report, window_report
-from gyre_monitor.handlers import FailedPreconditionError, InvalidArgumentError, MonitorHandlers, NotFoundError
+from gyre_monitor.handlers import InvalidArgumentError, MonitorHandlers
 
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 """Largest accepted reference-profile request body."""
@@ -29,18 +29,6 @@ def _json(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except (InvalidArgumentError, ProfileError, json_format.ParseError) as exc:
-        raise HTTPException(400, str(exc)) from None
-    except NotFoundError as exc:
-        raise HTTPException(404, str(exc)) from None
-    except FailedPreconditionError as exc:
-        raise HTTPException(409, str(exc)) from None
-
-
 def make_router(handlers: MonitorHandlers) -> APIRouter:
     """The monitor's REST routes under ``/api/v1``."""
     router = APIRouter(prefix="/api/v1", tags=["monitor"])
@@ -48,8 +36,7 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
     @router.get("/models/{model_name}/drift")
     async def latest_drift(model_name: str, version: int | None = Query(None, ge=1)) -> dict[str, Any]:
         """Drift of the latest evaluated window of a model (of one version with ``version``), per feature."""
-        with _errors():
-            record = await handlers.latest_drift(model_name, version)
+        record = await handlers.latest_drift(model_name, version)
         body = _json(window_report(record))
         body["window_seq"] = record.window_seq
         body["drifted_features"] = list(record.drifted_features)
@@ -61,8 +48,7 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
                             since: datetime | None = None, limit: int = Query(100, ge=1, le=1000),
                             offset: int = Query(0, ge=0)) -> dict[str, Any]:
         """Evaluated windows of a model, oldest first (drift over time)."""
-        with _errors():
-            records = await handlers.list_windows(model_name, version, since, limit, offset)
+        records = await handlers.list_windows(model_name, version, since, limit, offset)
         return {"windows": [{**_json(window_report(r)), "window_seq": r.window_seq} for r in records],
                 "next_offset": offset + limit if len(records) == limit else None}
 
@@ -72,8 +58,7 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
                            format: str = Query("json", pattern="^(json|html)$")) -> dict[str, Any] | HTMLResponse:
         """On-demand drift of the predictions served in [start, end) (default: the last hour);
         ``format=html`` returns Evidently's HTML report."""
-        with _errors():
-            report = await handlers.drift_report(model_name, version, start, end, include_html=format == "html")
+        report = await handlers.drift_report(model_name, version, start, end, include_html=format == "html")
         if format == "html":
             return HTMLResponse(report.html)
         return _json(range_report(report))
@@ -82,16 +67,14 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
     async def alerts(model: str | None = None, since: datetime | None = None,
                      limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict[str, Any]:
         """Alerts, newest first."""
-        with _errors():
-            payloads = await handlers.list_alerts(model, since, limit, offset)
+        payloads = await handlers.list_alerts(model, since, limit, offset)
         return {"alerts": [_json(events_pb2.MonitorAlert.FromString(p)) for p in payloads],
                 "next_offset": offset + limit if len(payloads) == limit else None}
 
     @router.get("/models/{model_name}/versions/{version}/reference-profile")
     async def get_profile(model_name: str, version: int) -> dict[str, Any]:
         """A version's reference profile (gyre.monitor.v1.ReferenceProfile as JSON)."""
-        with _errors():
-            stored = await handlers.get_reference_profile(model_name, version)
+        stored = await handlers.get_reference_profile(model_name, version)
         return _json(profile_to_proto(stored.profile))
 
     @router.put("/models/{model_name}/versions/{version}/reference-profile")
@@ -100,12 +83,14 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
         names the model and version)."""
         body = await request.body()
         if len(body) > MAX_PROFILE_BYTES:
-            raise HTTPException(413, f"profile larger than {MAX_PROFILE_BYTES} bytes")
-        with _errors():
-            message = pb.ReferenceProfile()
+            raise TooLarge(f"profile larger than {MAX_PROFILE_BYTES} bytes")
+        message = pb.ReferenceProfile()
+        try:
             json_format.Parse(body or b"{}", message)
-            message.model_name, message.model_version = model_name, version
-            stored, _ = await handlers.set_reference_profile(profile_from_proto(message), source="api")
+        except json_format.ParseError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        message.model_name, message.model_version = model_name, version
+        stored, _ = await handlers.set_reference_profile(profile_from_proto(message), source="api")
         return JSONResponse(_json(profile_to_proto(stored.profile)), status_code=200)
 
     return router

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from gyre_common import errors
 from gyre_common.profile import ProfileError, ReferenceProfile, decode_profile, encode_profile, with_version
 from gyre_common.topics import MONITOR_ALERTS, TRAINING_REQUESTS
 from gyre_monitor.domain.alerts import (
@@ -52,15 +53,15 @@ RenderHtml = Callable[[ReferenceProfile, Sequence[WindowRow]], str]
 _TICK = timedelta(microseconds=1)
 
 
-class NotFoundError(LookupError):
+class NotFoundError(errors.NotFound, LookupError):
     """The model version, profile or window asked for does not exist."""
 
 
-class InvalidArgumentError(ValueError):
+class InvalidArgumentError(errors.InvalidArgument, ValueError):
     """A request is malformed; the message says which field and why."""
 
 
-class FailedPreconditionError(RuntimeError):
+class FailedPreconditionError(errors.FailedPrecondition, RuntimeError):
     """The request is well-formed but cannot be answered in the current state (e.g. an empty window)."""
 
 

@@ -1,7 +1,7 @@
 """gRPC adapter: ``gyre.registry.v1.RegistryService`` on grpc.aio. Decode, call a handler, encode.
 
 Status codes: NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION, UNAUTHENTICATED
-from the handlers' errors; UNAVAILABLE while the database is unreachable; INTERNAL otherwise.
+from the handlers' errors (gyre_common.errors); UNAVAILABLE while the database is unreachable; INTERNAL otherwise.
 Writes read metadata ``authorization: Bearer <token>`` (required when tokens are configured) and,
 without authentication, ``x-gyre-actor`` as the audit actor.
 """
@@ -12,34 +12,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
-import asyncpg
 import grpc
 
+from gyre_common.errors import GyreError, abort_grpc
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from gyre_registry.auth import Authenticator
-from gyre_registry.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    RegistryError,
-    Unauthenticated,
-)
+from gyre_registry.domain.errors import DatabaseUnavailable
 from gyre_registry.handlers import RegistryHandlers
+from gyre_registry.store import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "gyre.registry.v1.RegistryService"
 """Full gRPC name of the service (also reported by grpc.health.v1)."""
-
-_CODES: dict[type[RegistryError], grpc.StatusCode] = {
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-}
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -54,12 +40,11 @@ def _metadata(context: Context, name: str) -> str | None:
 
 
 async def _abort(context: Context, exc: Exception) -> NoReturn:
-    if isinstance(exc, RegistryError):
-        code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), grpc.StatusCode.INTERNAL)
-        await context.abort(code, str(exc))
-    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)):
+    if isinstance(exc, DATABASE_ERRORS):
         log.warning("database unavailable: %s", exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the registry's database is unavailable; retry later")
+        exc = DatabaseUnavailable()
+    if isinstance(exc, GyreError):
+        await abort_grpc(context, exc)
     log.exception("internal error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the registry's log")
     raise AssertionError("context.abort() always raises")

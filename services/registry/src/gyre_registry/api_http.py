@@ -29,42 +29,30 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from gyre_common.errors import GyreError
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_registry.auth import Authenticator
-from gyre_registry.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    RegistryError,
-    Unauthenticated,
-)
+from gyre_registry.domain.errors import BodyTooLarge, DatabaseUnavailable, InvalidArgument
 from gyre_registry.handlers import RegistryHandlers
+from gyre_registry.store import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body accepted (like gRPC's default message limit)."""
 
-_STATUS: dict[type[RegistryError], tuple[int, str]] = {
-    NotFound: (404, "NOT_FOUND"),
-    AlreadyExists: (409, "ALREADY_EXISTS"),
-    InvalidArgument: (400, "INVALID_ARGUMENT"),
-    FailedPrecondition: (412, "FAILED_PRECONDITION"),
-    Unauthenticated: (401, "UNAUTHENTICATED"),
-}
-
 M = TypeVar("M", bound=Message)
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def _error(exc: GyreError) -> JSONResponse:
+    """The registry's REST error body: the gRPC code's name and the message, with the shared HTTP status."""
+    return JSONResponse({"error": {"code": exc.grpc_status.name, "message": str(exc)}},
+                        status_code=exc.http_status)
 
 
 def _encode(message: Message, status: int = 200) -> JSONResponse:
@@ -75,7 +63,7 @@ async def _body(request: Request, message: M, **fields: Any) -> M:
     """Parse the JSON body into ``message``, then set ``fields`` (path parameters win)."""
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
-        raise _TooLarge(f"the body has {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+        raise BodyTooLarge("body", f"the body has {len(raw)} bytes; at most {MAX_BODY_BYTES}")
     if raw.strip():
         try:
             data = json.loads(raw)
@@ -125,21 +113,14 @@ def _version_param(value: str) -> int:
         raise InvalidArgument("version", f"must be an integer, got {value[:40]!r}") from None
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _answer(call: Callable[[], Awaitable[Message]], status: int = 200) -> JSONResponse:
     try:
         return _encode(await call(), status)
-    except RegistryError as exc:
-        code = next((c for cls, c in _STATUS.items() if isinstance(exc, cls)), (500, "INTERNAL"))
-        return _error(code[0], code[1], str(exc))
-    except _TooLarge as exc:
-        return _error(413, "INVALID_ARGUMENT", str(exc))
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+    except GyreError as exc:
+        return _error(exc)
+    except DATABASE_ERRORS as exc:
         log.warning("database unavailable: %s", exc)
-        return _error(503, "UNAVAILABLE", "the registry's database is unavailable; retry later")
+        return _error(DatabaseUnavailable())
 
 
 def routes(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:

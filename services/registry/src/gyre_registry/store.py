@@ -32,6 +32,9 @@ READY = "ready"
 ARCHIVED = "archived"
 _STATUS = {READY: pb.MODEL_VERSION_STATUS_READY, ARCHIVED: pb.MODEL_VERSION_STATUS_ARCHIVED}
 
+DATABASE_ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+"""What the database driver raises while PostgreSQL cannot be reached (the transports answer UNAVAILABLE)."""
+
 
 @dataclass(frozen=True)
 class NewVersion:

@@ -1,5 +1,6 @@
 """``inference.GRPCInferenceService`` (Open Inference Protocol V2 over gRPC): decode, call the
-:class:`DataPlane`, encode. Errors become status codes as the proto file documents."""
+:class:`DataPlane`, encode. Errors become status codes as the proto file documents
+(gyre_common.errors)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,16 @@ import time
 
 import grpc
 
+from gyre_common.errors import abort_grpc
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2 as pb
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from gyre_serving import metrics
-from gyre_serving.domain.errors import (
-    InvalidRequestError,
-    ModelNotFoundError,
-    ModelUnavailableError,
-    PredictionError,
-    RequestTooLargeError,
-    ServingError,
-)
+from gyre_serving.domain.errors import ServingError
 from gyre_serving.grpc_codec import decode_request, encode_response
 from gyre_serving.handlers import DataPlane
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 """Full gRPC name of the service (also a gRPC health name)."""
-
-
-def status_of(error: ServingError) -> grpc.StatusCode:
-    """The gRPC status code of a serving error."""
-    if isinstance(error, InvalidRequestError):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, ModelNotFoundError):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(error, RequestTooLargeError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(error, ModelUnavailableError):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(error, PredictionError):
-        return grpc.StatusCode.INTERNAL
-    return grpc.StatusCode.UNKNOWN
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -68,7 +48,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             meta = self.dataplane.model_metadata(request.name, request.version)
         except ServingError as exc:
-            await context.abort(status_of(exc), str(exc))
+            await abort_grpc(context, exc)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta.name, versions=meta.versions, platform=meta.platform,
@@ -86,8 +66,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = await self.dataplane.infer(decoded, started_at=started)
             reply = encode_response(response, raw=raw)
         except ServingError as exc:
-            code = status_of(exc)
-            metrics.observe_request(label, "grpc", code.name, time.perf_counter() - started)
-            await context.abort(code, str(exc))
+            metrics.observe_request(label, "grpc", exc.grpc_status.name, time.perf_counter() - started)
+            await abort_grpc(context, exc)
         metrics.observe_request(label, "grpc", "OK", time.perf_counter() - started)
         return reply

@@ -18,10 +18,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gyre_serving import metrics
 from gyre_serving.domain.errors import (
     InvalidRequestError,
-    ModelNotFoundError,
-    ModelUnavailableError,
-    PredictionError,
-    RequestTooLargeError,
     ServingError,
 )
 from gyre_serving.domain.tensors import Tensor, from_values
@@ -63,23 +59,9 @@ class InferenceRequestBody(BaseModel):
     outputs: list[RequestOutput] | None = None
 
 
-def status_of(error: ServingError) -> int:
-    """The HTTP status of a serving error."""
-    if isinstance(error, InvalidRequestError):
-        return 400
-    if isinstance(error, ModelNotFoundError):
-        return 404
-    if isinstance(error, RequestTooLargeError):
-        return 413
-    if isinstance(error, ModelUnavailableError):
-        return 503
-    if isinstance(error, PredictionError):
-        return 500
-    return 500
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(exc: ServingError) -> JSONResponse:
+    """The protocol's error body ``{"error": "<message>"}`` with the shared HTTP status (gyre_common.errors)."""
+    return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
 
 def decode_body(body: bytes, model_name: str, model_version: str) -> InferenceRequest:
@@ -163,7 +145,7 @@ def router(dataplane: DataPlane) -> APIRouter:
         try:
             meta = dataplane.model_metadata(name, version)
         except ServingError as exc:
-            return _error(status_of(exc), str(exc))
+            return _error(exc)
 
         def specs(items: Any) -> list[dict[str, Any]]:
             return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in items]
@@ -188,9 +170,8 @@ def router(dataplane: DataPlane) -> APIRouter:
             decoded = decode_body(await request.body(), name, version)
             response = await dataplane.infer(decoded, started_at=started)
         except ServingError as exc:
-            status = status_of(exc)
-            metrics.observe_request(label, "rest", str(status), time.perf_counter() - started)
-            return _error(status, str(exc))
+            metrics.observe_request(label, "rest", str(exc.http_status), time.perf_counter() - started)
+            return _error(exc)
         # allow_nan: a model may answer NaN; Starlette's own encoder would fail the response instead.
         body = json.dumps(encode_response(response), allow_nan=True, separators=(",", ":")).encode()
         metrics.observe_request(label, "rest", "200", time.perf_counter() - started)

@@ -1,17 +1,18 @@
 """gRPC adapter: ``gyre.tracking.v1.TrackingService``. Decode, call a handler, encode.
 
-Handler errors become status codes with the handler's message as details: InvalidArgument ->
-INVALID_ARGUMENT, NotFound -> NOT_FOUND, AlreadyExists (incl. ParamConflict) -> ALREADY_EXISTS,
-FailedPrecondition -> FAILED_PRECONDITION.
+Handler errors become status codes (gyre_common.errors) with the handler's message as details:
+InvalidArgument -> INVALID_ARGUMENT, NotFound -> NOT_FOUND, AlreadyExists (incl. ParamConflict) ->
+ALREADY_EXISTS, FailedPrecondition -> FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
 
+from gyre_common.errors import abort_grpc
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2_grpc as pb_grpc
 from gyre_tracking.convert import (
@@ -25,46 +26,20 @@ from gyre_tracking.convert import (
     run_to_proto,
     status_from_proto,
 )
-from gyre_tracking.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    TrackingError,
-)
+from gyre_tracking.domain.errors import InvalidArgument, TrackingError
 from gyre_tracking.domain.model import RunStatus
 from gyre_tracking.handlers import TrackingHandlers
 
 SERVICE_NAME = "gyre.tracking.v1.TrackingService"
 
-_CODES: list[tuple[type[TrackingError], grpc.StatusCode]] = [
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-]
-
 T = TypeVar("T")
-
-
-def status_code(exc: TrackingError) -> grpc.StatusCode:
-    """The gRPC status of a handler error."""
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INVALID_ARGUMENT
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: TrackingError) -> NoReturn:
-    await context.abort(status_code(exc), str(exc))
-    raise AssertionError("context.abort always raises")
 
 
 async def _call(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
     try:
         return await work
     except TrackingError as exc:
-        await _abort(context, exc)
+        await abort_grpc(context, exc)
 
 
 def _status(value: int) -> RunStatus | None:

@@ -15,13 +15,12 @@ Routes (prefix ``/api/v1``):
   parameters (repeat ``experiment_ids`` / ``order_by``).
 
 Errors: 400 invalid input, 404 unknown experiment or run, 409 conflict; the body is
-``{"detail": "...", "reason": "..."}``.
+``{"detail": "...", "reason": "..."}`` (gyre_common.errors).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -30,46 +29,16 @@ from google.protobuf.message import Message
 
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
 from gyre_tracking.convert import experiment_to_proto, metric_to_proto, run_to_proto
-from gyre_tracking.domain.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    TrackingError,
-)
+from gyre_tracking.domain.errors import InvalidArgument
 from gyre_tracking.handlers import TrackingHandlers
 
 PREFIX = "/api/v1"
-
-T = TypeVar("T")
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, error: TrackingError) -> None:
-        self.status = status
-        self.error = error
-
-
-def http_status(exc: TrackingError) -> int:
-    """The HTTP status of a handler error."""
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, AlreadyExists | FailedPrecondition):
-        return 409
-    return 400
 
 
 def to_json(message: Message) -> dict[str, Any]:
     """A message as proto3 JSON (snake_case, every field present)."""
     return json_format.MessageToDict(message, preserving_proto_field_name=True,
                                      always_print_fields_with_no_presence=True)
-
-
-async def _call(work: Awaitable[T]) -> T:
-    try:
-        return await work
-    except TrackingError as exc:
-        raise _HttpError(http_status(exc), exc) from None
 
 
 def _reply(message: Message) -> JSONResponse:
@@ -82,24 +51,24 @@ def router(handlers: TrackingHandlers) -> APIRouter:
 
     @api.get("/experiments")
     async def list_experiments(page_size: int = 0, page_token: str = "") -> JSONResponse:
-        experiments, token = await _call(handlers.list_experiments(page_size, page_token))
+        experiments, token = await handlers.list_experiments(page_size, page_token)
         return _reply(pb.ListExperimentsResponse(experiments=[experiment_to_proto(e) for e in experiments],
                                                  next_page_token=token))
 
     @api.get("/experiments/by-name/{name:path}")
     async def get_experiment_by_name(name: str) -> JSONResponse:
-        experiment = await _call(handlers.get_experiment_by_name(name))
+        experiment = await handlers.get_experiment_by_name(name)
         return _reply(pb.GetExperimentResponse(experiment=experiment_to_proto(experiment)))
 
     @api.get("/experiments/{experiment_id}")
     async def get_experiment(experiment_id: str) -> JSONResponse:
-        experiment = await _call(handlers.get_experiment(experiment_id))
+        experiment = await handlers.get_experiment(experiment_id)
         return _reply(pb.GetExperimentResponse(experiment=experiment_to_proto(experiment)))
 
     async def search(request: pb.SearchRunsRequest) -> JSONResponse:
-        runs, token = await _call(handlers.search_runs(
+        runs, token = await handlers.search_runs(
             list(request.experiment_ids), request.filter, list(request.order_by), request.page_size,
-            request.page_token))
+            request.page_token)
         return _reply(pb.SearchRunsResponse(runs=[run_to_proto(r) for r in runs], next_page_token=token))
 
     @api.post("/runs/search")
@@ -108,7 +77,7 @@ def router(handlers: TrackingHandlers) -> APIRouter:
             body = await request.json()
             message = json_format.ParseDict(body, pb.SearchRunsRequest())
         except (ValueError, json_format.ParseError) as exc:
-            raise _HttpError(400, InvalidArgument(f"invalid SearchRunsRequest JSON: {exc}")) from None
+            raise InvalidArgument(f"invalid SearchRunsRequest JSON: {exc}") from None
         return await search(message)
 
     @api.get("/runs/search")
@@ -121,23 +90,17 @@ def router(handlers: TrackingHandlers) -> APIRouter:
 
     @api.get("/runs/{run_id}")
     async def get_run(run_id: str) -> JSONResponse:
-        run = await _call(handlers.get_run(run_id))
+        run = await handlers.get_run(run_id)
         return _reply(pb.GetRunResponse(run=run_to_proto(run)))
 
     @api.get("/runs/{run_id}/metric-history")
     async def metric_history(run_id: str, key: str) -> JSONResponse:
-        points = await _call(handlers.metric_history(run_id, key))
+        points = await handlers.metric_history(run_id, key)
         return _reply(pb.GetMetricHistoryResponse(metrics=[metric_to_proto(m) for m in points]))
 
     return api
 
 
-async def _error_response(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, _HttpError)
-    return JSONResponse({"detail": str(exc.error), "reason": exc.error.reason}, status_code=exc.status)
-
-
 def install(app: Any, handlers: TrackingHandlers) -> None:
-    """Add the routes and their error handler to a FastAPI app."""
-    app.add_exception_handler(_HttpError, _error_response)
+    """Add the routes to a FastAPI app (errors answer through gyre_common.errors' handler)."""
     app.include_router(router(handlers))

@@ -10,13 +10,14 @@ from collections.abc import Callable
 
 import grpc
 
+from gyre_common.errors import abort_grpc, grpc_errors
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
 from gyre_trainer.adapters.convert import job_to_proto
 from gyre_trainer.auth import TokenAuth, Unauthenticated
 from gyre_trainer.domain.jobs import InvalidRequest
-from gyre_trainer.handlers import JobAlreadyEnded, JobNotFound, JobService
+from gyre_trainer.handlers import JobNotFound, JobService
 from gyre_trainer.store import QueueFull
 
 SERVICE_NAME = "gyre.trainer.v1.TrainerService"
@@ -36,8 +37,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         try:
             return self.auth.subject(metadata.get("authorization"))
         except Unauthenticated as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-            raise  # unreachable: abort raises
+            await abort_grpc(context, exc)
 
     async def SubmitTraining(self, request: pb.SubmitTrainingRequest,
                              context: grpc.aio.ServicerContext) -> pb.SubmitTrainingResponse:
@@ -49,19 +49,19 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
         try:
             job, duplicate = await self.service.submit(training)
         except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request.{exc}")
+            await abort_grpc(context, exc, f"request.{exc}")
         except QueueFull as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{exc}; retry later with the same request_id")
+            await abort_grpc(context, exc, f"{exc}; retry later with the same request_id")
         return pb.SubmitTrainingResponse(job=job_to_proto(job), duplicate=duplicate)
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetTrainingJobResponse:
         try:
             job = await self.service.get_job(job_id=request.job_id, request_id=request.request_id)
+        except JobNotFound as exc:
+            await abort_grpc(context, exc)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except JobNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return pb.GetTrainingJobResponse(job=job_to_proto(job))
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest,
@@ -76,11 +76,7 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest,
                                 context: grpc.aio.ServicerContext) -> pb.CancelTrainingJobResponse:
         await self._subject(context)
-        try:
+        async with grpc_errors(context):
             job = await self.service.cancel(request.job_id)
-        except JobNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except JobAlreadyEnded as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         self._cancel_local(request.job_id)
         return pb.CancelTrainingJobResponse(job=job_to_proto(job))

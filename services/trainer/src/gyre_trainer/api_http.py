@@ -6,6 +6,9 @@
 * ``GET /v1/jobs?model_name=&page_size=&page_token=`` — jobs, newest first.
 * ``GET /v1/jobs/{job_id}`` and ``GET /v1/requests/{request_id}/job`` — one job; 404 if unknown.
 * ``POST /v1/jobs/{job_id}/cancel`` — 404 if unknown, 409 if it already ended.
+
+Errors other than an invalid request (whose 422 ``detail`` is ``{"field", "message"}``) answer
+``{"detail": "...", "reason": "..."}`` (gyre_common.errors).
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from google.protobuf import json_format
 
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer.adapters.convert import job_to_proto
-from gyre_trainer.auth import TokenAuth, Unauthenticated
+from gyre_trainer.auth import TokenAuth
 from gyre_trainer.domain.jobs import InvalidRequest, Job
-from gyre_trainer.handlers import JobAlreadyEnded, JobNotFound, JobService
-from gyre_trainer.store import QueueFull
+from gyre_trainer.handlers import JobService
 
 MAX_BODY_KEYS = 64
 
@@ -37,16 +39,10 @@ def make_router(service: JobService, auth: TokenAuth, cancel_local: Callable[[st
     router = APIRouter(prefix="/v1", tags=["trainer"])
     stop_local = cancel_local or (lambda job_id: False)
 
-    def subject(authorization: str | None) -> str:
-        try:
-            return auth.subject(authorization)
-        except Unauthenticated as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-
     @router.post("/jobs")
     async def submit(body: dict[str, Any] = Body(...),  # noqa: B008 - FastAPI's idiom
                      authorization: str | None = Header(default=None)) -> JSONResponse:
-        who = subject(authorization)
+        who = auth.subject(authorization)  # Unauthenticated: 401 with WWW-Authenticate (gyre_common.errors)
         if len(body) > MAX_BODY_KEYS:
             raise HTTPException(422, "too many fields")
         request = ev.TrainingRequest()
@@ -60,8 +56,6 @@ def make_router(service: JobService, auth: TokenAuth, cancel_local: Callable[[st
             job, duplicate = await service.submit(request)
         except InvalidRequest as exc:
             raise HTTPException(422, {"field": exc.field, "message": str(exc)}) from None
-        except QueueFull as exc:
-            raise HTTPException(429, str(exc)) from None
         return JSONResponse({"job": job_json(job), "duplicate": duplicate}, status_code=200 if duplicate else 201)
 
     @router.get("/jobs")
@@ -75,27 +69,16 @@ def make_router(service: JobService, auth: TokenAuth, cancel_local: Callable[[st
 
     @router.get("/jobs/{job_id}")
     async def get_job(job_id: str) -> dict[str, Any]:
-        try:
-            return job_json(await service.get_job(job_id=job_id))
-        except JobNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        return job_json(await service.get_job(job_id=job_id))
 
     @router.get("/requests/{request_id}/job")
     async def get_job_by_request(request_id: str) -> dict[str, Any]:
-        try:
-            return job_json(await service.get_job(request_id=request_id))
-        except JobNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        return job_json(await service.get_job(request_id=request_id))
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(job_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        subject(authorization)
-        try:
-            job = await service.cancel(job_id)
-        except JobNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except JobAlreadyEnded as exc:
-            raise HTTPException(409, str(exc)) from None
+        auth.subject(authorization)
+        job = await service.cancel(job_id)
         stop_local(job_id)
         return job_json(job)
 

@@ -6,8 +6,10 @@ import hmac
 
 from pydantic import SecretStr
 
+from gyre_common import errors
 
-class Unauthenticated(PermissionError):
+
+class Unauthenticated(errors.Unauthenticated, PermissionError):
     """No token, or one that matches no configured subject."""
 
 

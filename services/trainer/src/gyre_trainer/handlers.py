@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from gyre_common import errors
 from gyre_common.artifacts import ArtifactRef, ArtifactStore
 from gyre_common.models import SKOPS_FORMAT, TRUSTED_SKOPS_TYPES, UntrustedArtifactError, dump_model, load_model
 from gyre_common.profile import ProfileError, build_reference_profile
@@ -81,11 +82,11 @@ class TrainingPolicy:
     trial_callback_timeout_s: float = 120.0
 
 
-class JobNotFound(LookupError):
+class JobNotFound(errors.NotFound, LookupError):
     """No job with that id."""
 
 
-class JobAlreadyEnded(RuntimeError):
+class JobAlreadyEnded(errors.FailedPrecondition, RuntimeError):
     """The job already succeeded or failed."""
 
 

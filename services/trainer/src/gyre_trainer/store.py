@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from gyre_common import errors
 from gyre_common.bus.idempotency import claim_event
 from gyre_common.outbox import OutboxEvent as OutboxRow
 from gyre_common.outbox import add_events
@@ -31,7 +32,7 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer.domain.jobs import Job, JobStatus, job_id_for
 
 
-class QueueFull(RuntimeError):
+class QueueFull(errors.ResourceExhausted, RuntimeError):
     """Too many jobs are queued; retry later with the same request id."""
 
 

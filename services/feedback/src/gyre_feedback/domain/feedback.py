@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from gyre_common.errors import InvalidArgument
+
 MAX_ID_CHARS = 200
 """Longest prediction or feedback id (serving's request ids are at most 128 characters, plus ``:<row>``)."""
 MAX_COMMENT_CHARS = 4096
@@ -60,7 +62,7 @@ class FieldError:
         return f"{self.field}: {self.message}"
 
 
-class InvalidFeedback(ValueError):
+class InvalidFeedback(InvalidArgument, ValueError):
     """The feedback breaks the rules in the module docstring; ``errors`` lists every problem."""
 
     def __init__(self, errors: list[FieldError]) -> None:

@@ -1,4 +1,5 @@
-"""Errors of the serving domain; each transport maps them to its own status codes.
+"""Errors of the serving domain: the shared ones of :mod:`gyre_common.errors`, which map them to
+status codes (the transports keep the Open Inference Protocol's body ``{"error": "..."}``).
 
 | error | gRPC | HTTP |
 |---|---|---|
@@ -11,29 +12,37 @@
 
 from __future__ import annotations
 
+import grpc
 
-class ServingError(Exception):
+from gyre_common import errors
+
+
+class ServingError(errors.GyreError):
     """Base of the errors a client can cause or see; the message is meant for the client."""
 
+    grpc_status = grpc.StatusCode.UNKNOWN
 
-class InvalidRequestError(ServingError, ValueError):
+
+class InvalidRequestError(errors.InvalidArgument, ServingError, ValueError):
     """The request is malformed: wrong datatype, shape, size, names; the message says what was expected."""
 
 
-class ModelNotFoundError(ServingError, LookupError):
+class ModelNotFoundError(errors.NotFound, ServingError, LookupError):
     """No such model (or version of it) is loaded here."""
 
 
-class RequestTooLargeError(ServingError):
+class RequestTooLargeError(errors.TooLarge, ServingError):
     """The request carries more rows than the configured limit."""
 
 
-class ModelUnavailableError(ServingError):
+class ModelUnavailableError(errors.Unavailable, ServingError):
     """The model is known but cannot answer right now (e.g. its prediction failed)."""
 
 
 class PredictionError(ServingError):
     """The model failed on input that passed validation (a bug or an incompatible artifact)."""
+
+    grpc_status = grpc.StatusCode.INTERNAL
 
 
 class ModelLoadError(Exception):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from gyre_common import errors
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer.domain.space import FAMILIES
 
@@ -77,7 +78,7 @@ class Job:
         return self.request.model_name
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(errors.InvalidArgument, ValueError):
     """A TrainingRequest that cannot be answered as given; ``field`` names the culprit."""
 
     def __init__(self, field_name: str, message: str) -> None:
