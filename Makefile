@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PACKAGES := libs/contracts libs/common libs/stack libs/cli $(wildcard services/*)
+# Each test run gets its own temporary folder outside /tmp/pytest-of-<user>: pytest resets that
+# folder's permissions at every session start, which would cut the embedded PostgreSQL (running as
+# its own system user) off from its data while another session runs.
+PYTEST_TMP = --basetemp="$$(mktemp -d -t gyre-pytest-XXXXXX)"
 # The development workspace also installs optional extras, so their code is tested too.
 EDITABLE := $(foreach p,$(filter-out libs/common,$(PACKAGES)),-e $(p)) -e 'libs/common[faust]'
 
@@ -42,13 +46,13 @@ demo: install ## Play the closed loop against the stack of `make up`, printing e
 	$(PY) scripts/demo.py
 
 test: install ## Set up and run every test tier (unit, integration, end-to-end)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_TMP)
 
 test-unit: install ## Unit tests only (no I/O)
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q $(PYTEST_TMP) tests/unit
 
 test-integration: install ## Integration tests (real Tansu, real PostgreSQL, real servers)
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q $(PYTEST_TMP) tests/integration
 
 generate: install ## Generate typed Python code from proto/ into libs/contracts
 	$(PY) scripts/generate_contracts.py

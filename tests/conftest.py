@@ -9,6 +9,8 @@ test still gets a database of its own).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,17 +38,22 @@ def bootstrap_servers(broker: Broker) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_admin_url() -> Iterator[str]:
     """URL of a PostgreSQL server the tests may create databases in."""
     given = os.environ.get("GYRE_TEST_DATABASE_URL")
     if given:
         yield given
         return
-    folder: Path = tmp_path_factory.mktemp("postgres")
+    # Not under pytest's own temp root: pytest removes group/other bits from that root at every
+    # session start, which would lock the PostgreSQL system user out of its data mid-run.
+    folder = Path(tempfile.mkdtemp(prefix="gyre-test-postgres-"))
     server = Postgres(folder / "data", free_port())
-    server.start()
-    yield server.url("postgres")
-    server.destroy()
+    try:
+        server.start()
+        yield server.url("postgres")
+    finally:
+        server.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
