@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,8 +16,9 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from gyre_common.topics import INFERENCE_EVENTS
 from gyre_serving.domain.events import ServedBatch, prediction_ids
-from gyre_serving.emitter import DroppingOverflow, EventOverflow, InferenceEmitter
+from gyre_serving.emitter import DroppingOverflow, EventOverflow, InferenceEmitter, SpoolingOverflow
 from gyre_serving.settings import ServingSettings
+from gyre_serving.spool import DiskSpool
 
 
 def batch(request_id: str, rows: int = 1) -> ServedBatch:
@@ -38,8 +41,10 @@ class FakePublisher:
     async def stop(self) -> None:
         self.world.stops += 1
 
-    async def send(self, topic: str, message: Any, key: str | None = None) -> asyncio.Future[object]:
+    async def send(self, topic: str, message: Any, key: str | None = None,
+                   event_id: str | None = None) -> asyncio.Future[object]:
         assert topic == INFERENCE_EVENTS and key == message.prediction_id
+        self.world.ce_ids.append(event_id)
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         if self.world.failing:
             future.set_exception(KafkaTimeoutError())
@@ -56,6 +61,7 @@ class World:
         self.starts = 0
         self.stops = 0
         self.sent: list[str] = []
+        self.ce_ids: list[str | None] = []
 
 
 def emitter(world: World, capacity: int = 100, overflow: EventOverflow | None = None) -> InferenceEmitter:
@@ -124,32 +130,41 @@ async def test_stop_without_a_broker_counts_what_was_left() -> None:
     assert not emit.emit(batch("late"))
 
 
-class Spool(EventOverflow):
-    """A stand-in for the disk spool: keeps what it is given and hands it back."""
-
-    def __init__(self) -> None:
-        self.kept: list[ServedBatch] = []
-
-    def spill(self, batch: ServedBatch, reason: str) -> None:
-        self.kept.append(batch)
-
-    def take(self, max_rows: int) -> list[ServedBatch]:
-        taken, self.kept = self.kept, []
-        return taken
-
-
-async def test_an_overflow_can_hand_spilled_events_back() -> None:
+async def test_the_spool_keeps_undelivered_events_and_drains_them_in_order_with_stable_ids(tmp_path: Path) -> None:
     world = World()
     world.failing = True
-    spool = Spool()
-    emit = emitter(world, overflow=spool)
+    overflow = SpoolingOverflow(DiskSpool(tmp_path))
+    emit = emitter(world, overflow=overflow)
     await emit.start()
-    emit.emit(batch("s"))
-    await wait_until(lambda: emit.stats.failed >= 1)
+    first = replace(batch("s", rows=2), event_id="e1")
+    emit.emit(first)
+    await wait_until(lambda: overflow.backlog == 2)
+    # While the spool holds events, new ones go behind them (never ahead).
+    assert not emit.emit(replace(batch("t"), event_id="e2"))
+    assert emit.stats.dropped == {"broker_error": 2, "backlog": 1}
+    failed_ids = list(world.ce_ids)
     world.failing = False
-    emit.emit(batch("t"))  # wakes the drainer, which also takes back what was spilled
-    await wait_until(lambda: "s" in world.sent and "t" in world.sent)
+    await wait_until(lambda: world.sent[-3:] == ["s:0", "s:1", "t"])
+    assert overflow.backlog == 0 and emit.stats.drained == 3
+    # A re-sent event keeps its CloudEvents id, so consumers can dedupe.
+    assert failed_ids == ["e1.0", "e1.1"] and world.ce_ids[-3:] == ["e1.0", "e1.1", "e2.0"]
+    assert emit.emit(batch("u"))  # the spool is empty: back to the in-memory queue
+    await wait_until(lambda: world.sent[-1] == "u")
     await emit.stop()
+
+
+async def test_events_left_at_shutdown_stay_in_the_spool_for_the_next_start(tmp_path: Path) -> None:
+    world = World()
+    world.unreachable = True
+    emit = emitter(world, overflow=SpoolingOverflow(DiskSpool(tmp_path)))
+    await emit.start()
+    emit.emit(batch("z", rows=3))
+    await asyncio.wait_for(emit.stop(), 2)
+    world.unreachable = False
+    again = emitter(world, overflow=SpoolingOverflow(DiskSpool(tmp_path)))
+    await again.start()
+    await wait_until(lambda: world.sent == ["z:0", "z:1", "z:2"])
+    await again.stop()
 
 
 def test_settings_read_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,9 @@
 """Open Inference Protocol V2 over REST (JSON): decode, call the :class:`DataPlane`, encode.
 
 Errors are ``{"error": "<message>"}`` with 400 (invalid request), 404 (unknown model or version),
-413 (too many rows), 500 (the model failed) or 503. Health and model-ready endpoints answer 200 for
-true and 400 for false, as the protocol says.
+413 (too many rows or bytes), 500 (the model failed) or 503. Triton's binary tensor data extension
+is supported both ways (what ``tritonclient.http`` sends and asks for by default). Health and
+model-ready endpoints answer 200 for true and 400 for false, as the protocol says.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gyre_serving import metrics
-from gyre_serving.domain.errors import (
-    InvalidRequestError,
-    ServingError,
-)
-from gyre_serving.domain.tensors import Tensor, from_values
+from gyre_serving.domain.errors import InvalidRequestError, RequestTooLargeError, ServingError
+from gyre_serving.domain.tensors import Tensor, from_raw, from_values, to_raw
 from gyre_serving.handlers import DataPlane, InferenceRequest, InferenceResponse
 
 BINARY_HEADER = "inference-header-content-length"
-"""Header of Triton's binary tensor data extension, which this server does not support yet."""
+"""Header of Triton's binary tensor data extension: the length of the JSON part of the body; the
+binary tensors follow it (``tritonclient.http`` uses it by default)."""
+BINARY_DATA_SIZE = "binary_data_size"
+"""Tensor parameter of the binary extension: the byte size of the tensor's binary data."""
 
 
 class RequestInput(BaseModel):
@@ -36,7 +37,7 @@ class RequestInput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: Any
+    data: Any = None
 
 
 class RequestOutput(BaseModel):
@@ -64,20 +65,45 @@ def _error(exc: ServingError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
 
-def decode_body(body: bytes, model_name: str, model_version: str) -> InferenceRequest:
-    """Parse and validate a REST inference request body.
+def decode_body(body: bytes, model_name: str, model_version: str, json_length: int | None = None,
+                ) -> tuple[InferenceRequest, InferenceRequestBody]:
+    """Parse and validate a REST inference request body (and the parsed JSON, for its output options).
+
+    Args:
+        json_length: the ``Inference-Header-Content-Length`` header of the binary extension: the
+            body is that many bytes of JSON, then the binary inputs (``binary_data_size`` each), in order.
 
     Raises:
         InvalidRequestError: not JSON, not the protocol's shape, or tensors that do not decode.
     """
+    binary = b""
+    if json_length is not None:
+        if not 0 <= json_length <= len(body):
+            raise InvalidRequestError(f"{BINARY_HEADER} is {json_length} but the body has {len(body)} bytes")
+        body, binary = body[:json_length], body[json_length:]
     try:
         payload = InferenceRequestBody.model_validate_json(body)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
                              for err in exc.errors()[:5])
         raise InvalidRequestError(f"invalid inference request: {problems}") from None
-    inputs = [from_values(item.name, item.datatype, item.shape, item.data) for item in payload.inputs]
-    return InferenceRequest(
+    inputs = []
+    offset = 0
+    for item in payload.inputs:
+        size = (item.parameters or {}).get(BINARY_DATA_SIZE)
+        if size is None:
+            if item.data is None:
+                raise InvalidRequestError(f"input {item.name!r} has neither data nor {BINARY_DATA_SIZE}")
+            inputs.append(from_values(item.name, item.datatype, item.shape, item.data))
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvalidRequestError(f"input {item.name!r}: {BINARY_DATA_SIZE}={size!r} does not fit the "
+                                      f"{len(binary) - offset} binary bytes left in the body")
+        inputs.append(from_raw(item.name, item.datatype, item.shape, binary[offset:offset + size]))
+        offset += size
+    if offset != len(binary):
+        raise InvalidRequestError(f"the body has {len(binary) - offset} binary bytes no input claims")
+    request = InferenceRequest(
         model_name=model_name,
         model_version=model_version,
         id=payload.id or "",
@@ -85,6 +111,7 @@ def decode_body(body: bytes, model_name: str, model_version: str) -> InferenceRe
         outputs=[output.name for output in payload.outputs or []],
         parameters=payload.parameters or {},
     )
+    return request, payload
 
 
 def _json_data(tensor: Tensor) -> list[Any]:
@@ -94,20 +121,41 @@ def _json_data(tensor: Tensor) -> list[Any]:
     return list(flat.tolist())
 
 
-def encode_response(response: InferenceResponse) -> dict[str, Any]:
-    """The JSON body of an inference response (output data flattened, row-major)."""
-    return {
+def encode_response(response: InferenceResponse, binary: frozenset[str] = frozenset()) -> tuple[dict[str, Any], bytes]:
+    """The JSON body of an inference response (output data flattened, row-major), and the binary
+    data of the outputs named in ``binary`` (the binary extension), concatenated in output order."""
+    outputs = []
+    blobs = []
+    for t in response.outputs:
+        output: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+        if t.name in binary:
+            blob = to_raw(t)
+            blobs.append(blob)
+            output["parameters"] = {BINARY_DATA_SIZE: len(blob)}
+        else:
+            output["data"] = _json_data(t)
+        outputs.append(output)
+    body = {
         "model_name": response.model_name,
         "model_version": response.model_version,
         "id": response.id,
         "parameters": dict(response.parameters),
-        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": _json_data(t)}
-                    for t in response.outputs],
+        "outputs": outputs,
     }
+    return body, b"".join(blobs)
 
 
-def router(dataplane: DataPlane) -> APIRouter:
-    """The ``/v2`` routes over ``dataplane``."""
+def _binary_outputs(payload: InferenceRequestBody, response: InferenceResponse) -> frozenset[str]:
+    """Outputs the client asked to get as binary data (per output, or all with ``binary_data_output``)."""
+    if payload.outputs:
+        return frozenset(o.name for o in payload.outputs if (o.parameters or {}).get("binary_data") is True)
+    if (payload.parameters or {}).get("binary_data_output") is True:
+        return frozenset(t.name for t in response.outputs)
+    return frozenset()
+
+
+def router(dataplane: DataPlane, *, max_request_bytes: int = 16 << 20) -> APIRouter:
+    """The ``/v2`` routes over ``dataplane``; inference bodies above ``max_request_bytes`` get 413."""
     api = APIRouter(prefix="/v2", tags=["inference"])
 
     @api.get("")
@@ -165,17 +213,28 @@ def router(dataplane: DataPlane) -> APIRouter:
         started = time.perf_counter()
         label = name if dataplane.repository.get(name) is not None else metrics.UNKNOWN_MODEL
         try:
-            if BINARY_HEADER in request.headers:
-                raise InvalidRequestError("the binary tensor data extension is not supported; send JSON data")
-            decoded = decode_body(await request.body(), name, version)
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
+                raise RequestTooLargeError(f"the request body has {declared} bytes; at most {max_request_bytes}")
+            body = await request.body()
+            if len(body) > max_request_bytes:
+                raise RequestTooLargeError(f"the request body has {len(body)} bytes; at most {max_request_bytes}")
+            header = request.headers.get(BINARY_HEADER)
+            if header is not None and not header.isdigit():
+                raise InvalidRequestError(f"{BINARY_HEADER} must be a byte count, got {header!r}")
+            decoded, payload = decode_body(body, name, version, int(header) if header is not None else None)
             response = await dataplane.infer(decoded, started_at=started)
         except ServingError as exc:
             metrics.observe_request(label, "rest", str(exc.http_status), time.perf_counter() - started)
             return _error(exc)
+        document, blobs = encode_response(response, _binary_outputs(payload, response))
         # allow_nan: a model may answer NaN; Starlette's own encoder would fail the response instead.
-        body = json.dumps(encode_response(response), allow_nan=True, separators=(",", ":")).encode()
+        encoded = json.dumps(document, allow_nan=True, separators=(",", ":")).encode()
         metrics.observe_request(label, "rest", "200", time.perf_counter() - started)
-        return _PreEncodedJSON(body)
+        if blobs:
+            return _PreEncodedJSON(encoded + blobs, media_type="application/octet-stream",
+                                   headers={BINARY_HEADER: str(len(encoded))})
+        return _PreEncodedJSON(encoded)
 
     @api.post("/models/{name}/infer")
     async def infer_any(request: Request, name: str) -> JSONResponse:

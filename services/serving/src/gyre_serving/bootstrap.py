@@ -17,13 +17,17 @@ from gyre_common.topics import INFERENCE_EVENTS
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from gyre_serving import api_http
 from gyre_serving.api_grpc import SERVICE_NAME, InferenceServicer
+from gyre_serving.batching import BatchingPolicy
 from gyre_serving.consumers import RegistryEventsFollower, Snapshot
-from gyre_serving.emitter import InferenceEmitter
-from gyre_serving.handlers import DataPlane, ModelManager
+from gyre_serving.domain.model import ModelSource
+from gyre_serving.emitter import InferenceEmitter, SpoolingOverflow
+from gyre_serving.handlers import AliasManagers, DataPlane, ModelManager
 from gyre_serving.loader import ModelLoader
 from gyre_serving.registry_client import RegistryClient
 from gyre_serving.repository import ModelRepository
 from gyre_serving.settings import ServingSettings
+from gyre_serving.spool import open_spool
+from gyre_serving.traffic import TrafficSplit
 
 
 def _version() -> str:
@@ -42,32 +46,51 @@ def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None)
     settings = cast(ServingSettings, ctx.settings)
     store = LocalArtifactStore.from_settings(artifacts or load_settings(ArtifactSettings))
     repository = ModelRepository(settings.alias)
+    challengers = ModelRepository(settings.challenger_alias)
     registry = (RegistryClient(settings.registry_address, token=settings.service_token,
                                timeout_s=settings.rpc_timeout_s,
                                interceptors=ctx.telemetry.grpc_client_interceptors())
                 if settings.registry_address else None)
-    manager = ModelManager(repository, ModelLoader(store, settings.trusted_types).load, alias=settings.alias,
-                           models=settings.models, load_attempts=settings.load_attempts,
-                           lookup=registry.version if registry is not None else None)
+    loader = ModelLoader(store, settings.trusted_types).load
+    lookup = registry.version if registry is not None else None
+    manager = ModelManager(repository, loader, alias=settings.alias, models=settings.models,
+                           load_attempts=settings.load_attempts, lookup=lookup)
+    # The challenger alias is followed only when some traffic split may use it.
+    challenger = (ModelManager(challengers, loader, alias=settings.challenger_alias, models=settings.models,
+                               load_attempts=settings.load_attempts, lookup=lookup)
+                  if settings.traffic else None)
+    managers = AliasManagers([manager] if challenger is None else [manager, challenger])
 
     kafka = ctx.kafka
     emitter = InferenceEmitter(
         lambda: Publisher(kafka, service="serving", tracer_provider=ctx.telemetry.tracer_provider),
         capacity_rows=settings.event_queue_rows, batch_rows=settings.event_batch_rows,
+        overflow=SpoolingOverflow(open_spool(settings.spool_dir, max_bytes=settings.spool_max_bytes,
+                                             fsync_interval_s=settings.spool_fsync_interval_s)),
         # Apache Kafka may not auto-create topics: make sure ours exists before publishing.
         prepare=partial(ensure_topics, kafka, [INFERENCE_EVENTS]),
     )
     readiness = ctx.readiness
     dataplane = DataPlane(repository, emitter, server_name=settings.server_name, server_version=_version(),
-                          ready=lambda: readiness.is_ready, max_batch_rows=settings.max_batch_rows)
-    ctx.app.include_router(api_http.router(dataplane))
+                          ready=lambda: readiness.is_ready, max_batch_rows=settings.max_batch_rows,
+                          challengers=challengers if challenger is not None else None,
+                          traffic={name: TrafficSplit(split.canary_percent, split.shadow)
+                                   for name, split in settings.traffic.items()},
+                          batching={name: BatchingPolicy(policy.max_batch_rows, policy.max_wait_ms / 1000.0)
+                                    for name, policy in settings.batching.items()})
+    ctx.app.include_router(api_http.router(dataplane, max_request_bytes=settings.max_request_bytes))
     ctx.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(dataplane),
                      name=SERVICE_NAME)
 
-    snapshot: Snapshot | None = (partial(registry.alias_snapshot, settings.alias, settings.models)
-                                 if registry is not None else None)
+    snapshot: Snapshot | None = None
+    if registry is not None:
+        client = registry
+
+        async def snapshot() -> dict[str, dict[str, ModelSource | None]]:
+            return {m.alias: await client.alias_snapshot(m.alias, settings.models) for m in managers.managers}
+
     follower = RegistryEventsFollower(
-        kafka, manager, snapshot, snapshot_complete=not settings.models,
+        kafka, managers, snapshot, snapshot_complete=not settings.models,
         resync_interval_s=settings.resync_interval_s,
         # Every replica reads every registry event: a client id naming this process helps operators.
         client_id=f"{kafka.client_id}-serving-{socket.gethostname()}-{os.getpid()}",

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -28,13 +29,13 @@ from gyre_common.settings import KafkaSettings
 from gyre_common.topics import REGISTRY_EVENTS, full_name
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
-from gyre_serving.domain.model import ModelSource
-from gyre_serving.handlers import ModelManager
+from gyre_serving.handlers import AliasManagers, ModelManager
 
 log = logging.getLogger(__name__)
 
-Snapshot = Callable[[], Awaitable[dict[str, ModelSource | None]]]
-"""Reads the registry's alias state: model -> version the alias points at (None: no alias)."""
+Snapshot = Callable[[], Awaitable[Any]]
+"""Reads the registry's alias state: model -> version the alias points at (None: no alias) for a
+:class:`ModelManager`; alias -> that mapping for :class:`AliasManagers`."""
 
 
 class RegistryEventsFollower:
@@ -51,7 +52,7 @@ class RegistryEventsFollower:
         client_id: Kafka client id.
     """
 
-    def __init__(self, kafka: KafkaSettings, manager: ModelManager, snapshot: Snapshot | None, *,
+    def __init__(self, kafka: KafkaSettings, manager: ModelManager | AliasManagers, snapshot: Snapshot | None, *,
                  snapshot_complete: bool, resync_interval_s: float, retry_delay_s: float = 0.5,
                  poll_timeout_ms: int = 250, client_id: str = "gyre-serving-registry") -> None:
         self.kafka = kafka
@@ -144,8 +145,7 @@ class RegistryEventsFollower:
             return self._retry_delay_s * 4
         await self.manager.sync(snapshot, complete=self._complete)
         if not self.synced:
-            log.info("registry state applied: %d model(s) with alias %r", sum(s is not None for s in snapshot.values()),
-                     self.manager.alias)
+            log.info("registry state applied (alias %r)", self.manager.alias)
         self.synced = True
         return self._resync_s if self._resync_s > 0 else math.inf
 

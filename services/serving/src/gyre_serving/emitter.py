@@ -6,10 +6,13 @@ it builds one ``InferenceEvent`` per row and hands them to the bus :class:`Publi
 prediction id), waiting for acknowledgements a batch at a time.
 
 What cannot be queued (queue full) or delivered (broker down or refusing) goes to an
-:class:`EventOverflow`. Today's overflow, :class:`DroppingOverflow`, counts the events in
-``gyre_serving_inference_events_dropped{reason}`` and logs (at most every few seconds). It is the
-seam for a disk spool: an overflow that keeps batches and hands them back through
-:meth:`EventOverflow.take` when the broker is back, which the drainer already asks for.
+:class:`EventOverflow`. The service uses :class:`SpoolingOverflow`: the events are appended to a
+local :class:`~gyre_serving.spool.DiskSpool` and the drainer re-sends them, oldest first, once the
+broker answers again, moving the spool's cursor only after the broker acknowledged them
+(at-least-once; every event keeps its ``ce_id`` so consumers dedupe). While the spool holds
+anything, new events are appended behind it rather than queued, so they are sent in the order
+they were answered. :class:`DroppingOverflow` (no spool, or the spool full or failing) counts the
+events in ``gyre_serving_inference_events_dropped{reason}`` and logs at most every few seconds.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ from dataclasses import dataclass, field
 
 from gyre_common.bus import Publisher
 from gyre_common.topics import INFERENCE_EVENTS
+from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
 from gyre_serving.domain.events import ServedBatch, inference_events
+from gyre_serving.spool import DiskSpool, SpoolChunk, SpoolFullError
 
 log = logging.getLogger(__name__)
 
 QUEUE_FULL = "queue_full"
 BROKER_ERROR = "broker_error"
 SHUTDOWN = "shutdown"
+BACKLOG = "backlog"
+SPOOL_FULL = "spool_full"
+SPOOL_ERROR = "spool_error"
 
 
 class EventOverflow(ABC):
@@ -43,9 +51,22 @@ class EventOverflow(ABC):
         """Take ``batch`` (all its rows); ``reason`` is ``queue_full``, ``broker_error`` or ``shutdown``.
         Must not block: it runs on the request path when the queue is full."""
 
-    def take(self, max_rows: int) -> list[ServedBatch]:
-        """Hand back spilled batches (up to about ``max_rows`` rows) to deliver now; [] keeps nothing."""
-        return []
+    @property
+    def backlog(self) -> int:
+        """Events kept and waiting to be re-sent (0 for an overflow that keeps nothing)."""
+        return 0
+
+    def read(self, max_events: int) -> SpoolChunk:
+        """The oldest kept events (up to ``max_events``), not yet forgotten: see :meth:`commit`."""
+        return SpoolChunk([], (0, 0))
+
+    def commit(self, chunk: SpoolChunk) -> None:
+        """The broker acknowledged every event of ``chunk``: forget them."""
+        return None
+
+    def close(self) -> None:
+        """Release files (at shutdown)."""
+        return None
 
 
 class DroppingOverflow(EventOverflow):
@@ -70,6 +91,49 @@ class DroppingOverflow(EventOverflow):
             self._since_log.clear()
 
 
+class SpoolingOverflow(EventOverflow):
+    """Keeps events in a :class:`DiskSpool` until the broker takes them.
+
+    Spilling builds the batch's events and appends them in one write. When the spool is full or
+    the disk fails, the events go to ``fallback`` (dropped and counted as ``spool_full`` /
+    ``spool_error``): a prediction never fails or waits because of the spool.
+    """
+
+    def __init__(self, spool: DiskSpool, fallback: DroppingOverflow | None = None) -> None:
+        self.spool = spool
+        self.fallback = fallback or DroppingOverflow()
+        metrics.EVENT_SPOOL_EVENTS.set(spool.pending)
+
+    def spill(self, batch: ServedBatch, reason: str) -> None:
+        try:
+            self.spool.append((batch.ce_id(row) or "", event.SerializeToString())
+                              for row, event in enumerate(inference_events(batch)))
+        except SpoolFullError:
+            self.fallback.spill(batch, SPOOL_FULL)
+            return
+        except OSError:
+            log.exception("writing inference events to the spool failed")
+            self.fallback.spill(batch, SPOOL_ERROR)
+            return
+        metrics.EVENTS_SPOOLED.labels(reason).inc(batch.rows)
+        metrics.EVENT_SPOOL_EVENTS.set(self.spool.pending)
+
+    @property
+    def backlog(self) -> int:
+        return self.spool.pending
+
+    def read(self, max_events: int) -> SpoolChunk:
+        return self.spool.read(max_events)
+
+    def commit(self, chunk: SpoolChunk) -> None:
+        self.spool.commit(chunk)
+        metrics.EVENTS_DRAINED.inc(len(chunk.events))
+        metrics.EVENT_SPOOL_EVENTS.set(self.spool.pending)
+
+    def close(self) -> None:
+        self.spool.close()
+
+
 @dataclass
 class EmitterStats:
     """Counts since start, in events (rows)."""
@@ -77,7 +141,9 @@ class EmitterStats:
     queued: int = 0
     published: int = 0
     failed: int = 0
+    drained: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    """Events handed to the overflow, by reason (spooled or dropped, as the overflow decides)."""
 
 
 class InferenceEmitter:
@@ -107,6 +173,7 @@ class InferenceEmitter:
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._publisher: Publisher | None = None
 
@@ -118,11 +185,13 @@ class InferenceEmitter:
     def emit(self, batch: ServedBatch) -> bool:
         """Queue the events of an answered request; never blocks, never raises.
 
-        Returns False when the queue had no room (the batch went to the overflow, reason
-        ``queue_full``) or the emitter is stopping.
+        Returns False when the batch went to the overflow instead: the emitter is stopping
+        (``shutdown``), the overflow holds older events (``backlog``: keeps them in order) or the
+        queue had no room (``queue_full``).
         """
-        if self._stopping or self._queued_rows + batch.rows > self.capacity_rows:
-            self._spill(batch, SHUTDOWN if self._stopping else QUEUE_FULL)
+        if self._stopping or self._queued_rows + batch.rows > self.capacity_rows or self.overflow.backlog:
+            self._spill(batch, SHUTDOWN if self._stopping else BACKLOG if self.overflow.backlog else QUEUE_FULL)
+            self._wakeup.set()
             return False
         self._queue.append(batch)
         self._queued_rows += batch.rows
@@ -141,6 +210,7 @@ class InferenceEmitter:
         Whatever is still queued when the drainer ends or is cancelled is counted as ``shutdown``.
         """
         self._stopping = True
+        self._stop_event.set()
         self._wakeup.set()
         try:
             if self._task is not None:
@@ -153,17 +223,22 @@ class InferenceEmitter:
             while self._queue:
                 self._spill(self._pop(), SHUTDOWN)
             if self._publisher is not None:
-                publisher, self._publisher = self._publisher, None
-                with contextlib.suppress(Exception):
-                    await publisher.stop()
+                await self._drop_publisher()
+            self.overflow.close()
 
     # -- the drainer ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        failures = 0
         while True:
-            if not self._queue:
-                self._queue.extend(self.overflow.take(self.batch_rows))
-                self._queued_rows = sum(batch.rows for batch in self._queue)
+            if not self._queue and self.overflow.backlog and not self._stopping:
+                # The spool holds the oldest events: send them first (when stopping they stay on
+                # disk for the next start).
+                delivered = await self._drain_overflow()
+                failures = 0 if delivered else failures + 1
+                if not delivered:
+                    await self._backoff(failures)
+                continue
             if not self._queue:
                 if self._stopping:
                     return
@@ -180,7 +255,7 @@ class InferenceEmitter:
                 taken.append(batch)
                 rows += batch.rows
             try:
-                await self._deliver(publisher, taken)
+                delivered = await self._deliver(publisher, taken)
             except asyncio.CancelledError:
                 for batch in taken:
                     self._spill(batch, SHUTDOWN)
@@ -189,6 +264,65 @@ class InferenceEmitter:
                 log.exception("building or sending %d inference events failed", rows)
                 for batch in taken:
                     self._spill(batch, BROKER_ERROR)
+                delivered = False
+            if not delivered:
+                # The broker is away: what is queued follows the failed batch to the overflow, in
+                # order, and new events queue up behind them there until it is drained.
+                while self._queue:
+                    self._spill(self._pop(), BROKER_ERROR)
+                await self._drop_publisher()
+                failures += 1
+                await self._backoff(failures)
+            else:
+                failures = 0
+
+    async def _drain_overflow(self) -> bool:
+        """Send one chunk of the overflow's oldest events; True when the broker acknowledged all of it."""
+        publisher = await self._connected()
+        if publisher is None:
+            return False
+        chunk = self.overflow.read(self.batch_rows)
+        if not chunk.events:
+            return True
+        try:
+            futures = []
+            for spooled in chunk.events:
+                event = events_pb2.InferenceEvent.FromString(spooled.payload)
+                futures.append(await publisher.send(INFERENCE_EVENTS, event, key=event.prediction_id,
+                                                    event_id=spooled.ce_id or None))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("re-sending spooled inference events failed: %r", exc)
+            await self._drop_publisher()
+            return False
+        if any(isinstance(result, BaseException) for result in results):
+            await self._drop_publisher()
+            return False
+        self.overflow.commit(chunk)
+        self.stats.drained += len(chunk.events)
+        self.stats.published += len(chunk.events)
+        metrics.EVENTS_PUBLISHED.inc(len(chunk.events))
+        if not self.overflow.backlog:
+            log.info("inference events: the spool is drained")
+        return True
+
+    async def _backoff(self, failures: int) -> None:
+        """Wait before trying the broker again (woken early by stop)."""
+        delay = min(self._reconnect_delay_s * 2 ** (failures - 1), 5.0)
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), delay)
+
+    async def _drop_publisher(self) -> None:
+        """Forget the producer after a failure; the next attempt connects afresh (and re-creates the
+        topic, which a broker that lost its state needs)."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(publisher.stop(), 2.0)
 
     def _pop(self) -> ServedBatch:
         batch = self._queue.popleft()
@@ -221,19 +355,22 @@ class InferenceEmitter:
                     await publisher.stop()
                 log.warning("inference events: broker unreachable (%r), retrying in %.1fs; %d queued",
                             exc, delay, self._queued_rows)
-                self._wakeup.clear()
+                # Not woken by new events (they arrive at request rate): only stop cuts the wait short.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
                 delay = min(delay * 2, 5.0)
         return self._publisher
 
-    async def _deliver(self, publisher: Publisher, batches: list[ServedBatch]) -> None:
+    async def _deliver(self, publisher: Publisher, batches: list[ServedBatch]) -> bool:
+        """Send ``batches``; False when any event failed (its batch went to the overflow)."""
+        ok = True
         pending: list[tuple[ServedBatch, list[asyncio.Future[object]]]] = []
         for batch in batches:
             futures: list[asyncio.Future[object]] = []
             try:
-                for event in inference_events(batch):
-                    futures.append(await publisher.send(INFERENCE_EVENTS, event, key=event.prediction_id))  # type: ignore[arg-type]
+                for row, event in enumerate(inference_events(batch)):
+                    futures.append(await publisher.send(INFERENCE_EVENTS, event, key=event.prediction_id,  # type: ignore[arg-type]
+                                                        event_id=batch.ce_id(row)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -242,6 +379,7 @@ class InferenceEmitter:
                     future.cancel()
                 self.stats.failed += batch.rows
                 self._spill(batch, BROKER_ERROR)
+                ok = False
                 continue
             pending.append((batch, futures))
         for batch, futures in pending:
@@ -255,3 +393,5 @@ class InferenceEmitter:
                 # prediction_id), the dropping overflow counts every row of it.
                 self.stats.failed += failures
                 self._spill(batch, BROKER_ERROR)
+                ok = False
+        return ok

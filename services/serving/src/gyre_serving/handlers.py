@@ -20,13 +20,15 @@ from typing import Any, Protocol
 
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
+from gyre_serving.batching import AdaptiveBatcher, BatchingPolicy
 from gyre_serving.convert import source_from_event
 from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError, RequestTooLargeError
-from gyre_serving.domain.events import ServedBatch, prediction_ids
-from gyre_serving.domain.model import LoadedModel, ModelSource
+from gyre_serving.domain.events import ServedBatch, new_event_id, prediction_ids
+from gyre_serving.domain.model import LoadedModel, ModelSource, Prediction
 from gyre_serving.domain.signature import TensorSpec
 from gyre_serving.domain.tensors import Tensor
 from gyre_serving.repository import ModelRepository
+from gyre_serving.traffic import TrafficSplit, canary
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +119,25 @@ class DataPlane:
         server_name, server_version: what ServerMetadata reports.
         ready: whether the service is ready (the runner's readiness).
         max_batch_rows: most rows per request.
+        challengers: the challenger versions (the challenger alias), for traffic splits; a request
+            naming a challenger's version number is answered by it.
+        traffic: model name (or ``*``) -> its split; none: the challenger gets no traffic.
+        batching: model name (or ``*``) -> adaptive batching; none: every request predicts alone.
     """
 
     def __init__(self, repository: ModelRepository, events: EventSink, *, server_name: str,
-                 server_version: str, ready: Callable[[], bool], max_batch_rows: int) -> None:
+                 server_version: str, ready: Callable[[], bool], max_batch_rows: int,
+                 challengers: ModelRepository | None = None, traffic: Mapping[str, TrafficSplit] | None = None,
+                 batching: Mapping[str, BatchingPolicy] | None = None) -> None:
         self.repository = repository
+        self.challengers = challengers
         self.events = events
         self._metadata = ServerMetadata(server_name, server_version)
         self._ready = ready
         self.max_batch_rows = max_batch_rows
+        self._traffic = dict(traffic or {})
+        self._batching = dict(batching or {})
+        self._batchers: dict[str, AdaptiveBatcher] = {}
 
     def live(self) -> bool:
         """Whether the server is live: it answers at all."""
@@ -138,7 +150,7 @@ class DataPlane:
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether ``name`` (at ``version``, if given) is loaded and can answer."""
         try:
-            self.repository.resolve(name, version)
+            self._resolve(name, version)
         except (ModelNotFoundError, InvalidRequestError):
             return False
         return True
@@ -154,7 +166,7 @@ class DataPlane:
             ModelNotFoundError: the model (or that version) is not served here.
             InvalidRequestError: ``version`` is neither a number nor the served alias.
         """
-        model = self.repository.resolve(name, version)
+        model = self._resolve(name, version)
         return ModelMetadata(model.name, (str(model.version),), model.platform, model.signature.inputs,
                              model.signature.outputs)
 
@@ -173,7 +185,7 @@ class DataPlane:
             ModelNotFoundError, InvalidRequestError, RequestTooLargeError, PredictionError.
         """
         started = time.perf_counter() if started_at is None else started_at
-        model = self.repository.resolve(request.model_name, request.model_version)
+        model = self._resolve(request.model_name, request.model_version)
         request_id = request.id or str(uuid.uuid4())
         if len(request_id) > MAX_ID_LENGTH:
             raise InvalidRequestError(f"request id has {len(request_id)} characters; at most {MAX_ID_LENGTH}")
@@ -182,9 +194,15 @@ class DataPlane:
                 raise RequestTooLargeError(
                     f"input {tensor.name!r} has {tensor.data.shape[0]} rows; at most {self.max_batch_rows} per request"
                 )
+        key = request.parameters.get(REQUEST_KEY_PARAMETER)
+        request_key = key if isinstance(key, str) else ""
+        alias = self.repository.alias if request.model_version in ("", self.repository.alias) else ""
+        shadow: LoadedModel | None = None
+        if alias and self._traffic:
+            model, alias, shadow = self._split(model, alias, request_key or request_id)
         wanted = _requested_outputs(model, request.outputs)
         batch = model.features(request.inputs)
-        prediction = model.predict(batch)
+        prediction = await self._predict(model, batch)
         ids = tuple(prediction_ids(request_id, batch.rows))
         outputs = tuple(tensor for tensor in prediction.outputs if wanted is None or tensor.name in wanted)
         if wanted is not None:
@@ -192,11 +210,10 @@ class DataPlane:
             outputs = tuple(sorted(outputs, key=lambda tensor: order[tensor.name]))
         metrics.PREDICTIONS.labels(model.name).inc(batch.rows)
         if batch.rows:
-            key = request.parameters.get(REQUEST_KEY_PARAMETER)
             self.events.emit(ServedBatch(
                 model_name=model.name,
                 model_version=model.version,
-                alias=self.repository.alias if request.model_version in ("", self.repository.alias) else "",
+                alias=alias,
                 request_id=request_id,
                 prediction_ids=ids,
                 feature_names=batch.names,
@@ -204,10 +221,69 @@ class DataPlane:
                 output_columns=prediction.event_columns,
                 served_at=datetime.now(UTC),
                 latency_ms=(time.perf_counter() - started) * 1000.0,
-                request_key=key if isinstance(key, str) else "",
+                request_key=request_key,
+                event_id=new_event_id(),
             ))
+            if shadow is not None:
+                # After this request's answer, not before: the shadow never delays the client.
+                asyncio.get_running_loop().call_soon(self._shadow, shadow, request.inputs, request_id, ids,
+                                                     request_key)
         return InferenceResponse(model.name, str(model.version), request_id, outputs, ids,
                                  {PREDICTION_IDS_PARAMETER: ",".join(ids)})
+
+    def _resolve(self, name: str, version: str) -> LoadedModel:
+        """The served model, or the challenger when ``version`` is the challenger's number or alias."""
+        challengers = self.challengers
+        if challengers is not None and version:
+            challenger = challengers.get(name)
+            if challenger is not None and (version == challengers.alias or version == str(challenger.version)):
+                primary = self.repository.get(name)
+                if primary is None or version != str(primary.version):
+                    return challenger
+        return self.repository.resolve(name, version)
+
+    def _split(self, model: LoadedModel, alias: str, key: str) -> tuple[LoadedModel, str, LoadedModel | None]:
+        """(model that answers, its alias, shadow model or None) under the model's traffic split."""
+        split = self._traffic.get(model.name) or self._traffic.get("*")
+        challenger = self.challengers.get(model.name) if self.challengers is not None else None
+        if split is None or challenger is None:
+            return model, alias, None
+        if canary(split, model.name, key):
+            assert self.challengers is not None
+            return challenger, self.challengers.alias, None
+        return model, alias, challenger if split.shadow else None
+
+    async def _predict(self, model: LoadedModel, batch: Any) -> Prediction:
+        if not self._batching:
+            return model.predict(batch)
+        batcher = self._batchers.get(model.name)
+        if batcher is None:
+            policy = self._batching.get(model.name) or self._batching.get("*")
+            if policy is None:
+                return model.predict(batch)
+            batcher = self._batchers[model.name] = AdaptiveBatcher(policy, model.name)
+        return await batcher.predict(model, batch)
+
+    def _shadow(self, model: LoadedModel, inputs: Sequence[Tensor], request_id: str, ids: tuple[str, ...],
+                request_key: str) -> None:
+        """Predict with the shadow (challenger) model; its answer only goes to the inference events."""
+        started = time.perf_counter()
+        try:
+            batch = model.features(inputs)
+            prediction = model.predict(batch)
+        except Exception as exc:  # the client already has its answer; the shadow's failure is only counted
+            metrics.SHADOW_PREDICTIONS.labels(model.name, "failed").inc()
+            log.debug("shadow %s v%d failed on request %s: %s", model.name, model.version, request_id, exc)
+            return
+        metrics.SHADOW_PREDICTIONS.labels(model.name, "ok").inc()
+        assert self.challengers is not None
+        self.events.emit(ServedBatch(
+            model_name=model.name, model_version=model.version, alias=self.challengers.alias,
+            request_id=request_id, prediction_ids=ids, feature_names=batch.names, feature_columns=batch.columns,
+            output_columns=prediction.event_columns, served_at=datetime.now(UTC),
+            latency_ms=(time.perf_counter() - started) * 1000.0, request_key=request_key, shadow=True,
+            event_id=new_event_id(),
+        ))
 
 
 def _requested_outputs(model: LoadedModel, names: Sequence[str]) -> set[str] | None:
@@ -364,7 +440,7 @@ class ModelManager:
             previous = self.repository.put(model)
             self.stats.loaded += 1
             metrics.MODEL_LOADS.labels(source.name, "loaded").inc()
-            metrics.SERVED_VERSION.labels(source.name).set(source.version)
+            metrics.SERVED_VERSION.labels(source.name, self.alias).set(source.version)
             log.info("serving %s v%d as %r%s", source.name, source.version, self.alias,
                      f" (was v{previous.version})" if previous is not None else "",
                      extra={"model": source.name, "version": source.version,
@@ -377,7 +453,7 @@ class ModelManager:
             removed = self.repository.remove(name)
             if removed is not None:
                 self.stats.unloaded += 1
-                metrics.SERVED_VERSION.labels(name).set(0)
+                metrics.SERVED_VERSION.labels(name, self.alias).set(0)
                 log.warning("stopped serving %s v%d: %s", name, removed.version, why)
 
     async def _load_with_retries(self, source: ModelSource) -> LoadedModel:
@@ -404,3 +480,32 @@ class ModelManager:
         self._catalog.move_to_end(key)
         while len(self._catalog) > self.CATALOG_SIZE:
             self._catalog.popitem(last=False)
+
+
+class AliasManagers:
+    """The managers of every alias serving follows (the served alias first, then the challenger),
+    driven together by one registry follower.
+
+    A snapshot for it maps alias -> (model -> the version that alias points at).
+    """
+
+    def __init__(self, managers: Sequence[ModelManager]) -> None:
+        self.managers = tuple(managers)
+
+    @property
+    def alias(self) -> str:
+        """The served alias (the first manager's)."""
+        return self.managers[0].alias
+
+    async def apply_event(self, event: events_pb2.RegistryEvent) -> bool:
+        """Apply ``event`` to every manager; whether any of them acted on it."""
+        applied = False
+        for manager in self.managers:
+            applied = await manager.apply_event(event) or applied
+        return applied
+
+    async def sync(self, snapshot: Mapping[str, Mapping[str, ModelSource | None]], *, complete: bool) -> None:
+        """Sync each manager with its alias's part of ``snapshot``."""
+        for manager in self.managers:
+            if manager.alias in snapshot:
+                await manager.sync(snapshot[manager.alias], complete=complete)

@@ -21,12 +21,26 @@ MODEL_LOADS = Counter(
     "gyre_serving_model_loads", "Model version loads, by model and outcome (loaded, or the refusal reason).",
     ["model", "outcome"],
 )
-SERVED_VERSION = Gauge("gyre_serving_model_version", "Version being served, by model (0: none).", ["model"])
+SERVED_VERSION = Gauge("gyre_serving_model_version", "Version being served, by model and alias (0: none).",
+                       ["model", "alias"])
 EVENTS_PUBLISHED = Counter("gyre_serving_inference_events_published", "Inference events the broker acknowledged.")
 EVENTS_DROPPED = Counter(
     "gyre_serving_inference_events_dropped",
     "Inference events dropped, by reason (queue_full, broker_error, shutdown).", ["reason"],
 )
+EVENTS_SPOOLED = Counter(
+    "gyre_serving_inference_events_spooled",
+    "Inference events written to the local disk spool, by reason (queue_full, broker_error, backlog, shutdown).",
+    ["reason"],
+)
+EVENTS_DRAINED = Counter("gyre_serving_inference_events_drained",
+                         "Spooled inference events the broker acknowledged.")
+EVENT_SPOOL_EVENTS = Gauge("gyre_serving_inference_event_spool_events",
+                           "Inference events in the disk spool waiting for the broker.")
+SHADOW_PREDICTIONS = Counter("gyre_serving_shadow_predictions",
+                             "Shadow (challenger) predictions, by model and outcome (ok, failed).",
+                             ["model", "outcome"])
+BATCHES = Counter("gyre_serving_batches", "Combined predict calls of adaptive batching, by model.", ["model"])
 EVENT_QUEUE_ROWS = Gauge("gyre_serving_inference_event_queue_rows", "Inference events waiting for the broker.")
 REGISTRY_EVENTS = Counter(
     "gyre_serving_registry_events", "registry.events records seen, by outcome (applied, ignored, undecodable).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gyre_common.settings import ServiceSettings
@@ -15,6 +15,31 @@ DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
 )
 """Types beyond skops' defaults a model artifact may hold; the same list the trainer writes with
 (``gyre_trainer.domain.model_io.TRUSTED_TYPES``)."""
+
+
+class BatchingPolicySetting(BaseModel):
+    """Adaptive batching of one model (an entry of ``GYRE_SERVING_BATCHING``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_rows: int = Field(default=64, ge=1)
+    """Most rows one combined predict call takes."""
+
+    max_wait_ms: float = Field(default=2.0, ge=0)
+    """Longest a request waits for others to join its batch, in milliseconds."""
+
+
+class TrafficSplitSetting(BaseModel):
+    """Traffic split of one model between the served alias and the challenger (``GYRE_SERVING_TRAFFIC``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    canary_percent: float = Field(default=0.0, ge=0, le=100)
+    """Share of requests (0-100) the challenger answers, sticky per request key."""
+
+    shadow: bool = False
+    """The challenger also predicts on a copy of every request it does not answer; its answer only
+    goes to `inference.events` (with `shadow=true`)."""
 
 
 def _split_names(value: Any) -> Any:
@@ -72,6 +97,34 @@ class ServingSettings(ServiceSettings):
 
     event_batch_rows: int = Field(default=500, ge=1)
     """Most inference events the publisher hands to the broker before waiting for their acknowledgements."""
+
+    max_request_bytes: int = Field(default=16 << 20, ge=1024)
+    """Largest REST request body, in bytes; larger is refused with 413. gRPC messages are limited by
+    gRPC's own 4 MiB default (RESOURCE_EXHAUSTED)."""
+
+    batching: dict[str, BatchingPolicySetting] = Field(default_factory=dict)
+    """Adaptive batching per model, JSON: `{"<model>": {"max_batch_rows": 64, "max_wait_ms": 2}}`;
+    the key `*` applies to every model without its own entry. Empty (the default): no batching."""
+
+    challenger_alias: str = "challenger"
+    """Registry alias of the challenger version that traffic splits (canary, shadow) send requests to."""
+
+    traffic: dict[str, TrafficSplitSetting] = Field(default_factory=dict)
+    """Traffic split per model, JSON: `{"<model>": {"canary_percent": 10, "shadow": false}}`; the
+    key `*` applies to every model without its own entry. Empty (the default): the challenger gets
+    no traffic. Routing is sticky by the request parameter `request_key` (else per request)."""
+
+    spool_dir: str = ".gyre/serving-spool"
+    """Parent folder of the inference-event disk spools: each process takes the first free slot
+    `<spool_dir>/<n>` (locked while it runs), so replicas on one host never share one and a
+    restarted process drains what its predecessor left."""
+
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 16)
+    """Most bytes one process's spool keeps on disk; events beyond are dropped and counted (`spool_full`)."""
+
+    spool_fsync_interval_s: float = Field(default=1.0, ge=0)
+    """Longest time between fsyncs of spooled events (0: every write); bounds what a machine crash
+    (not a process crash) can lose."""
 
     server_name: str = "gyre-serving"
     """Server name reported by the ServerMetadata RPC and `GET /v2`."""

@@ -11,7 +11,9 @@ them, comma-separated, in row order.
 
 from __future__ import annotations
 
+import itertools
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +32,16 @@ def prediction_ids(request_id: str, rows: int) -> list[str]:
     return [f"{request_id}:{i}" for i in range(rows)]
 
 
+_EVENT_ID_PREFIX = uuid.uuid4().hex[:16]
+_EVENT_IDS = itertools.count()
+
+
+def new_event_id() -> str:
+    """A process-unique id for one served batch; row ``i``'s CloudEvents id is ``<id>.<i>``, the
+    same every time the row's event is (re-)sent, so consumers can dedupe (cheaper than a UUID4)."""
+    return f"{_EVENT_ID_PREFIX}-{next(_EVENT_IDS)}"
+
+
 @dataclass(frozen=True, slots=True)
 class ServedBatch:
     """One answered request, as the emitter needs it.
@@ -46,6 +58,8 @@ class ServedBatch:
         served_at: when the response was ready, aware UTC.
         latency_ms: time spent on the whole request, in milliseconds.
         request_key: the request's ``request_key`` parameter (a business key), or empty.
+        shadow: a shadow (challenger) prediction that was not returned to the client.
+        event_id: :func:`new_event_id`; each row's ``ce_id`` is ``<event_id>.<row>``.
     """
 
     model_name: str
@@ -59,10 +73,16 @@ class ServedBatch:
     served_at: datetime
     latency_ms: float
     request_key: str = ""
+    shadow: bool = False
+    event_id: str = ""
 
     @property
     def rows(self) -> int:
         return len(self.prediction_ids)
+
+    def ce_id(self, row: int) -> str | None:
+        """The CloudEvents id of row ``row``'s event (None: let the publisher pick one)."""
+        return f"{self.event_id}.{row}" if self.event_id else None
 
 
 def _setter(values: list[Any]) -> list[common_pb2.FeatureValue]:
@@ -107,6 +127,7 @@ def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
             request_id=batch.request_id,
             row_index=row,
             request_key=batch.request_key,
+            shadow=batch.shadow,
         )
         for name, values in inputs:
             event.inputs[name].CopyFrom(values[row])

@@ -203,7 +203,8 @@ def from_values(name: str, datatype: str, shape: Sequence[int], values: Any) -> 
         )
     try:
         with np.errstate(over="raise"):
-            converted = array.astype(dtype, casting="unsafe" if dtype.kind == "f" else "same_kind")
+            # unsafe, then compared with the input: int64 JSON numbers into UINT8 are fine when they fit.
+            converted = array.astype(dtype, casting="unsafe")
         if dtype.kind in "iu" and not np.array_equal(converted, array):
             raise OverflowError
     except (OverflowError, FloatingPointError, TypeError):
