@@ -1,0 +1,1 @@
+"""Peers and harness of the serving benchmark: environments, servers, load generator."""
