@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gyre_tracking.domain.errors import InvalidArgument
+from gyre_tracking.domain.model import ViewType
 from gyre_tracking.domain.search import (
+    BoolOp,
     Comparison,
     Entity,
     OrderKey,
@@ -13,6 +15,8 @@ from gyre_tracking.domain.search import (
     decode_page_token,
     encode_page_token,
     page_size,
+    parse_experiment_filter,
+    parse_experiment_order_by,
     parse_filter,
     parse_order_by,
 )
@@ -55,8 +59,10 @@ def test_quotes_inside_strings() -> None:
     ("params.model > 1", "> does not apply to param 'model'"),
     ("params.model = rf", "compares with a quoted string"),
     ("rmse < 1", "unknown identifier 'rmse'"),
-    ("metrics.rmse < 1 or metrics.mae < 1", "OR is not supported"),
-    ("metrics.rmse < 1 metrics.mae < 1", "expected AND"),
+    ("metrics.rmse < 1 metrics.mae < 1", "expected AND or OR"),
+    ("(metrics.rmse < 1 or metrics.mae < 1", "expected ')' to close the '(' at position 0"),
+    ("metrics.rmse < 1)", "unbalanced ')' at position 16"),
+    ("metrics.rmse < 1 or", "unexpected end of the filter"),
     ("metrics.rmse <", "unexpected end"),
     ("attributes.colour = 'red'", "unknown attribute 'colour'"),
     ("attributes.status = 'DONE'", "unknown run status 'DONE'"),
@@ -105,3 +111,37 @@ def test_sql_binds_every_value() -> None:
     assert args == [[1], "rmse", 0.5, "model", "x'; drop table runs; --", "rmse", 11, 20]
     assert "latest_metrics x" in sql and "x.experiment_id = ANY($1::bigint[])" in sql
     assert sql.index("o0.value DESC NULLS LAST") < sql.index("r.start_time DESC")
+
+
+def test_or_and_parentheses() -> None:
+    rmse = Comparison(Entity.METRIC, "rmse", "<", 1.0)
+    mae = Comparison(Entity.METRIC, "mae", "<", 2.0)
+    rf = Comparison(Entity.PARAM, "model", "=", "rf")
+    assert parse_filter("metrics.rmse < 1 or metrics.mae < 2") == [BoolOp("OR", (rmse, mae))]
+    # AND binds tighter than OR, as in SQL.
+    assert parse_filter("metrics.rmse < 1 or metrics.mae < 2 and params.model = 'rf'") == [
+        BoolOp("OR", (rmse, BoolOp("AND", (mae, rf))))]
+    # A top-level AND stays a list of conjuncts; nested ANDs flatten.
+    assert parse_filter("(metrics.rmse < 1 or metrics.mae < 2) and (params.model = 'rf')") == [
+        BoolOp("OR", (rmse, mae)), rf]
+    assert parse_filter("((metrics.rmse < 1 and metrics.mae < 2)) and params.model = 'rf'") == [rmse, mae, rf]
+
+
+def test_or_compiles_to_bound_sql() -> None:
+    query = SearchQuery(experiment_ids=("1",), comparisons=tuple(parse_filter(
+        "metrics.rmse < 0.5 or (tags.team LIKE 'x%' and params.model IN ('a', 'b'))")), order_by=(), max_results=10,
+        offset=0, view=ViewType.ALL)
+    sql, args = compile_search(query, [1])
+    assert " OR " in sql and "lifecycle_stage" not in sql.split("WHERE", 1)[1].split("ORDER BY")[0]
+    assert "x%" not in sql and "'a'" not in sql
+    assert args == [[1], "rmse", 0.5, "team", "x%", "model", ["a", "b"], 10, 0]
+
+
+def test_experiment_filters() -> None:
+    assert parse_experiment_filter("name LIKE 'churn%' or tags.team = 'risk'") == [BoolOp("OR", (
+        Comparison(Entity.ATTRIBUTE, "name", "LIKE", "churn%"), Comparison(Entity.TAG, "team", "=", "risk")))]
+    assert parse_experiment_filter("attributes.creation_time > 5") == [
+        Comparison(Entity.ATTRIBUTE, "creation_time", ">", 5.0)]
+    with pytest.raises(InvalidArgument, match=r"unknown identifier 'metrics\.x'"):
+        parse_experiment_filter("metrics.x > 1")
+    assert parse_experiment_order_by(["name DESC"]) == [OrderKey(Entity.ATTRIBUTE, "name", False)]

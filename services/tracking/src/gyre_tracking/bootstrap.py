@@ -5,31 +5,62 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+from fastapi import APIRouter
+
 from gyre_common.artifacts import ArtifactSettings
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2_grpc as pb_grpc
-from gyre_tracking import api_http
+from gyre_tracking import api_http, mlflow_api, mlflow_artifacts_api
 from gyre_tracking.api_grpc import SERVICE_NAME, TrackingServicer
 from gyre_tracking.consumers import TrackingEventsConsumer
 from gyre_tracking.handlers import TrackingHandlers
 from gyre_tracking.settings import TrackingSettings
 from gyre_tracking.store import PostgresStore
+from gyre_tracking.store.files import ProxiedArtifactFiles
+
+PROXIED_ARTIFACT_ROOT = "mlflow-artifacts:/"
+"""Default artifact root: MLflow clients upload through this server (MLflow's proxied artifact access)."""
 
 
 def artifact_root(settings: TrackingSettings) -> str:
-    """The default artifact root URI: the setting, else ``<GYRE_ARTIFACTS_ROOT>/tracking`` as a file URI."""
+    """The default artifact root URI: the setting, else ``mlflow-artifacts:/``."""
     if settings.default_artifact_root:
         return settings.default_artifact_root.rstrip("/")
-    return (Path(load_settings(ArtifactSettings).root).resolve() / "tracking").as_uri()
+    return PROXIED_ARTIFACT_ROOT
+
+
+def artifacts_destination(settings: TrackingSettings) -> Path:
+    """Where proxied artifact uploads are stored: the setting, else ``<GYRE_ARTIFACTS_ROOT>/tracking``."""
+    if settings.artifacts_destination:
+        return Path(settings.artifacts_destination)
+    return Path(load_settings(ArtifactSettings).root) / "tracking"
+
+
+def _registry_proxy(settings: TrackingSettings) -> APIRouter | None:
+    # The MLflow model-registry proxy lives in its own module (owned with the registry work);
+    # wire it when it is there.
+    try:
+        from gyre_tracking.registry_proxy import make_registry_proxy_router
+    except ImportError:
+        return None
+    return make_registry_proxy_router(settings)
 
 
 async def bootstrap(ctx: ServiceContext) -> None:
     """Wire the service into the runner's context (the runner has migrated the schema already)."""
     settings = cast(TrackingSettings, ctx.settings)
-    handlers = TrackingHandlers(PostgresStore(ctx.db), artifact_root(settings))
+    files = ProxiedArtifactFiles(artifacts_destination(settings))
+    handlers = TrackingHandlers(PostgresStore(ctx.db), artifact_root(settings), files=files)
     await handlers.ensure_default_experiment()
     api_http.install(ctx.app, handlers)
+    # The registry proxy goes before the MLflow tracking routes, whose catch-all answers
+    # ENDPOINT_NOT_FOUND for every other /api/2.0/mlflow/... path.
+    proxy = _registry_proxy(settings)
+    if proxy is not None:
+        ctx.app.include_router(proxy)
+    mlflow_api.install(ctx.app, handlers)
+    mlflow_artifacts_api.install(ctx.app, files)
     ctx.add_servicer(pb_grpc.add_TrackingServiceServicer_to_server, TrackingServicer(handlers), name=SERVICE_NAME)
     if settings.consume_events:
         ctx.add_task(TrackingEventsConsumer(handlers, ctx.kafka, settings.consumer_group), name="tracking-ingester")

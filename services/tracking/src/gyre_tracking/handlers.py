@@ -24,8 +24,10 @@ from gyre_tracking.domain.model import (
     RunArtifact,
     RunInfo,
     RunStatus,
+    ViewType,
 )
 from gyre_tracking.store.base import RunHandle, TrackingSession, TrackingStore
+from gyre_tracking.store.files import FileEntry, ProxiedArtifactFiles, clean_relative_path, proxied_artifact_path
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class RunBatch:
         tags: (key, value) pairs; last write wins.
     """
 
-    metrics: Sequence[Metric] = ()
+    metrics: Sequence[Metric | tuple[str, float, int, datetime | None]] = ()
     params: Sequence[tuple[str, str]] = ()
     tags: Sequence[tuple[str, str]] = ()
 
@@ -109,10 +111,97 @@ class TrackingHandlers:
         clock: the current time (aware UTC); tests pass a fixed one.
     """
 
-    def __init__(self, store: TrackingStore, artifact_root: str, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, store: TrackingStore, artifact_root: str, clock: Callable[[], datetime] = utc_now,
+                 files: ProxiedArtifactFiles | None = None) -> None:
         self.store = store
         self.artifact_root = artifact_root
         self.clock = clock
+        self.files = files
+
+    @property
+    def default_experiment_id(self) -> str:
+        """Where runs go when no experiment is named ("0")."""
+        return DEFAULT_EXPERIMENT_ID
+
+    async def _experiment(self, s: TrackingSession, experiment_id: str) -> Experiment:
+        validation.validate_experiment_id(experiment_id)
+        found = await s.get_experiment(experiment_id)
+        if found is None:
+            raise NotFound(f"experiment {experiment_id!r} does not exist")
+        return found
+
+    async def search_experiments(self, *, view: ViewType = ViewType.ACTIVE_ONLY, filter_text: str = "",
+                                 order_by: Sequence[str] = (), page_size: int = 0, page_token: str = "",
+                                 max_page_size: int = MAX_SEARCH_RESULTS) -> tuple[list[Experiment], str]:
+        """One page of experiments matching a filter (``name LIKE 'churn%' and tags.team = 'risk'``),
+        newest first unless ``order_by`` says otherwise, and the next page's token ("" on the last).
+
+        Raises:
+            InvalidArgument: a bad filter, order_by, token or page size.
+        """
+        comparisons = search.parse_experiment_filter(filter_text)
+        order = search.parse_experiment_order_by(list(order_by))
+        limit = search.page_size(page_size, maximum=max_page_size)
+        offset = search.decode_page_token(page_token)
+        async with self.store.session() as s:
+            found = await s.search_experiments(view, comparisons, order, limit + 1, offset)
+        token = search.encode_page_token(offset + limit) if len(found) > limit else ""
+        return found[:limit], token
+
+    async def rename_experiment(self, experiment_id: str, new_name: str) -> None:
+        """Rename an active experiment.
+
+        Raises:
+            NotFound. AlreadyExists: the name is taken. InvalidArgument: bad name, deleted experiment.
+        """
+        validation.validate_experiment_name(new_name)
+        async with self.store.transaction() as s:
+            experiment = await self._experiment(s, experiment_id)
+            self._ensure_active(experiment)
+            await s.rename_experiment(experiment_id, new_name, self.clock())
+
+    @staticmethod
+    def _ensure_active(experiment: Experiment) -> None:
+        if experiment.lifecycle_stage is not LifecycleStage.ACTIVE:
+            raise InvalidArgument(f"experiment {experiment.experiment_id!r} must be active; it is deleted")
+
+    async def delete_experiment(self, experiment_id: str) -> None:
+        """Mark an experiment and its active runs deleted (restorable).
+
+        Raises:
+            NotFound. InvalidArgument: already deleted, or the default experiment.
+        """
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            raise InvalidArgument("the default experiment '0' cannot be deleted")
+        async with self.store.transaction() as s:
+            self._ensure_active(await self._experiment(s, experiment_id))
+            await s.set_experiment_lifecycle(experiment_id, LifecycleStage.DELETED, self.clock())
+
+    async def restore_experiment(self, experiment_id: str) -> None:
+        """Bring back a deleted experiment and the runs deleted with it.
+
+        Raises:
+            NotFound. InvalidArgument: the experiment is active.
+        """
+        async with self.store.transaction() as s:
+            experiment = await self._experiment(s, experiment_id)
+            if experiment.lifecycle_stage is LifecycleStage.ACTIVE:
+                raise InvalidArgument(f"experiment {experiment_id!r} is active; only a deleted one can be restored")
+            await s.set_experiment_lifecycle(experiment_id, LifecycleStage.ACTIVE, self.clock())
+
+    async def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        """Set or overwrite an experiment tag. Raises NotFound, InvalidArgument (bad tag, deleted experiment)."""
+        tags = validation.normalise_tags([(key, value)], max_value_length=validation.MAX_EXPERIMENT_TAG_VALUE_LENGTH)
+        async with self.store.transaction() as s:
+            self._ensure_active(await self._experiment(s, experiment_id))
+            await s.set_experiment_tags(experiment_id, tags, self.clock())
+
+    async def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Remove an experiment tag. Raises NotFound (experiment or tag), InvalidArgument (deleted experiment)."""
+        async with self.store.transaction() as s:
+            self._ensure_active(await self._experiment(s, experiment_id))
+            if not await s.delete_experiment_tag(experiment_id, key, self.clock()):
+                raise NotFound(f"experiment {experiment_id!r} has no tag {key!r}")
 
     # -- experiments -------------------------------------------------------------------------
 
@@ -232,6 +321,45 @@ class TrackingHandlers:
                 await s.write_tags(handle, {rules.RUN_NAME_TAG: run_name})
         return info
 
+    async def delete_run(self, run_id: str) -> None:
+        """Mark a run deleted (restorable; searches skip it). Deleting a deleted run is a no-op.
+
+        Raises:
+            NotFound, InvalidArgument.
+        """
+        validation.validate_run_id(run_id)
+        async with self.store.transaction() as s:
+            handle = await self._handle(s, run_id, for_update=True)
+            if handle.info.lifecycle_stage is LifecycleStage.ACTIVE:
+                await s.set_run_lifecycle(handle, LifecycleStage.DELETED, self.clock())
+
+    async def restore_run(self, run_id: str) -> None:
+        """Bring back a deleted run (restoring an active run is a no-op).
+
+        Raises:
+            NotFound. InvalidArgument: the run's experiment is deleted (restore that first).
+        """
+        validation.validate_run_id(run_id)
+        async with self.store.transaction() as s:
+            handle = await self._handle(s, run_id, for_update=True)
+            if handle.info.lifecycle_stage is LifecycleStage.ACTIVE:
+                return
+            self._ensure_active(await self._experiment(s, handle.info.experiment_id))
+            await s.set_run_lifecycle(handle, LifecycleStage.ACTIVE, self.clock())
+
+    async def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove a run tag.
+
+        Raises:
+            NotFound: no such run, or the run has no such tag. FailedPrecondition: deleted run.
+        """
+        validation.validate_run_id(run_id)
+        async with self.store.transaction() as s:
+            handle = await self._handle(s, run_id)
+            rules.ensure_writable(run_id, handle.info.lifecycle_stage)
+            if not await s.delete_tag(handle, key):
+                raise NotFound(f"run {run_id!r} has no tag {key!r}")
+
     async def _handle(self, s: TrackingSession, run_id: str, *, for_update: bool = False) -> RunHandle:
         handle = await s.get_run_handle(run_id, for_update=for_update)
         if handle is None:
@@ -288,13 +416,18 @@ class TrackingHandlers:
         """
         await self.log_batch(run_id, RunBatch(tags=tags))
 
-    async def log_batch(self, run_id: str, batch: RunBatch) -> None:
+    async def log_batch(self, run_id: str, batch: RunBatch, *, limit_total: bool = False) -> None:
         """Apply metrics, params and tags to a run in one transaction (MLflow's LogBatch).
+
+        Args:
+            limit_total: also refuse more than 1000 entries in all (MLflow's LogBatch limit).
 
         Raises:
             ParamConflict, InvalidArgument, NotFound, FailedPrecondition.
         """
         validation.validate_run_id(run_id)
+        if limit_total:
+            validation.check_batch_total(len(batch.metrics), len(batch.params), len(batch.tags))
         metrics, params, tags = self._validate_batch(batch)
         async with self.store.transaction() as s:
             handle = await self._handle(s, run_id)
@@ -352,10 +485,42 @@ class TrackingHandlers:
             handle = await self._handle(s, run_id)
             return await s.metric_history(handle, key)
 
+    async def metric_history_page(self, run_id: str, key: str, page_size: int = 0, page_token: str = "", *,
+                                  max_page_size: int = 25_000) -> tuple[list[Metric], str]:
+        """A page of :meth:`metric_history` (``page_size`` 0: every point) and the next page's token.
+
+        Raises:
+            NotFound, InvalidArgument (bad run id, empty key, bad token or size).
+        """
+        offset = search.decode_page_token(page_token)
+        points = await self.metric_history(run_id, key)
+        if page_size == 0 and not page_token:
+            return points, ""
+        limit = search.page_size(page_size, default=max_page_size, maximum=max_page_size)
+        token = search.encode_page_token(offset + limit) if len(points) > offset + limit else ""
+        return points[offset:offset + limit], token
+
+    async def list_run_artifacts(self, run_id: str, path: str = "") -> tuple[str, list[FileEntry]]:
+        """The artifact root URI of a run and the entries under ``path`` in it, for runs whose
+        artifacts are proxied by this server (``mlflow-artifacts:`` URIs); other runs list empty.
+
+        Raises:
+            NotFound, InvalidArgument (bad run id or path).
+        """
+        run = await self.get_run(run_id)
+        root = run.info.artifact_uri
+        relative = proxied_artifact_path(root)
+        if relative is None or self.files is None:
+            return root, []
+        clean = clean_relative_path(path)
+        return root, await self.files.list(f"{relative}/{clean}" if clean else relative)
+
     async def search_runs(self, experiment_ids: Sequence[str], filter_text: str = "",
                           order_by: Sequence[str] = (), page_size: int = 0, page_token: str = "",
-                          *, max_page_size: int = MAX_SEARCH_RESULTS) -> tuple[list[Run], str]:
-        """One page of active runs matching an MLflow filter, and the next page's token.
+                          *, max_page_size: int = MAX_SEARCH_RESULTS, view: ViewType = ViewType.ACTIVE_ONLY
+                          ) -> tuple[list[Run], str]:
+        """One page of runs (active ones unless ``view`` says otherwise) matching a filter
+        (MLflow's grammar plus OR and parentheses), and the next page's token.
 
         Raises:
             InvalidArgument: no experiment, a filter/order_by that does not parse, a bad token or
@@ -370,6 +535,7 @@ class TrackingHandlers:
             order_by=tuple(search.parse_order_by(list(order_by))),
             max_results=search.page_size(page_size, maximum=max_page_size) + 1,
             offset=search.decode_page_token(page_token),
+            view=view,
         )
         async with self.store.session() as s:
             missing = await s.missing_experiments(ids)

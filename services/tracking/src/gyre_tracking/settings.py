@@ -20,7 +20,12 @@ class TrackingSettings(ServiceSettings):
 
     default_artifact_root: str | None = None
     """URI under which experiments without an explicit artifact location keep their runs' artifacts
-    (`<root>/<experiment id>/<run id>/artifacts`); unset uses `<GYRE_ARTIFACTS_ROOT>/tracking` as a file URI."""
+    (`<root>/<experiment id>/<run id>/artifacts`); unset uses `mlflow-artifacts:/`, i.e. MLflow clients
+    upload through this server, which stores the files under `artifacts_destination`."""
+
+    artifacts_destination: str | None = None
+    """Directory where files uploaded through MLflow's proxied artifact API (`/api/2.0/mlflow-artifacts/...`)
+    are stored, as `<experiment id>/<run id>/artifacts/<path>`; unset uses `<GYRE_ARTIFACTS_ROOT>/tracking`."""
 
     consume_events: bool = True
     """Whether this process ingests the tracking.events topic (false: serve the APIs only)."""

@@ -17,6 +17,7 @@ from gyre_tracking.domain.model import (
     RunArtifact,
     RunInfo,
     RunStatus,
+    ViewType,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "TrackingError",
+    "ViewType",
 ]

@@ -33,6 +33,23 @@ class LifecycleStage(StrEnum):
     DELETED = "deleted"
 
 
+class ViewType(StrEnum):
+    """Which lifecycle stages a search returns (MLflow's ViewType)."""
+
+    ACTIVE_ONLY = "ACTIVE_ONLY"
+    DELETED_ONLY = "DELETED_ONLY"
+    ALL = "ALL"
+
+    @property
+    def stages(self) -> tuple[LifecycleStage, ...]:
+        """The lifecycle stages this view includes."""
+        if self is ViewType.ACTIVE_ONLY:
+            return (LifecycleStage.ACTIVE,)
+        if self is ViewType.DELETED_ONLY:
+            return (LifecycleStage.DELETED,)
+        return (LifecycleStage.ACTIVE, LifecycleStage.DELETED)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A named group of runs.

@@ -1,7 +1,9 @@
 """MLflow's run-search grammar: filters, order_by keys and page tokens, parsed into plain data.
 
-Filter: comparisons joined by ``AND`` (case-insensitive), e.g.
-``metrics.rmse < 0.5 and params.model = 'rf' and tags."team name" LIKE 'risk%'``.
+Filter: comparisons joined by ``AND`` and ``OR`` (case-insensitive; ``AND`` binds tighter),
+grouped with parentheses, e.g.
+``metrics.rmse < 0.5 and (params.model = 'rf' or tags."team name" LIKE 'risk%')``.
+``OR`` and parentheses are Gyre's addition: MLflow's own server accepts ``AND`` only.
 
 * ``metrics.<key>`` (``metric.`` too): the run's latest value; ``= != <> < <= > >=`` with a number.
 * ``params.<key>`` / ``tags.<key>`` (``param.``, ``tag.``): ``= != <> LIKE ILIKE`` with a quoted
@@ -28,7 +30,7 @@ from enum import StrEnum
 from typing import Literal
 
 from gyre_tracking.domain.errors import InvalidArgument
-from gyre_tracking.domain.model import RunStatus
+from gyre_tracking.domain.model import RunStatus, ViewType
 
 MAX_FILTER_LENGTH = 10_000
 """Longest filter accepted (characters)."""
@@ -51,6 +53,11 @@ STRING_ATTRIBUTES = frozenset({"run_id", "run_name", "status", "user_id", "artif
 """Run attributes compared as strings."""
 TIME_ATTRIBUTES = frozenset({"start_time", "end_time"})
 """Run attributes compared as numbers (milliseconds since the Unix epoch, UTC)."""
+
+EXPERIMENT_STRING_ATTRIBUTES = frozenset({"name"})
+"""Experiment attributes compared as strings."""
+EXPERIMENT_TIME_ATTRIBUTES = frozenset({"creation_time", "last_update_time"})
+"""Experiment attributes compared as numbers (epoch milliseconds, UTC)."""
 
 _ENTITY_PREFIXES = {
     "metrics": Entity.METRIC, "metric": Entity.METRIC,
@@ -85,6 +92,30 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class BoolOp:
+    """Comparisons or groups joined by one operator.
+
+    Attributes:
+        op: ``AND`` (all must hold) or ``OR`` (at least one must hold).
+        operands: at least two.
+    """
+
+    op: Literal["AND", "OR"]
+    operands: tuple[Expr, ...]
+
+
+Expr = Comparison | BoolOp
+"""A filter expression: one comparison or a group."""
+
+
+def count_comparisons(expr: Expr) -> int:
+    """How many comparisons ``expr`` holds."""
+    if isinstance(expr, Comparison):
+        return 1
+    return sum(count_comparisons(operand) for operand in expr.operands)
+
+
+@dataclass(frozen=True)
 class OrderKey:
     """One sort key of a search; runs without the metric/param/tag sort last either way."""
 
@@ -99,17 +130,19 @@ class SearchQuery:
 
     Attributes:
         experiment_ids: at least one, decimal strings.
-        comparisons: all must hold.
+        comparisons: all must hold (each a comparison, or a group with OR).
         order_by: sort keys before the default (start_time DESC, run_id ASC).
         max_results: page size.
         offset: runs to skip (decoded from the page token).
+        view: which lifecycle stages to return (active runs by default).
     """
 
     experiment_ids: tuple[str, ...]
-    comparisons: tuple[Comparison, ...]
+    comparisons: tuple[Expr, ...]
     order_by: tuple[OrderKey, ...]
     max_results: int
     offset: int
+    view: ViewType = ViewType.ACTIVE_ONLY
 
 
 # -- lexer -------------------------------------------------------------------------------------
@@ -175,6 +208,14 @@ def tokenize(text: str) -> list[Token]:
 # -- parser ------------------------------------------------------------------------------------
 
 class _Parser:
+    """Run filters: metrics., params., tags. and run attributes."""
+
+    string_attributes = STRING_ATTRIBUTES
+    time_attributes = TIME_ATTRIBUTES
+    attribute_aliases = _ATTRIBUTE_ALIASES
+    entities = frozenset(Entity)
+    bare_attributes = False
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.tokens = tokenize(text)
@@ -190,7 +231,7 @@ class _Parser:
     def take(self) -> Token:
         token = self.peek()
         if token is None:
-            raise self.fail("unexpected end")
+            raise self.fail("unexpected end of the filter")
         self.i += 1
         return token
 
@@ -212,8 +253,11 @@ class _Parser:
             raise self.fail(f"expected an identifier such as metrics.rmse, got {token.text!r}", token)
         prefix, _, key = token.text.partition(".")
         entity = _ENTITY_PREFIXES.get(prefix.lower())
-        if entity is None:
-            raise self.fail(f"unknown identifier {token.text!r}: use metrics., params., tags. or attributes.", token)
+        if entity is None and self.bare_attributes and not key:
+            entity, key = Entity.ATTRIBUTE, prefix
+        if entity is None or entity not in self.entities:
+            known = ", ".join(sorted(f"{e.value}s." for e in self.entities))
+            raise self.fail(f"unknown identifier {token.text!r}: use {known}", token)
         if not key:
             dot = self.take()
             if dot.kind != "dot":
@@ -225,15 +269,15 @@ class _Parser:
         if not key:
             raise self.fail("empty key", token)
         if entity is Entity.ATTRIBUTE:
-            key = _ATTRIBUTE_ALIASES.get(key, key)
-            if key not in STRING_ATTRIBUTES and key not in TIME_ATTRIBUTES:
-                known = ", ".join(sorted(STRING_ATTRIBUTES | TIME_ATTRIBUTES))
+            key = self.attribute_aliases.get(key, key)
+            if key not in self.string_attributes and key not in self.time_attributes:
+                known = ", ".join(sorted(self.string_attributes | self.time_attributes))
                 raise self.fail(f"unknown attribute {key!r} (known: {known})", token)
         return entity, key, token
 
     def comparison(self) -> Comparison:
         entity, key, start = self.identifier()
-        numeric = entity is Entity.METRIC or (entity is Entity.ATTRIBUTE and key in TIME_ATTRIBUTES)
+        numeric = entity is Entity.METRIC or (entity is Entity.ATTRIBUTE and key in self.time_attributes)
         if self.keyword("IS", "NOT", "NULL"):
             op: str = "IS NOT NULL"
         elif self.keyword("IS", "NULL"):
@@ -294,18 +338,44 @@ class _Parser:
             if token.kind != "comma":
                 raise self.fail(f"expected ',' or ')', got {token.text!r}", token)
 
-    def filter(self) -> list[Comparison]:
+    def filter(self) -> list[Expr]:
         if not self.tokens:
             return []
-        comparisons = [self.comparison()]
-        while self.peek() is not None:
-            if not self.keyword("AND"):
-                token = self.peek()
-                if token is not None and token.kind == "ident" and token.text.upper() == "OR":
-                    raise self.fail("OR is not supported (MLflow filters join comparisons with AND)", token)
-                raise self.fail(f"expected AND, got {token.text if token else ''!r}", token)
-            comparisons.append(self.comparison())
-        return comparisons
+        expr = self.disjunction()
+        token = self.peek()
+        if token is not None:
+            if token.kind == "rparen":
+                raise self.fail("unbalanced ')'", token)
+            raise self.fail(f"expected AND or OR, got {token.text!r}", token)
+        return list(expr.operands) if isinstance(expr, BoolOp) and expr.op == "AND" else [expr]
+
+    def disjunction(self) -> Expr:
+        operands = [self.conjunction()]
+        while self.keyword("OR"):
+            operands.append(self.conjunction())
+        return operands[0] if len(operands) == 1 else BoolOp("OR", tuple(operands))
+
+    def conjunction(self) -> Expr:
+        operands = [self.term()]
+        while self.keyword("AND"):
+            operands.append(self.term())
+        # Nested ANDs flatten: (a AND b) AND c is a AND b AND c.
+        flat: list[Expr] = []
+        for operand in operands:
+            flat.extend(operand.operands if isinstance(operand, BoolOp) and operand.op == "AND" else [operand])
+        return flat[0] if len(flat) == 1 else BoolOp("AND", tuple(flat))
+
+    def term(self) -> Expr:
+        token = self.peek()
+        if token is not None and token.kind == "lparen":
+            self.take()
+            expr = self.disjunction()
+            closing = self.peek()
+            if closing is None or closing.kind != "rparen":
+                raise self.fail(f"expected ')' to close the '(' at position {token.pos}", closing)
+            self.take()
+            return expr
+        return self.comparison()
 
     def order_key(self) -> OrderKey:
         entity, key, _ = self.identifier()
@@ -325,14 +395,52 @@ def _check_status(value: str) -> None:
         raise InvalidArgument(f"unknown run status {value!r} (known: {', '.join(RunStatus.__members__)})")
 
 
-def parse_filter(text: str) -> list[Comparison]:
-    """Parse an MLflow search filter; an empty or blank filter matches every run."""
+def parse_filter(text: str) -> list[Expr]:
+    """Parse a search filter into the expressions that must all hold (top-level ``AND``); a filter
+    without ``OR`` gives plain comparisons. An empty or blank filter matches every run."""
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidArgument(f"filter is {len(text)} characters long; at most {MAX_FILTER_LENGTH}")
-    comparisons = _Parser(text).filter()
-    if len(comparisons) > MAX_COMPARISONS:
-        raise InvalidArgument(f"filter has {len(comparisons)} comparisons; at most {MAX_COMPARISONS}")
-    return comparisons
+    conjuncts = _Parser(text).filter()
+    count = sum(count_comparisons(c) for c in conjuncts)
+    if count > MAX_COMPARISONS:
+        raise InvalidArgument(f"filter has {count} comparisons; at most {MAX_COMPARISONS}")
+    return conjuncts
+
+
+class _ExperimentParser(_Parser):
+    """Experiment filters (SearchExperiments): ``name``, ``creation_time``, ``last_update_time``
+    (bare or as ``attributes.``) and ``tags.``."""
+
+    string_attributes = EXPERIMENT_STRING_ATTRIBUTES
+    time_attributes = EXPERIMENT_TIME_ATTRIBUTES
+    attribute_aliases = {"experiment_name": "name"}
+    entities = frozenset({Entity.ATTRIBUTE, Entity.TAG})
+    bare_attributes = True
+
+
+class _ExperimentOrderParser(_ExperimentParser):
+    string_attributes = EXPERIMENT_STRING_ATTRIBUTES | {"experiment_id"}
+    entities = frozenset({Entity.ATTRIBUTE})
+
+
+def parse_experiment_filter(text: str) -> list[Expr]:
+    """Parse a SearchExperiments filter, e.g. ``name LIKE 'churn%' and tags.team = 'risk'``
+    (same grammar as runs, including OR); times are epoch milliseconds."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise InvalidArgument(f"filter is {len(text)} characters long; at most {MAX_FILTER_LENGTH}")
+    conjuncts = _ExperimentParser(text).filter()
+    count = sum(count_comparisons(c) for c in conjuncts)
+    if count > MAX_COMPARISONS:
+        raise InvalidArgument(f"filter has {count} comparisons; at most {MAX_COMPARISONS}")
+    return conjuncts
+
+
+def parse_experiment_order_by(clauses: list[str] | tuple[str, ...]) -> list[OrderKey]:
+    """Parse SearchExperiments sort keys: ``name``, ``experiment_id``, ``creation_time``,
+    ``last_update_time`` (bare or ``attributes.``), ASC by default."""
+    if len(clauses) > MAX_ORDER_BY:
+        raise InvalidArgument(f"{len(clauses)} order_by keys; at most {MAX_ORDER_BY}")
+    return [_ExperimentOrderParser(clause).order_key() for clause in clauses]
 
 
 def parse_order_by(clauses: list[str] | tuple[str, ...]) -> list[OrderKey]:

@@ -30,6 +30,8 @@ MAX_METRICS_PER_BATCH = 1000
 """Most metric points in one call or event."""
 MAX_PARAMS_TAGS_PER_BATCH = 100
 """Most params, and most tags, in one call or event."""
+MAX_ENTRIES_PER_BATCH = 1000
+"""Most metrics, params and tags together in one LogBatch call (MLflow's limit)."""
 MAX_ARTIFACT_URI_LENGTH = 2000
 """Longest artifact URI (characters)."""
 
@@ -192,3 +194,11 @@ def validate_artifact(artifact: RunArtifact) -> RunArtifact:
     if artifact.size_bytes < 0:
         raise InvalidArgument(f"artifact {artifact.path!r}: size_bytes must not be negative")
     return artifact
+
+
+def check_batch_total(metrics: int, params: int, tags: int) -> None:
+    """Refuse a LogBatch with more than 1000 metrics, params and tags in all (MLflow's limit)."""
+    total = metrics + params + tags
+    if total > MAX_ENTRIES_PER_BATCH:
+        raise InvalidArgument(f"a batch holds {total} entries ({metrics} metrics, {params} params, {tags} tags); "
+                              f"at most {MAX_ENTRIES_PER_BATCH} in all")

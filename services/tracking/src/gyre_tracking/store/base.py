@@ -11,6 +11,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 
 from gyre_tracking.domain.model import (
     Experiment,
@@ -20,8 +21,9 @@ from gyre_tracking.domain.model import (
     Run,
     RunArtifact,
     RunInfo,
+    ViewType,
 )
-from gyre_tracking.domain.search import SearchQuery
+from gyre_tracking.domain.search import Expr, OrderKey, SearchQuery
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,38 @@ class TrackingSession(abc.ABC):
     async def missing_experiments(self, experiment_ids: Sequence[str]) -> list[str]:
         """Those of ``experiment_ids`` that do not exist."""
 
+    @abc.abstractmethod
+    async def search_experiments(self, view: ViewType, comparisons: Sequence[Expr], order_by: Sequence[OrderKey],
+                                 limit: int, offset: int) -> list[Experiment]:
+        """Experiments in the view's lifecycle stages matching every expression, one page."""
+
+    @abc.abstractmethod
+    async def rename_experiment(self, experiment_id: str, name: str, now: datetime) -> None:
+        """Rename an experiment. Raises AlreadyExists: the name is taken."""
+
+    @abc.abstractmethod
+    async def set_experiment_lifecycle(self, experiment_id: str, stage: LifecycleStage, now: datetime) -> None:
+        """Delete or restore an experiment together with its runs: deleting marks its active runs
+        deleted at ``now``; restoring brings back the runs deleted with it (deleted at or after the
+        experiment's deletion)."""
+
+    @abc.abstractmethod
+    async def set_experiment_tags(self, experiment_id: str, tags: Mapping[str, str], now: datetime) -> None:
+        """Insert or overwrite experiment tags."""
+
+    @abc.abstractmethod
+    async def delete_experiment_tag(self, experiment_id: str, key: str, now: datetime) -> bool:
+        """Remove an experiment tag; False when there was none."""
+
     # -- runs --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def set_run_lifecycle(self, handle: RunHandle, stage: LifecycleStage, now: datetime) -> None:
+        """Delete (``deleted_time`` = ``now``) or restore a run."""
+
+    @abc.abstractmethod
+    async def delete_tag(self, handle: RunHandle, key: str) -> bool:
+        """Remove a run tag; False when there was none."""
 
     @abc.abstractmethod
     async def insert_run(self, run: NewRun, artifact_uri: str) -> tuple[RunHandle, bool]:

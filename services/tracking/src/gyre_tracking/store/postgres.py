@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -24,11 +25,12 @@ from gyre_tracking.domain.model import (
     RunArtifact,
     RunInfo,
     RunStatus,
+    ViewType,
 )
 from gyre_tracking.domain.runs import experiment_artifact_location
-from gyre_tracking.domain.search import SearchQuery
+from gyre_tracking.domain.search import Expr, OrderKey, SearchQuery
 from gyre_tracking.store.base import RunHandle, TrackingSession, TrackingStore
-from gyre_tracking.store.search_sql import RUN_COLUMNS, compile_search
+from gyre_tracking.store.search_sql import RUN_COLUMNS, compile_experiment_search, compile_search
 
 _EXPERIMENT_COLUMNS = "experiment_id, name, artifact_location, lifecycle_stage, created_at, last_updated_at"
 
@@ -178,7 +180,59 @@ class PostgresSession(TrackingSession):
             [int(i) for i in experiment_ids])}
         return [i for i in experiment_ids if int(i) not in present]
 
+    async def search_experiments(self, view: ViewType, comparisons: Sequence[Expr], order_by: Sequence[OrderKey],
+                                 limit: int, offset: int) -> list[Experiment]:
+        sql, args = compile_experiment_search(view, comparisons, order_by, limit, offset)
+        return await self._experiments(await self.conn.fetch(sql, *args))
+
+    async def rename_experiment(self, experiment_id: str, name: str, now: datetime) -> None:
+        try:
+            await self.conn.execute("UPDATE experiments SET name = $2, last_updated_at = $3 WHERE experiment_id = $1",
+                                    int(experiment_id), name, now)
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(f"an experiment named {name!r} already exists") from None
+
+    async def set_experiment_lifecycle(self, experiment_id: str, stage: LifecycleStage, now: datetime) -> None:
+        if stage is LifecycleStage.DELETED:
+            await self.conn.execute(
+                "UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = $2 "
+                "WHERE experiment_id = $1 AND lifecycle_stage = 'active'", int(experiment_id), now)
+        else:
+            # The runs deleted together with the experiment (or after it), not those deleted before.
+            await self.conn.execute(
+                "UPDATE runs r SET lifecycle_stage = 'active', deleted_time = NULL FROM experiments e "
+                "WHERE e.experiment_id = $1 AND r.experiment_id = e.experiment_id "
+                "AND r.lifecycle_stage = 'deleted' AND r.deleted_time >= e.last_updated_at", int(experiment_id))
+        await self.conn.execute(
+            "UPDATE experiments SET lifecycle_stage = $2, last_updated_at = $3 WHERE experiment_id = $1",
+            int(experiment_id), stage.value, now)
+
+    async def set_experiment_tags(self, experiment_id: str, tags: Mapping[str, str], now: datetime) -> None:
+        await self.conn.execute(
+            "INSERT INTO experiment_tags AS t (experiment_id, key, value) "
+            "SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS u(k, v) "
+            "ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+            int(experiment_id), list(tags), list(tags.values()))
+        await self.conn.execute("UPDATE experiments SET last_updated_at = $2 WHERE experiment_id = $1",
+                                int(experiment_id), now)
+
+    async def delete_experiment_tag(self, experiment_id: str, key: str, now: datetime) -> bool:
+        status = await self.conn.execute("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2",
+                                         int(experiment_id), key)
+        await self.conn.execute("UPDATE experiments SET last_updated_at = $2 WHERE experiment_id = $1",
+                                int(experiment_id), now)
+        return bool(status != "DELETE 0")
+
     # -- runs --------------------------------------------------------------------------------
+
+    async def set_run_lifecycle(self, handle: RunHandle, stage: LifecycleStage, now: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE runs SET lifecycle_stage = $2, deleted_time = $3 WHERE run_pk = $1",
+            handle.pk, stage.value, now if stage is LifecycleStage.DELETED else None)
+
+    async def delete_tag(self, handle: RunHandle, key: str) -> bool:
+        status = await self.conn.execute("DELETE FROM tags WHERE run_pk = $1 AND key = $2", handle.pk, key)
+        return bool(status != "DELETE 0")
 
     async def insert_run(self, run: NewRun, artifact_uri: str) -> tuple[RunHandle, bool]:
         row = await self.conn.fetchrow(

@@ -11,9 +11,11 @@ one ``LEFT JOIN`` per metric/param/tag sort key, then ``start_time DESC, run_id`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from gyre_tracking.domain.search import Comparison, Entity, OrderKey, SearchQuery
+from gyre_tracking.domain.model import ViewType
+from gyre_tracking.domain.search import BoolOp, Comparison, Entity, Expr, OrderKey, SearchQuery
 
 RUN_COLUMNS = ("r.run_pk, r.run_id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, "
                "r.artifact_uri, r.user_id, r.lifecycle_stage")
@@ -71,6 +73,21 @@ def _comparison_sql(comparison: Comparison, args: _Args, experiments: str) -> st
     return f"EXISTS (SELECT 1 FROM {table} x WHERE {scope} AND {condition})"
 
 
+def _expr_sql(expr: Expr, args: _Args, experiments: str) -> str:
+    if isinstance(expr, Comparison):
+        return _comparison_sql(expr, args, experiments)
+    assert isinstance(expr, BoolOp)
+    joiner = f" {expr.op} "
+    return "(" + joiner.join(_expr_sql(operand, args, experiments) for operand in expr.operands) + ")"
+
+
+_VIEW_CONDITIONS = {
+    ViewType.ACTIVE_ONLY: ["r.lifecycle_stage = 'active'"],
+    ViewType.DELETED_ONLY: ["r.lifecycle_stage = 'deleted'"],
+    ViewType.ALL: [],
+}
+
+
 def _order_sql(index: int, key: OrderKey, args: _Args) -> tuple[str, str]:
     direction = "ASC" if key.ascending else "DESC"
     if key.entity is Entity.ATTRIBUTE:
@@ -89,8 +106,8 @@ def compile_search(query: SearchQuery, experiment_pks: list[int]) -> tuple[str, 
     # default order (no sort); "= ANY(array)" would not.
     scope = f"r.experiment_id = ({experiments})[1]" if len(experiment_pks) == 1 else \
         f"r.experiment_id = ANY({experiments})"
-    where = [scope, "r.lifecycle_stage = 'active'"]
-    where += [_comparison_sql(c, args, experiments) for c in query.comparisons]
+    where = [scope, *_VIEW_CONDITIONS[query.view]]
+    where += [_expr_sql(c, args, experiments) for c in query.comparisons]
     joins: list[str] = []
     order: list[str] = []
     for index, key in enumerate(query.order_by):
@@ -102,4 +119,50 @@ def compile_search(query: SearchQuery, experiment_pks: list[int]) -> tuple[str, 
     sql = (f"SELECT {RUN_COLUMNS} FROM runs r {' '.join(joins)} WHERE {' AND '.join(where)} "
            f"ORDER BY {', '.join(order)} LIMIT {args.add(query.max_results, '::bigint')} "
            f"OFFSET {args.add(query.offset, '::bigint')}")
+    return sql, args.values
+
+
+EXPERIMENT_COLUMNS = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.created_at, e.last_updated_at"
+"""What :func:`compile_experiment_search` selects."""
+
+_EXPERIMENT_ATTRIBUTE_COLUMNS = {
+    "name": "e.name",
+    "experiment_id": "e.experiment_id",
+    "creation_time": "e.created_at",
+    "last_update_time": "e.last_updated_at",
+}
+
+
+def _experiment_expr_sql(expr: Expr, args: _Args) -> str:
+    if isinstance(expr, BoolOp):
+        joiner = f" {expr.op} "
+        return "(" + joiner.join(_experiment_expr_sql(operand, args) for operand in expr.operands) + ")"
+    if expr.entity is Entity.ATTRIBUTE:
+        column = _EXPERIMENT_ATTRIBUTE_COLUMNS[expr.key]
+        if expr.key in ("creation_time", "last_update_time"):
+            return _value_condition(f"floor(extract(epoch FROM {column}) * 1000)::float8", expr, args, numeric=True)
+        return _value_condition(column, expr, args, numeric=False)
+    scope = f"x.experiment_id = e.experiment_id AND x.key = {args.add(expr.key, '::text')}"
+    if expr.op == "IS NULL":
+        return f"NOT EXISTS (SELECT 1 FROM experiment_tags x WHERE {scope})"
+    if expr.op == "IS NOT NULL":
+        return f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {scope})"
+    condition = _value_condition("x.value", expr, args, numeric=False)
+    return f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {scope} AND {condition})"
+
+
+def compile_experiment_search(view: ViewType, comparisons: Sequence[Expr], order_by: Sequence[OrderKey],
+                              limit: int, offset: int) -> tuple[str, list[Any]]:
+    """SQL and bind parameters selecting one page of experiments (:data:`EXPERIMENT_COLUMNS`).
+
+    Default order, as MLflow's: newest first (creation_time DESC), then experiment_id.
+    """
+    args = _Args()
+    stages = [stage.value for stage in view.stages]
+    where = [f"e.lifecycle_stage = ANY({args.add(stages, '::text[]')})"]
+    where += [_experiment_expr_sql(c, args) for c in comparisons]
+    order = [f"{_EXPERIMENT_ATTRIBUTE_COLUMNS[k.key]} {'ASC' if k.ascending else 'DESC'}" for k in order_by]
+    order += ["e.created_at DESC", "e.experiment_id ASC"]
+    sql = (f"SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE {' AND '.join(where)} "
+           f"ORDER BY {', '.join(order)} LIMIT {args.add(limit, '::bigint')} OFFSET {args.add(offset, '::bigint')}")
     return sql, args.values

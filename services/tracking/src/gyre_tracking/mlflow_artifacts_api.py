@@ -1,0 +1,69 @@
+"""MLflow's proxied artifact API (``mlflow-artifacts``), served by tracking so that MLflow clients
+upload and download run artifacts through the server (experiments created without an artifact
+location get ``mlflow-artifacts:/<experiment id>``; the client turns that into these routes).
+
+Routes (as ``mlflow server`` serves them; paths are relative to the artifact directory):
+
+* ``PUT    /api/2.0/mlflow-artifacts/artifacts/{path}`` — body = the file's bytes; ``{}``;
+* ``GET    /api/2.0/mlflow-artifacts/artifacts/{path}`` — the file's bytes (404 when missing);
+* ``GET    /api/2.0/mlflow-artifacts/artifacts?path=`` — ``{"files": [{"path", "is_dir", "file_size"}]}``
+  with names relative to ``path`` (empty for a missing path or a file);
+* ``DELETE /api/2.0/mlflow-artifacts/artifacts/{path}`` — removes a file or a directory tree.
+
+Errors are MLflow's (:mod:`gyre_tracking.mlflow_api`): a bad path is 400 INVALID_PARAMETER_VALUE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from gyre_tracking.mlflow_api import MlflowRoute
+from gyre_tracking.store.files import ProxiedArtifactFiles
+
+PREFIX = "/api/2.0/mlflow-artifacts"
+"""Where MLflow's ``mlflow-artifacts`` repository sends its requests."""
+
+
+def router(files: ProxiedArtifactFiles, prefix: str = PREFIX) -> APIRouter:
+    """The ``mlflow-artifacts`` routes over ``files``."""
+    api = APIRouter(prefix=prefix, route_class=MlflowRoute, tags=["mlflow-artifacts"])
+
+    @api.get("/artifacts")
+    async def list_artifacts(path: str = "") -> dict[str, Any]:
+        entries = await files.list(path)
+        listed: list[dict[str, Any]] = []
+        for entry in entries:
+            item: dict[str, Any] = {"path": entry.name, "is_dir": entry.is_dir}
+            if entry.size_bytes is not None:
+                item["file_size"] = entry.size_bytes
+            listed.append(item)
+        return {"files": listed}
+
+    @api.put("/artifacts/{path:path}")
+    async def upload(path: str, request: Request) -> JSONResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in request.stream():
+                yield chunk
+
+        await files.write(path, chunks())
+        return JSONResponse({})
+
+    @api.get("/artifacts/{path:path}")
+    async def download(path: str) -> FileResponse:
+        return FileResponse(files.file_for_download(path), media_type="application/octet-stream")
+
+    @api.delete("/artifacts/{path:path}")
+    async def delete(path: str) -> JSONResponse:
+        await files.delete(path)
+        return JSONResponse({})
+
+    return api
+
+
+def install(app: FastAPI, files: ProxiedArtifactFiles) -> None:
+    """Add the ``mlflow-artifacts`` routes to ``app``."""
+    app.include_router(router(files))
