@@ -1,10 +1,13 @@
 """The dashboard as a real server (the runner, free ports) against real and fake upstreams.
 
 * the real registry in-process on the test PostgreSQL and Tansu, with two versions of a model;
+* the real tracking service in-process on the same database (its own schema), with runs logged by
+  the trainer's own run logger (a search and one hyperopt trial, ``gyre.*`` tags) and by the
+  unmodified MLflow client (``mlflow.*`` source tags, as ``mlflow.start_run`` resolves them);
 * one fake upstream (FastAPI under uvicorn on a free port) playing monitor, feedback and trainer
   with payloads built from their proto messages, plus a not-ready service (``/notready``, 503) and
   a slow one (``/slow``, answers after the dashboard's timeout);
-* tracking and serving down (a bound port that refuses connections).
+* serving down (a bound port that refuses connections); tracking too in the all-down test.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import uvicorn
@@ -25,8 +30,10 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from mlflow import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from support.process import ServiceProcess
-from support.services import running
+from support.services import fast_settings, running
 from support.waiting import wait_until
 
 from gyre_common.bus import ensure_topics
@@ -42,6 +49,11 @@ from gyre_dashboard.settings import DashboardSettings
 from gyre_registry.bootstrap import bootstrap as registry_bootstrap
 from gyre_registry.service import SPEC as REGISTRY
 from gyre_registry.settings import RegistrySettings
+from gyre_tracking.bootstrap import bootstrap as tracking_bootstrap
+from gyre_tracking.service import SPEC as TRACKING
+from gyre_tracking.settings import TrackingSettings
+from gyre_trainer.adapters.tracking import GrpcRunLogger
+from gyre_trainer.domain.search import TrialResult
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +181,50 @@ async def registry_with_models(bootstrap_servers: str, database_url: str, unique
 
 
 @dataclass
+class TrackingRuns:
+    url: str
+    search_run_id: str
+    trial_run_id: str
+    mlflow_run_id: str
+    job_id: str
+
+
+def log_with_mlflow_client(url: str) -> str:
+    """A run as a data scientist's script logs it with the unmodified MLflow client (blocking)."""
+    client = MlflowClient(tracking_uri=url)
+    experiment_id = client.create_experiment(f"notebook-{uuid.uuid4().hex[:8]}")
+    # The tags mlflow.start_run would set (mlflow.user, mlflow.source.name, mlflow.source.type).
+    run = client.create_run(experiment_id, tags=resolve_tags({"team": "risk"}), run_name=EVIL)
+    client.log_metric(run.info.run_id, "rmse", 0.42)
+    client.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
+
+
+@asynccontextmanager
+async def tracking_with_runs(bootstrap_servers: str, database_url: str, unique: str) -> AsyncIterator[TrackingRuns]:
+    """The real tracking service with a trainer search + trial, then an MLflow-client run; yields them."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"t{unique}.")
+    settings = fast_settings(TrackingSettings, consume_events=False, default_artifact_root="file:///srv/gyre/tracking")
+    async with running(TRACKING, tracking_bootstrap, settings, kafka=kafka, database_url=database_url) as runner:
+        job_id = uuid.uuid4().hex
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{runner.grpc_port}") as channel:
+            logger = GrpcRunLogger(channel, timeout_s=10)
+            search = await logger.start_search(experiment="gyre/churn", run_id=uuid.uuid4().hex,
+                                               run_name="churn-search", tags={
+                                                   "gyre.job_id": job_id, "gyre.objective_metric": "f1"})
+            trial_run_id = await logger.log_trial(
+                search, run_id=uuid.uuid4().hex,
+                trial=TrialResult(number=1, params={"family": "logreg"}, metrics={"f1": 0.71, "accuracy": 0.8},
+                                  loss=-0.71, duration_s=0.5),
+                tags={"mlflow.parentRunId": search.run_id, "gyre.job_id": job_id, "gyre.trial": "1",
+                      "gyre.objective_metric": "f1"})
+        url = f"http://127.0.0.1:{runner.http_port}"
+        # The MLflow client is synchronous: off the loop, which serves its requests.
+        mlflow_run_id = await asyncio.to_thread(log_with_mlflow_client, url)
+        yield TrackingRuns(url, search.run_id, trial_run_id, mlflow_run_id, job_id)
+
+
+@dataclass
 class Dashboard:
     http: httpx.AsyncClient
     runner: ServiceRunner
@@ -186,28 +242,29 @@ async def dashboard(**urls: str) -> AsyncIterator[Dashboard]:
 # -- tests ------------------------------------------------------------------------------------------------
 
 
-async def test_the_page_and_the_overview_with_real_registry_fake_upstreams_and_services_down(
+async def test_the_page_and_the_overview_with_real_registry_and_tracking_fake_upstreams_and_services_down(
         bootstrap_servers: str, database_url: str, unique: str) -> None:
     with refusing_port() as down:
         async with serve(fake_upstream_app()) as fake, \
                 registry_with_models(bootstrap_servers, database_url, unique) as registry, \
-                dashboard(tracking_url=down, serving_url=down, features_url=f"{fake}/notready",
+                tracking_with_runs(bootstrap_servers, database_url, unique) as tracking, \
+                dashboard(tracking_url=tracking.url, serving_url=down, features_url=f"{fake}/notready",
                           registry_url=registry, monitor_url=fake, feedback_url=fake, trainer_url=fake) as dash:
-            async def registry_ready() -> dict[str, Any] | None:
+            async def registry_and_tracking_ready() -> dict[str, Any] | None:
                 data = (await dash.http.get("/api/v1/overview")).json()
                 health = {s["name"]: s["health"] for s in data["services"]}
-                return data if health["registry"] == "ready" else None
+                return data if health["registry"] == health["tracking"] == "ready" else None
 
-            data = await wait_until(registry_ready, what="the registry to be ready on the dashboard")
+            data = await wait_until(registry_and_tracking_ready, what="registry and tracking ready on the dashboard")
 
             health = {s["name"]: s for s in data["services"]}
             assert list(health) == ["tracking", "features", "trainer", "registry", "serving", "feedback", "monitor"]
             assert {n: s["health"] for n, s in health.items()} == {
-                "tracking": "down", "features": "not_ready", "trainer": "ready", "registry": "ready",
+                "tracking": "ready", "features": "not_ready", "trainer": "ready", "registry": "ready",
                 "serving": "down", "feedback": "ready", "monitor": "ready"}
             assert health["features"]["failing"] == ["database"]
             assert "ConnectionRefusedError" in health["features"]["detail"]
-            assert "unreachable" in health["tracking"]["detail"]
+            assert "unreachable" in health["serving"]["detail"]
 
             models = {m["name"]: m for m in data["models"]["items"]}
             assert data["models"]["available"] and data["models"]["error"] is None
@@ -231,13 +288,39 @@ async def test_the_page_and_the_overview_with_real_registry_fake_upstreams_and_s
             assert (job["model_name"], job["reason"], job["status"]) == ("churn", "DRIFT", "STARTED")
             assert data["alerts"]["items"][0]["drifted_features"] == ["tenure_months"]
 
+            runs = data["runs"]
+            assert runs["source"] == "tracking" and runs["available"] and runs["error"] is None
+            by_id = {r["run_id"]: r for r in runs["items"]}
+            # Newest first across both experiments: the MLflow run was logged last.
+            assert list(by_id) == [tracking.mlflow_run_id, tracking.trial_run_id, tracking.search_run_id]
+            starts = [r["start_time"] for r in runs["items"]]
+            assert starts == sorted(starts, reverse=True)
+            trial = by_id[tracking.trial_run_id]
+            assert (trial["origin"], trial["experiment_name"], trial["status"], trial["user"]) == (
+                "trainer", "gyre/churn", "FINISHED", "gyre-trainer")
+            assert trial["origin_detail"] == f"job {tracking.job_id[:8]}, trial 1"
+            assert trial["parent_run_id"] == tracking.search_run_id and trial["run_name"] == "trial-1"
+            assert trial["metrics"] == {"val_f1": pytest.approx(0.71), "val_accuracy": pytest.approx(0.8),
+                                        "trial_duration_s": pytest.approx(0.5)}
+            search = by_id[tracking.search_run_id]
+            assert (search["origin"], search["origin_detail"], search["status"]) == (
+                "trainer", f"job {tracking.job_id[:8]}, search", "RUNNING")
+            assert search["metrics"] == {"trial_loss": pytest.approx(-0.71)}
+            mlflow_run = by_id[tracking.mlflow_run_id]
+            assert (mlflow_run["origin"], mlflow_run["status"], mlflow_run["run_name"]) == ("mlflow", "FINISHED", EVIL)
+            assert mlflow_run["experiment_name"].startswith("notebook-") and mlflow_run["user"]
+            assert mlflow_run["origin_detail"] and mlflow_run["metrics"] == {"rmse": pytest.approx(0.42)}
+            assert mlflow_run["end_time"] is not None
+
             page = await dash.http.get("/")
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             assert page.headers["cache-control"] == "no-store"
             html = page.text
             assert "http-equiv=\"refresh\"" in html
             for text in ("churn", "fraud", "production → v1", "challenger → v2", "tenure_months", "65.0%",
-                         "DRIFT", "not ready", "down", "Services (4/7 ready)"):
+                         "DRIFT", "not ready", "down", "Services (5/7 ready)", "Recent runs", "trial-1",
+                         "churn-search", "gyre/churn", f"job {tracking.job_id[:8]}, trial 1", ">trainer<",
+                         ">mlflow<", "val_f1 = 0.71", "rmse = 0.42", tracking.mlflow_run_id[:8]):
                 assert text in html, text
             assert EVIL not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
 
@@ -261,13 +344,14 @@ async def test_everything_down_or_slow_still_renders_within_the_timeout() -> Non
                 health = {s["name"]: s for s in data["services"]}
                 assert all(s["health"] == "down" for s in health.values())
                 assert "no answer in time" in health["trainer"]["detail"]
-                for section in ("models", "drift", "quality", "training_jobs", "alerts"):
+                for section in ("models", "drift", "quality", "training_jobs", "alerts", "runs"):
                     assert data[section]["available"] is False and data[section]["error"], section
                 assert "registry" in data["drift"]["error"]
 
                 page = await dash.http.get("/")
                 assert page.status_code == 200
                 assert "Services (0/7 ready)" in page.text and "Models unknown" in page.text
+                assert "Runs unknown: tracking: unreachable" in page.text
 
 
 async def test_runs_as_a_process_entry_point() -> None:

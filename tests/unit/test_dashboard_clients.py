@@ -7,6 +7,7 @@ the services really send.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as fb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as mon
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as reg
+from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as trk
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as tr
 from gyre_dashboard.clients import (
     UpstreamClient,
@@ -28,11 +30,29 @@ from gyre_dashboard.clients import (
     parse_model_version,
     parse_quality,
     parse_registered_model,
+    parse_run,
     parse_training_job,
 )
-from gyre_dashboard.model import Health, UpstreamError
+from gyre_dashboard.model import Health, RunOrigin, UpstreamError
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def tracking_json(message: Message) -> dict[str, Any]:
+    """As tracking's REST API answers: proto names, every field present."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def tracking_run(run_id: str, experiment_id: str, name: str, tags: dict[str, str], metrics: dict[str, float],
+                 start: datetime = T0, status: ev.RunStatus.ValueType = ev.RUN_STATUS_FINISHED,
+                 user: str = "") -> trk.Run:
+    run = trk.Run(info=trk.RunInfo(run_id=run_id, experiment_id=experiment_id, run_name=name, status=status,
+                                   user=user, lifecycle_stage=trk.LIFECYCLE_STAGE_ACTIVE),
+                  data=trk.RunData(tags=[ev.Tag(key=k, value=v) for k, v in tags.items()],
+                                   metrics=[ev.Metric(key=k, value=v, step=0) for k, v in metrics.items()]))
+    stamp(run.info.start_time, start)
+    return run
 
 
 def camel(message: Message) -> dict[str, Any]:
@@ -146,11 +166,54 @@ def test_alert_from_monitor_json() -> None:
     assert parsed.detected_at == T0
 
 
+def test_a_trainer_trial_run_from_tracking_json() -> None:
+    run = tracking_run("a" * 32, "3", "trial-4", {
+        "gyre.job_id": "0123456789abcdef", "gyre.trial": "4", "mlflow.parentRunId": "p" * 32,
+        "gyre.objective_metric": "f1", "mlflow.runName": "trial-4"},
+        {"val_accuracy": 0.8, "val_f1": 0.7, "trial_duration_s": 1.5, "holdout_f1": 0.65, "val_auc": 0.9},
+        user="gyre-trainer")
+    stamp(run.info.end_time, T0.replace(minute=5))
+    parsed = parse_run(tracking_json(run), {"3": "gyre/churn"})
+    assert (parsed.run_id, parsed.run_name, parsed.experiment_id, parsed.experiment_name) == (
+        "a" * 32, "trial-4", "3", "gyre/churn")
+    assert (parsed.status, parsed.start_time, parsed.end_time, parsed.user) == (
+        "FINISHED", T0, T0.replace(minute=5), "gyre-trainer")
+    assert parsed.origin is RunOrigin.TRAINER and parsed.origin_detail == "job 01234567, trial 4"
+    assert parsed.parent_run_id == "p" * 32
+    # The objective first (holdout, then validation), then the other holdout/validation metrics: four of five.
+    assert list(parsed.metrics) == ["holdout_f1", "val_f1", "val_accuracy", "val_auc"]
+    assert parsed.metric_count == 5
+
+
+def test_an_mlflow_client_run_from_tracking_json() -> None:
+    run = tracking_run("b" * 32, "0", "", {
+        "mlflow.user": "alice", "mlflow.source.name": "/home/alice/notebooks/train.py",
+        "mlflow.source.type": "LOCAL", "mlflow.runName": "bold-owl-42"},
+        {"rmse": 0.5, "loss": float("nan")}, status=ev.RUN_STATUS_RUNNING)
+    parsed = parse_run(tracking_json(run))
+    assert parsed.origin is RunOrigin.MLFLOW and parsed.origin_detail == "train.py"
+    assert parsed.run_name == "bold-owl-42" and parsed.user == "alice"  # from the tags when the info has none
+    assert parsed.status == "RUNNING" and parsed.end_time is None and parsed.experiment_name == ""
+    assert parsed.metrics["rmse"] == 0.5 and parsed.metrics["loss"] != parsed.metrics["loss"]  # NaN kept
+
+
+def test_a_run_parser_takes_partial_or_odd_payloads() -> None:
+    empty = parse_run({})
+    assert (empty.run_id, empty.status, empty.origin, empty.metrics, empty.start_time) == (
+        "", "", RunOrigin.OTHER, {}, None)
+    odd = parse_run({"info": {"runId": "r", "status": "RUN_STATUS_UNSPECIFIED", "experimentId": "1"},
+                     "data": {"tags": [{"key": "gyre.task", "value": "classification"}, "junk", {"value": "x"}],
+                              "metrics": {"a": "1.5", "b": "n/a"}}})
+    assert (odd.run_id, odd.status, odd.experiment_id) == ("r", "", "1")
+    assert odd.origin is RunOrigin.TRAINER and odd.origin_detail == "search"
+    assert odd.metrics == {"a": 1.5} and odd.metric_count == 1
+
+
 # -- HTTP behaviour (httpx.MockTransport: no sockets) ------------------------------------------------
 
 Handler = Callable[[httpx.Request], httpx.Response]
 URLS = {"registry": "http://registry", "monitor": "http://monitor", "feedback": "http://feedback",
-        "trainer": "http://trainer", "serving": "http://serving"}
+        "trainer": "http://trainer", "serving": "http://serving", "tracking": "http://tracking"}
 
 
 def client(handler: Handler) -> UpstreamClient:
@@ -252,3 +315,44 @@ async def test_an_unconfigured_service_is_an_upstream_error() -> None:
     upstream = UpstreamClient(httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200))), {})
     with pytest.raises(UpstreamError, match="no address configured"):
         await upstream.trainer_jobs(1)
+
+
+async def test_tracking_runs_list_every_experiment_then_search_them_all_newest_first() -> None:
+    seen: list[httpx.Request] = []
+    pages = {"": (["0", "1"], "next"), "next": (["7"], "")}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/api/v1/experiments":
+            ids, token = pages[request.url.params.get("page_token", "")]
+            page = trk.ListExperimentsResponse(
+                experiments=[trk.Experiment(experiment_id=i, name=f"exp-{i}") for i in ids], next_page_token=token)
+            return httpx.Response(200, json=tracking_json(page))
+        assert (request.method, request.url.path) == ("POST", "/api/v1/runs/search")
+        older = tracking_run("o" * 32, "7", "old", {"mlflow.user": "bob"}, {}, start=T0.replace(hour=9))
+        newer = tracking_run("n" * 32, "1", "trial-1", {"gyre.job_id": "j1", "gyre.trial": "1"}, {"val_f1": 0.5})
+        return httpx.Response(200, json=tracking_json(trk.SearchRunsResponse(runs=[older, newer])))
+
+    runs = await client(handler).tracking_runs(5)
+    assert [(r.run_name, r.experiment_name, r.origin) for r in runs] == [
+        ("trial-1", "exp-1", RunOrigin.TRAINER), ("old", "exp-7", RunOrigin.MLFLOW)]  # newest first
+    assert [r.url.params.get("page_token", "") for r in seen[:2]] == ["", "next"]
+    assert seen[0].url.params["page_size"] == "1000"
+    search = json.loads(seen[2].content)
+    assert search == {"experiment_ids": ["0", "1", "7"], "order_by": ["attributes.start_time DESC"], "page_size": 5}
+
+
+async def test_tracking_without_experiments_needs_no_search_and_a_failed_search_says_why() -> None:
+    def empty(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v1/experiments"
+        return httpx.Response(200, json={"experiments": [], "next_page_token": ""})
+
+    assert await client(empty).tracking_runs(5) == []
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/experiments":
+            return httpx.Response(200, json={"experiments": [{"experiment_id": "0", "name": "Default"}]})
+        return httpx.Response(404, json={"detail": "experiment(s) '0' do not exist", "reason": "NOT_FOUND"})
+
+    with pytest.raises(UpstreamError, match=r"tracking: POST /api/v1/runs/search answered 404: experiment\(s\)"):
+        await client(failing).tracking_runs(5)

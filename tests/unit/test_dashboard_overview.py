@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,8 @@ from gyre_dashboard.model import (
     ModelDrift,
     ModelQuality,
     ModelSummary,
+    RunOrigin,
+    RunSummary,
     ServiceHealth,
     TrainingJobSummary,
     UpstreamError,
@@ -26,7 +29,7 @@ from gyre_dashboard.model import (
 from gyre_dashboard.overview import OverviewLimits, OverviewService
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-SERVICES = ("registry", "monitor", "feedback", "trainer")
+SERVICES = ("registry", "monitor", "feedback", "trainer", "tracking")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class FakeUpstreams:
     quality: dict[str, ModelQuality] = field(default_factory=dict)
     jobs: list[TrainingJobSummary] = field(default_factory=list)
     alerts: list[AlertSummary] = field(default_factory=list)
+    runs: list[RunSummary] = field(default_factory=list)
     down: set[str] = field(default_factory=set)
     delay_s: float = 0.0
     calls: list[tuple[str, object]] = field(default_factory=list)
@@ -87,6 +91,10 @@ class FakeUpstreams:
         await self._enter("trainer", "jobs", limit)
         return self.jobs[:limit]
 
+    async def tracking_runs(self, limit: int) -> list[RunSummary]:
+        await self._enter("tracking", "runs", limit)
+        return self.runs[:limit]
+
 
 def sample_upstreams() -> FakeUpstreams:
     return FakeUpstreams(
@@ -101,11 +109,16 @@ def sample_upstreams() -> FakeUpstreams:
                                        (VersionQuality(1, 100, 10, 8, accuracy=0.75),))},
         jobs=[TrainingJobSummary("j1", "r1", "churn", "SUCCEEDED", "DRIFT", "monitor", NOW, NOW, 12, 2)],
         alerts=[AlertSummary("a1", "DRIFT", "churn", 1, NOW, 0.5, ("age",))],
+        runs=[RunSummary("t" * 32, "trial-3", "1", "gyre/churn", "FINISHED", NOW, NOW, "gyre-trainer",
+                         RunOrigin.TRAINER, "job j1, trial 3", "p" * 32, {"val_f1": 0.7, "loss": float("nan")}, 2),
+              RunSummary("m" * 32, "bold-owl", "0", "Default", "RUNNING", NOW - timedelta(minutes=1), None, "alice",
+                         RunOrigin.MLFLOW, "train.py")],
     )
 
 
 def service(upstreams: FakeUpstreams, **kwargs: object) -> OverviewService:
-    return OverviewService(upstreams, SERVICES, OverviewLimits(max_models=10, versions_per_model=5), clock=lambda: NOW,
+    return OverviewService(upstreams, SERVICES, OverviewLimits(max_models=10, versions_per_model=5, recent_runs=7),
+                           clock=lambda: NOW,
                            **kwargs)  # type: ignore[arg-type]
 
 
@@ -121,7 +134,11 @@ async def test_everything_up() -> None:
     assert overview.drift.items[0].drifted_features == ("age",)
     assert [q.model_name for q in overview.quality.items] == ["churn"]
     assert overview.training_jobs.items[0].reason == "DRIFT" and overview.alerts.items[0].alert_id == "a1"
-    for section in (overview.models, overview.drift, overview.quality, overview.training_jobs, overview.alerts):
+    assert [(r.run_name, r.origin) for r in overview.runs.items] == [("trial-3", RunOrigin.TRAINER),
+                                                                     ("bold-owl", RunOrigin.MLFLOW)]
+    assert ("runs", 7) in upstreams.calls  # the configured limit
+    for section in (overview.models, overview.drift, overview.quality, overview.training_jobs, overview.alerts,
+                    overview.runs):
         assert section.error == "" and section.available
     window_starts = {arg[1] for what, arg in upstreams.calls if what == "quality"}  # type: ignore[index]
     assert window_starts == {NOW - timedelta(hours=24)}
@@ -137,7 +154,17 @@ async def test_registry_down_leaves_drift_and_quality_unknown_but_the_rest_shows
     assert not overview.models.available and "registry: unreachable" in overview.models.error
     assert not overview.drift.available and "registry" in overview.drift.error
     assert not overview.quality.available
-    assert overview.training_jobs.available and overview.alerts.available
+    assert overview.training_jobs.available and overview.alerts.available and overview.runs.available
+
+
+async def test_tracking_down_costs_only_the_runs() -> None:
+    upstreams = sample_upstreams()
+    upstreams.down = {"tracking"}
+    overview = await service(upstreams).collect()
+    assert {s.name: s.health for s in overview.services}["tracking"] is Health.DOWN
+    assert not overview.runs.available and overview.runs.error == "tracking: unreachable (connection refused)"
+    for section in (overview.models, overview.drift, overview.quality, overview.training_jobs, overview.alerts):
+        assert section.available and section.error == ""
 
 
 async def test_monitor_down_costs_only_its_sections_with_one_error_text() -> None:
@@ -183,7 +210,7 @@ async def test_calls_run_concurrently_within_the_limit() -> None:
     started = time.perf_counter()
     await service(upstreams, max_concurrency=8).collect()
     elapsed = time.perf_counter() - started
-    # 4 readiness + 2 lists, then 30 per-model calls: sequential would take 36 x 50 ms = 1.8 s.
+    # 5 readiness + 4 lists, then 30 per-model calls: sequential would take 39 x 50 ms = 1.95 s.
     assert elapsed < 0.9, elapsed
     assert upstreams.max_in_flight == 8
 
@@ -221,7 +248,7 @@ async def test_json_shape() -> None:
     upstreams.down = {"feedback"}
     data = to_json(await service(upstreams).collect())
     assert set(data) == {"generated_at", "services", "models", "drift", "quality", "training_jobs", "alerts",
-                         "duration_ms"}
+                         "runs", "duration_ms"}
     assert data["generated_at"] == "2025-03-01T12:00:00Z"
     assert data["services"][2] == {"name": "feedback", "url": "http://feedback", "health": "down", "failing": [],
                                    "detail": "unreachable", "latency_ms": None}
@@ -232,3 +259,10 @@ async def test_json_shape() -> None:
     assert data["quality"] == {"source": "feedback", "available": False, "items": [],
                                "error": "feedback: unreachable (connection refused)"}
     assert data["training_jobs"]["items"][0]["created_at"] == "2025-03-01T12:00:00Z"
+    trial, mlflow_run = data["runs"]["items"]
+    assert data["runs"]["source"] == "tracking" and data["runs"]["error"] is None
+    assert (trial["origin"], trial["origin_detail"], trial["experiment_name"]) == ("trainer", "job j1, trial 3",
+                                                                                   "gyre/churn")
+    assert trial["metrics"] == {"val_f1": 0.7, "loss": None}  # NaN has no JSON: null
+    assert (mlflow_run["origin"], mlflow_run["status"], mlflow_run["end_time"]) == ("mlflow", "RUNNING", None)
+    json.dumps(data, allow_nan=False)  # what the HTTP answer does: strict JSON

@@ -14,6 +14,8 @@ from gyre_dashboard.model import (
     ModelQuality,
     ModelSummary,
     Overview,
+    RunOrigin,
+    RunSummary,
     Section,
     ServiceHealth,
     TrainingJobSummary,
@@ -50,6 +52,12 @@ def overview(**parts: object) -> Overview:
             TrainingJobSummary("j2", "r2", "churn", "FAILED", "MANUAL", "alice", NOW, NOW, 0, 0, False,
                                "no rows in window"))),
         "alerts": Section("monitor", (AlertSummary("a1", "DRIFT", "churn", 1, NOW, 0.5, ("tenure_months",)),)),
+        "runs": Section("tracking", (
+            RunSummary("0123456789abcdef" * 2, "trial-3", "1", "gyre/churn", "FINISHED", NOW, NOW, "gyre-trainer",
+                       RunOrigin.TRAINER, "job j1, trial 3", metrics={"val_f1": 0.71234, "val_accuracy": 0.8},
+                       metric_count=5),
+            RunSummary("fedcba9876543210" * 2, "bold-owl", "0", "", "RUNNING", NOW - timedelta(minutes=1), None,
+                       "alice", RunOrigin.MLFLOW, "train.py", metrics={"rmse": 0.5}, metric_count=1))),
     }
     defaults.update(parts)
     return Overview(**defaults)  # type: ignore[arg-type]
@@ -93,6 +101,9 @@ def test_the_page_shows_services_models_aliases_drift_quality_and_retraining() -
     assert "churn DRIFT monitor SUCCEEDED 12 v2 promoted" in text
     assert "FAILED 0 — no rows in window" in text
     assert "DRIFT churn v1 50.0% tenure_months" in text
+    assert ("2025-03-01 12:00:00Z trial-3 01234567 gyre/churn trainer job j1, trial 3 FINISHED gyre-trainer "
+            "val_f1 = 0.7123 val_accuracy = 0.8 (+3 more)") in text
+    assert "2025-03-01 11:59:00Z bold-owl fedcba98 #0 mlflow train.py RUNNING alice rmse = 0.5" in text
 
 
 def test_user_strings_are_escaped_everywhere() -> None:
@@ -106,6 +117,9 @@ def test_user_strings_are_escaped_everywhere() -> None:
         quality=Section("feedback", (ModelQuality(EVIL),)),
         training_jobs=Section("trainer", (TrainingJobSummary(EVIL, EVIL, EVIL, EVIL, EVIL, EVIL, error=EVIL),)),
         alerts=Section("monitor", (AlertSummary(EVIL, EVIL, EVIL, drifted_features=(EVIL,)),)),
+        runs=Section("tracking", (RunSummary(EVIL, EVIL, EVIL, EVIL, EVIL, user=EVIL, origin_detail=EVIL,
+                                             metrics={EVIL: 1.0}),
+                                  RunSummary(EVIL, experiment_id=EVIL)), EVIL),
     ))
     checker = _Checker()
     checker.feed(page)
@@ -119,20 +133,23 @@ def test_unreachable_sources_show_as_unknown_and_partial_ones_say_so() -> None:
         models=Section("registry", (), "registry: unreachable (connection refused)"),
         drift=Section("monitor", (), "needs the model list from the registry, which is unavailable"),
         training_jobs=Section("trainer", (TrainingJobSummary("j1", model_name="churn"),), "trainer: slow"),
+        runs=Section("tracking", (), "tracking: unreachable (connection refused)"),
     ))
     text = text_of(page)
     assert "Models unknown: registry: unreachable (connection refused)" in text
     assert "Drift unknown: needs the model list from the registry" in text
     assert "Retraining partly unknown: trainer: slow" in text
+    assert "Recent runs Runs unknown: tracking: unreachable (connection refused)" in text
+    assert "Monitor alerts detected (UTC) kind model" in text  # the rest of the page still renders
     assert "No registered model yet" not in text
 
 
 def test_empty_but_available_sections_say_there_is_nothing_yet() -> None:
     text = text_of(render_page(overview(models=Section("registry"), drift=Section("monitor"),
                                         quality=Section("feedback"), training_jobs=Section("trainer"),
-                                        alerts=Section("monitor"))))
+                                        alerts=Section("monitor"), runs=Section("tracking"))))
     for line in ("No registered model yet.", "No drift window evaluated yet.", "No prediction with feedback yet.",
-                 "No training request yet.", "No alert yet."):
+                 "No training request yet.", "No alert yet.", "No tracking run yet."):
         assert line in text
 
 

@@ -35,6 +35,7 @@ def overview_service(settings: DashboardSettings, http: httpx.AsyncClient) -> Ov
         versions_per_model=settings.versions_per_model,
         recent_jobs=settings.recent_jobs,
         recent_alerts=settings.recent_alerts,
+        recent_runs=settings.recent_runs,
         quality_window=timedelta(hours=settings.quality_window_hours),
     )
     return OverviewService(UpstreamClient(http, urls), list(urls), limits,

@@ -11,7 +11,9 @@ Routes read (from each service's ``api_http.py``):
 * registry: ``GET /api/v1/registered-models``, ``GET /api/v1/registered-models/{name}/versions``;
 * monitor: ``GET /api/v1/models/{name}/drift`` (404: no window evaluated yet), ``GET /api/v1/alerts``;
 * feedback: ``GET /api/v1/models/{name}/quality`` (404: no prediction seen yet);
-* trainer: ``GET /v1/jobs``.
+* trainer: ``GET /v1/jobs``;
+* tracking: ``GET /api/v1/experiments`` (paged), then ``POST /api/v1/runs/search`` over all of them
+  (the search needs experiment ids; a POST body has no URL length limit however many there are).
 
 Errors: every method raises :class:`UpstreamError` (unreachable, timeout, unexpected status, not
 JSON) except :meth:`UpstreamClient.readiness`, which turns any failure into a DOWN verdict.
@@ -34,6 +36,8 @@ from gyre_dashboard.model import (
     ModelDrift,
     ModelQuality,
     ModelSummary,
+    RunOrigin,
+    RunSummary,
     ServiceHealth,
     TrainingJobSummary,
     UpstreamError,
@@ -45,6 +49,15 @@ MAX_ERROR_CHARS = 200
 """Longest upstream error text kept (the page shows it; a whole HTML error page would not help)."""
 
 _REGISTRY_PAGE_SIZE = 100
+
+_TRACKING_PAGE_SIZE = 1000
+"""Experiments per page of tracking's list (its maximum)."""
+
+MAX_EXPERIMENTS = 10_000
+"""Most experiments whose runs are searched: the first by id (tracking lists them by id)."""
+
+KEY_METRICS = 4
+"""Metrics shown per run (the page has room for a few; ``metric_count`` says how many there are)."""
 
 
 # -- tolerant field access ------------------------------------------------------------------------
@@ -257,6 +270,75 @@ def parse_alert(data: Mapping[str, Any]) -> AlertSummary:
     )
 
 
+def _pairs(value: Any) -> dict[str, Any]:
+    """``[{"key": k, "value": v}, ...]`` (tracking's tags and metrics) or a plain mapping as a dict."""
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    pairs: dict[str, Any] = {}
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                pairs[item["key"]] = item.get("value")
+    return pairs
+
+
+def _origin(tags: Mapping[str, str]) -> tuple[RunOrigin, str]:
+    """Who logged a run, and a short "where from", told by its tags."""
+    job_id = tags.get("gyre.job_id", "")
+    if job_id or any(key.startswith("gyre.") for key in tags):
+        trial = tags.get("gyre.trial", "")
+        where = f"trial {trial}" if trial else "search"
+        return RunOrigin.TRAINER, f"job {job_id[:8]}, {where}" if job_id else where
+    if "mlflow.user" in tags or any(key.startswith("mlflow.source.") for key in tags):
+        source = tags.get("mlflow.source.name", "")
+        # A path to a script or notebook: its last part says enough in a table cell.
+        return RunOrigin.MLFLOW, source.rstrip("/").rsplit("/", 1)[-1][:80]
+    return RunOrigin.OTHER, ""
+
+
+def _key_metrics(metrics: Mapping[str, float], objective: str) -> dict[str, float]:
+    """The :data:`KEY_METRICS` most telling metrics: the objective's, holdout, validation, the rest."""
+    objective_keys = {objective, f"holdout_{objective}", f"val_{objective}"} if objective else set()
+
+    def rank(key: str) -> tuple[int, str]:
+        if key in objective_keys:
+            return 0, key
+        if key.startswith("holdout_"):
+            return 1, key
+        if key.startswith("val_"):
+            return 2, key
+        return 3, key
+
+    return {key: metrics[key] for key in sorted(metrics, key=rank)[:KEY_METRICS]}
+
+
+def parse_run(data: Mapping[str, Any], experiment_names: Mapping[str, str] | None = None) -> RunSummary:
+    """A tracking ``Run`` (JSON), its experiment named from ``experiment_names`` (id -> name)."""
+    info = _obj(data, "info")
+    run_data = _obj(data, "data")
+    tags = {key: str(value) for key, value in _pairs(_get(run_data, "tags")).items() if value is not None}
+    metrics = {key: number for key, raw in _pairs(_get(run_data, "metrics")).items()
+               if (number := _as_float(raw)) is not None}
+    origin, detail = _origin(tags)
+    status = _enum(info, "status", "RUN_STATUS_")
+    experiment_id = _str(info, "experiment_id")
+    return RunSummary(
+        run_id=_str(info, "run_id"),
+        run_name=_str(info, "run_name") or tags.get("mlflow.runName", ""),
+        experiment_id=experiment_id,
+        experiment_name=(experiment_names or {}).get(experiment_id, ""),
+        status="" if status == "UNSPECIFIED" else status,
+        start_time=_time(info, "start_time"),
+        end_time=_time(info, "end_time"),
+        user=_str(info, "user") or tags.get("mlflow.user", ""),
+        origin=origin,
+        origin_detail=detail,
+        parent_run_id=tags.get("mlflow.parentRunId", ""),
+        metrics=_key_metrics(metrics, tags.get("gyre.objective_metric", "")),
+        metric_count=len(metrics),
+    )
+
+
 def _error_text(response: httpx.Response) -> str:
     """The useful part of an error answer: ``error.message`` (registry), ``detail`` (FastAPI), or text."""
     try:
@@ -299,21 +381,32 @@ class UpstreamClient:
         Raises:
             UpstreamError: unreachable, timeout, another non-2xx status, or a body that is not JSON.
         """
+        return await self._request_json("GET", service, path, params=params, missing_ok=missing_ok)
+
+    async def _request_json(self, method: str, service: str, path: str, *,
+                            params: Mapping[str, str | int] | None = None, body: Any = None,
+                            missing_ok: bool = False) -> Any:
+        """``method`` ``path`` of ``service`` (with a JSON ``body`` if given) as JSON; None on 404
+        when ``missing_ok``.
+
+        Raises:
+            UpstreamError: unreachable, timeout, another non-2xx status, or a body that is not JSON.
+        """
         url = self._urls.get(service)
         if url is None:
             raise UpstreamError(service, "no address configured")
         try:
-            response = await self._http.get(url + path, params=params)
+            response = await self._http.request(method, url + path, params=params, json=body)
         except httpx.HTTPError as exc:
             raise UpstreamError(service, _describe(exc)) from exc
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code >= 300:
-            raise UpstreamError(service, f"GET {path} answered {response.status_code}: {_error_text(response)}")
+            raise UpstreamError(service, f"{method} {path} answered {response.status_code}: {_error_text(response)}")
         try:
             return response.json()
         except ValueError as exc:
-            raise UpstreamError(service, f"GET {path} answered something that is not JSON") from exc
+            raise UpstreamError(service, f"{method} {path} answered something that is not JSON") from exc
 
     async def readiness(self, service: str) -> ServiceHealth:
         """``GET /readyz`` of ``service``: READY (200), NOT_READY (503 with the failing checks) or DOWN.
@@ -402,6 +495,45 @@ class UpstreamClient:
         if not isinstance(body, Mapping):
             raise UpstreamError("trainer", "jobs: not a JSON object")
         return [parse_training_job(j) for j in _list(body, "jobs") if isinstance(j, Mapping)][:limit]
+
+    async def tracking_experiments(self) -> dict[str, str]:
+        """Active experiments of tracking, id -> name, by id (at most :data:`MAX_EXPERIMENTS`)."""
+        names: dict[str, str] = {}
+        token = ""
+        while len(names) < MAX_EXPERIMENTS:
+            params: dict[str, str | int] = {"page_size": _TRACKING_PAGE_SIZE}
+            if token:
+                params["page_token"] = token
+            body = await self._get_json("tracking", "/api/v1/experiments", params)
+            if not isinstance(body, Mapping):
+                raise UpstreamError("tracking", "experiments: not a JSON object")
+            for item in _list(body, "experiments"):
+                if isinstance(item, Mapping) and (experiment_id := _str(item, "experiment_id")):
+                    names[experiment_id] = _str(item, "name")
+            token = _str(body, "next_page_token")
+            if not token:
+                break
+        return dict(list(names.items())[:MAX_EXPERIMENTS])
+
+    async def tracking_runs(self, limit: int) -> list[RunSummary]:
+        """The ``limit`` newest runs (by start time) of every active experiment, newest first:
+        trainer searches and trials and MLflow-client runs alike, told apart by ``origin``.
+
+        Two calls in a row: the experiments (the search needs their ids, and the page their
+        names), then one search over all of them.
+        """
+        experiments = await self.tracking_experiments()
+        if not experiments:
+            return []
+        body = await self._request_json("POST", "tracking", "/api/v1/runs/search", body={
+            "experiment_ids": list(experiments), "order_by": ["attributes.start_time DESC"], "page_size": limit})
+        if not isinstance(body, Mapping):
+            raise UpstreamError("tracking", "runs: not a JSON object")
+        runs = [parse_run(r, experiments) for r in _list(body, "runs") if isinstance(r, Mapping)]
+        # Tracking sorts already; sorting again (stable, unknown start last) keeps "newest first"
+        # true whatever the upstream does.
+        runs.sort(key=lambda r: r.start_time.timestamp() if r.start_time else float("-inf"), reverse=True)
+        return runs[:limit]
 
 
 def _failing_detail(body: Mapping[str, Any], failing: tuple[str, ...]) -> str:

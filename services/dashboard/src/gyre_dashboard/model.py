@@ -8,6 +8,7 @@ incomplete, so the page can show "unknown" for one part and still render the res
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -250,6 +251,57 @@ class AlertSummary:
     drifted_features: tuple[str, ...] = ()
 
 
+class RunOrigin(StrEnum):
+    """Who logged a tracking run, told by its tags (the tracking service stores both alike)."""
+
+    TRAINER = "trainer"
+    """The Gyre trainer: the run carries ``gyre.*`` tags (``gyre.job_id``; a hyperopt trial also
+    ``gyre.trial``)."""
+    MLFLOW = "mlflow"
+    """An MLflow client: the run carries ``mlflow.source.*`` or ``mlflow.user`` tags, which the
+    fluent API (``mlflow.start_run``) sets."""
+    OTHER = "other"
+    """Neither, e.g. ``MlflowClient.create_run`` without tags, or a gRPC client of its own."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One tracking run (a trainer search or trial, or a run logged with the MLflow client).
+
+    Attributes:
+        run_id: the run's id (32 hex characters).
+        run_name: its name.
+        experiment_id: the experiment it belongs to.
+        experiment_name: that experiment's name, empty when unknown.
+        status: without the enum prefix (``RUNNING``, ``FINISHED``, ``FAILED``, ``KILLED``,
+            ``SCHEDULED``), empty when not said.
+        start_time: when it started, UTC.
+        end_time: when it ended, UTC; None while it runs.
+        user: who ran it (``RunInfo.user``, else the ``mlflow.user`` tag).
+        origin: who logged it, from its tags.
+        origin_detail: a short "where from": ``job 1a2b3c4d, trial 3`` / ``job 1a2b3c4d, search``
+            for the trainer, the ``mlflow.source.name`` file name for MLflow; empty if none.
+        parent_run_id: the ``mlflow.parentRunId`` tag (a trial's search run), empty if none.
+        metrics: a few key latest metrics (the trainer's objective first, then ``holdout_*``,
+            ``val_*``, the rest by name); a non-finite value is kept (JSON shows it as null).
+        metric_count: how many metrics the run has in all.
+    """
+
+    run_id: str
+    run_name: str = ""
+    experiment_id: str = ""
+    experiment_name: str = ""
+    status: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    user: str = ""
+    origin: RunOrigin = RunOrigin.OTHER
+    origin_detail: str = ""
+    parent_run_id: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    metric_count: int = 0
+
+
 @dataclass(frozen=True)
 class Section(Generic[T]):
     """One part of the overview read from another service.
@@ -282,13 +334,15 @@ class Overview:
     quality: Section[ModelQuality]
     training_jobs: Section[TrainingJobSummary]
     alerts: Section[AlertSummary]
+    runs: Section[RunSummary]
     duration_ms: float = 0.0
 
 
 def to_json(value: Any) -> Any:
     """``value`` (an :class:`Overview` or any part of it) as JSON-ready data: dataclasses become
     objects (properties ``drifted_features`` and ``available`` included), enums their value, times
-    RFC 3339 strings in UTC."""
+    RFC 3339 strings in UTC, and a NaN or infinite number null (JSON has no such numbers; an
+    upstream may send ``"NaN"``, e.g. a diverged trial's metric)."""
     if isinstance(value, Section):
         return {"source": value.source, "available": value.available, "error": value.error or None,
                 "items": [to_json(item) for item in value.items]}
@@ -305,4 +359,6 @@ def to_json(value: Any) -> Any:
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

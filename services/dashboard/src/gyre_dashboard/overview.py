@@ -23,6 +23,7 @@ from gyre_dashboard.model import (
     ModelQuality,
     ModelSummary,
     Overview,
+    RunSummary,
     Section,
     ServiceHealth,
     TrainingJobSummary,
@@ -55,6 +56,8 @@ class Upstreams(Protocol):
 
     async def trainer_jobs(self, limit: int) -> list[TrainingJobSummary]: ...
 
+    async def tracking_runs(self, limit: int) -> list[RunSummary]: ...
+
 
 @dataclass(frozen=True)
 class OverviewLimits:
@@ -65,6 +68,7 @@ class OverviewLimits:
         versions_per_model: newest versions per model.
         recent_jobs: newest training jobs.
         recent_alerts: newest monitor alerts.
+        recent_runs: newest tracking runs (trainer and MLflow-client runs alike).
         quality_window: how far back feedback quality looks.
     """
 
@@ -72,6 +76,7 @@ class OverviewLimits:
     versions_per_model: int = 5
     recent_jobs: int = 15
     recent_alerts: int = 15
+    recent_runs: int = 20
     quality_window: timedelta = timedelta(hours=24)
 
 
@@ -129,11 +134,12 @@ class OverviewService:
         """Gather a fresh overview. Never raises for an upstream's failure: it lands in the part it spoils."""
         started = time.perf_counter()
         generated_at = self._clock()
-        services, (models, drift, quality), jobs, alerts = await asyncio.gather(
+        services, (models, drift, quality), jobs, alerts, runs = await asyncio.gather(
             self._readiness(),
             self._models_drift_quality(generated_at),
             self._section("trainer", lambda: self._upstreams.trainer_jobs(self._limits.recent_jobs)),
             self._section("monitor", lambda: self._upstreams.monitor_alerts(self._limits.recent_alerts)),
+            self._section("tracking", lambda: self._upstreams.tracking_runs(self._limits.recent_runs)),
         )
         return Overview(
             generated_at=generated_at,
@@ -143,6 +149,7 @@ class OverviewService:
             quality=quality,
             training_jobs=jobs,
             alerts=alerts,
+            runs=runs,
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 

@@ -19,6 +19,8 @@ from gyre_dashboard.model import (
     ModelQuality,
     ModelSummary,
     Overview,
+    RunOrigin,
+    RunSummary,
     Section,
     ServiceHealth,
     TrainingJobSummary,
@@ -190,6 +192,31 @@ def render_jobs(section: Section[TrainingJobSummary]) -> str:
     return "".join(parts)
 
 
+_RUN_STATUS_KIND = {"FINISHED": "ok", "FAILED": "bad", "KILLED": "bad"}
+_ORIGIN_KIND = {RunOrigin.TRAINER: "alias", RunOrigin.MLFLOW: "ok", RunOrigin.OTHER: "warn"}
+
+
+def render_runs(section: Section[RunSummary]) -> str:
+    """Recent tracking runs of every experiment, newest first: trainer and MLflow-client runs alike."""
+    parts = [_problem(section, "Runs")]
+    if section.available and not section.items:
+        parts.append('<p class="muted">No tracking run yet.</p>')
+    rows = []
+    for r in section.items:
+        run = f"{e(r.run_name or '—')} <span class='muted'>{e(r.run_id[:8])}</span>"
+        experiment = e(r.experiment_name) if r.experiment_name else f"<span class='muted'>#{e(r.experiment_id)}</span>"
+        origin = _badge(r.origin.value, _ORIGIN_KIND[r.origin]) + (
+            f" <span class='muted'>{e(r.origin_detail)}</span>" if r.origin_detail else "")
+        status = _badge(r.status or "unknown", _RUN_STATUS_KIND.get(r.status, "warn"))
+        metrics = "<br>".join(f"{e(key)} = {fmt_number(value, 4)}" for key, value in r.metrics.items()) or "—"
+        if r.metric_count > len(r.metrics):
+            metrics += f" <span class='muted'>(+{r.metric_count - len(r.metrics)} more)</span>"
+        rows.append(_cells(e(fmt_time(r.start_time)), run, experiment, origin, status, e(r.user or "—"), metrics))
+    if rows:
+        parts.append(_table(["started (UTC)", "run", "experiment", "origin", "status", "user", "key metrics"], rows))
+    return "".join(parts)
+
+
 def render_alerts(section: Section[AlertSummary]) -> str:
     """Recent monitor alerts, newest first."""
     parts = [_problem(section, "Alerts")]
@@ -223,6 +250,7 @@ def render_page(overview: Overview, refresh_s: int = 5) -> str:
         f"<h2>Latest drift per feature</h2>{render_drift(overview.drift)}"
         f"<h2>Feedback quality per version</h2>{render_quality(overview.quality)}"
         f"<h2>Retraining requests</h2>{render_jobs(overview.training_jobs)}"
+        f"<h2>Recent runs</h2>{render_runs(overview.runs)}"
         f"<h2>Monitor alerts</h2>{render_alerts(overview.alerts)}"
         "</body></html>"
     )

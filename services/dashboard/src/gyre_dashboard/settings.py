@@ -27,7 +27,8 @@ class DashboardSettings(ServiceSettings):
     """gRPC port: only `grpc.health.v1` (the dashboard has no gRPC API of its own)."""
 
     tracking_url: str = "http://127.0.0.1:7100"
-    """Base HTTP URL of the tracking service (its `/readyz` is polled)."""
+    """Base HTTP URL of the tracking service: `/readyz`, experiments and recent runs
+    (`/api/v1/experiments`, `/api/v1/runs/search`)."""
 
     features_url: str = "http://127.0.0.1:7200"
     """Base HTTP URL of the features service (its `/readyz` is polled)."""
@@ -72,6 +73,10 @@ class DashboardSettings(ServiceSettings):
 
     recent_alerts: int = Field(default=15, ge=1, le=1000)
     """Newest monitor alerts listed."""
+
+    recent_runs: int = Field(default=20, ge=1, le=1000)
+    """Newest tracking runs listed, across all experiments by start time: the trainer's searches and
+    hyperopt trials and runs logged with the MLflow client alike (at most 1000, tracking's page limit)."""
 
     quality_window_hours: float = Field(default=24.0, gt=0.0)
     """Feedback quality is shown over the predictions of this many past hours."""
