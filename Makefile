@@ -66,7 +66,7 @@ lint: install ## Lint protos (buf), Python (ruff) and fail when generated code i
 	$(VENV)/bin/ruff check libs services tests bench scripts
 
 typecheck: install ## Type-check the code we own (mypy)
-	$(VENV)/bin/mypy libs/common/src libs/stack/src $(wildcard services/*/src)
+	$(VENV)/bin/mypy libs/common/src libs/stack/src libs/cli/src $(wildcard services/*/src)
 
 bench: install ## Run the benchmarks in bench/ and print ratios against their peers
 	$(PY) bench/run.py
