@@ -1,4 +1,4 @@
-"""The one place the registry is wired: store, handlers, outbox relay, gRPC and REST adapters."""
+"""The one place the registry is wired: store, handlers, outbox relay, gRPC, REST and MLflow REST adapters."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from gyre_registry import api_grpc, api_http
 from gyre_registry.artifacts import ArtifactVerifier, FileArtifactVerifier, NoVerification
 from gyre_registry.auth import Authenticator, parse_tokens
 from gyre_registry.handlers import PromotionConfig, RegistryHandlers
+from gyre_registry.mlflow import api as mlflow_api
+from gyre_registry.mlflow.handlers import MlflowRegistryHandlers
 from gyre_registry.outbox import OutboxRelay
 from gyre_registry.settings import RegistrySettings
 from gyre_registry.store import PostgresRegistryStore
@@ -51,5 +53,7 @@ def bootstrap(ctx: ServiceContext) -> None:
     )
     auth = authenticator(settings)
     ctx.app.include_router(api_http.routes(handlers, auth))
+    # MLflow's registry REST API (what tracking proxies for MLflow clients).
+    ctx.app.include_router(mlflow_api.routes(MlflowRegistryHandlers(handlers, store, on_events=relay.wake), auth))
     ctx.add_servicer(api_grpc.add_to_server, api_grpc.RegistryServicer(handlers, auth), name=api_grpc.SERVICE_NAME)
     ctx.add_task(relay, name="outbox-relay")

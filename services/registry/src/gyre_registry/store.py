@@ -264,13 +264,15 @@ async def _aliases_by_version(conn: Any, name: str, versions: list[int]) -> dict
 
 
 async def _get_version(conn: Any, name: str, version: int) -> StoredVersion | None:
+    # One round trip: the version and its aliases together.
     row = await conn.fetchrow(
-        f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 AND version = $2", name, version
+        f"SELECT {_VERSION_COLUMNS}, ARRAY(SELECT a.alias FROM aliases a WHERE a.model_name = $1 "
+        "AND a.version = $2) AS alias_list FROM model_versions WHERE model_name = $1 AND version = $2",
+        name, version,
     )
     if row is None:
         return None
-    aliases = await _aliases_by_version(conn, name, [version])
-    return _stored(row, aliases.get(version, []))
+    return _stored(row, list(row["alias_list"]))
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
@@ -295,11 +297,16 @@ class PostgresRegistryTransaction(RegistryTransaction):
         return created
 
     async def lock_model(self, name: str) -> pb.RegisteredModel | None:
-        row = await self.conn.fetchrow("SELECT * FROM registered_models WHERE name = $1 FOR UPDATE", name)
+        # One round trip: the locked row and its aliases.
+        row = await self.conn.fetchrow(
+            "SELECT m.*, "
+            "ARRAY(SELECT a.alias FROM aliases a WHERE a.model_name = m.name ORDER BY a.alias) AS alias_names, "
+            "ARRAY(SELECT a.version FROM aliases a WHERE a.model_name = m.name ORDER BY a.alias) AS alias_versions "
+            "FROM registered_models m WHERE m.name = $1 FOR UPDATE OF m", name,
+        )
         if row is None:
             return None
-        aliases = await self.conn.fetch("SELECT alias, version FROM aliases WHERE model_name = $1", name)
-        return _model(row, {a["alias"]: a["version"] for a in aliases})
+        return _model(row, dict(zip(row["alias_names"], row["alias_versions"], strict=True)))
 
     async def version_by_idempotency_key(self, name: str, key: str) -> StoredVersion | None:
         row = await self.conn.fetchrow(
@@ -323,8 +330,8 @@ class PostgresRegistryTransaction(RegistryTransaction):
         await self.conn.execute(
             "INSERT INTO model_versions (model_name, version, artifact_uri, artifact_sha256, artifact_size_bytes, "
             "artifact_format, signature, lineage, primary_metric, lower_is_better, holdout_id, description, tags, "
-            "created_by, created_at, idempotency_key) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $14, $15, $16)",
+            "created_by, created_at, idempotency_key, updated_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $15)",
             new.model_name, new.version, new.artifact.uri, new.artifact.sha256, new.artifact.size_bytes,
             new.artifact.format, _to_json(new.signature), _to_json(new.lineage), new.evaluation.primary_metric,
             new.evaluation.lower_is_better, new.evaluation.holdout_id, new.description,
@@ -369,7 +376,8 @@ class PostgresRegistryTransaction(RegistryTransaction):
 
     async def archive_version(self, name: str, version: int, now: datetime) -> None:
         await self.conn.execute(
-            "UPDATE model_versions SET status = 'archived', archived_at = $3 WHERE model_name = $1 AND version = $2",
+            "UPDATE model_versions SET status = 'archived', archived_at = $3, updated_at = $3 "
+            "WHERE model_name = $1 AND version = $2",
             name, version, now,
         )
 

@@ -1,0 +1,458 @@
+"""MLflow's model-registry use cases on Gyre's registry, taking and returning MLflow's JSON shapes.
+
+How MLflow's model maps onto the registry (docs/mlflow.md, "Model registry"):
+
+* a registered model is a registered model; MLflow tags are the model's ``tags``;
+* a model version keeps MLflow's ``source`` as its artifact uri and ``run_id`` in its lineage; it has
+  **no sha256** (MLflow never sends one), so serving refuses to load it (serving loads only verified
+  artifacts) even when an alias points at it. Versions are numbered per model and never reused,
+  also after a deletion. The promotion policy does not run for them (MLflow users move aliases
+  themselves); status is always ``READY``;
+* aliases are the registry's aliases: setting or deleting one goes through
+  :meth:`RegistryHandlers.set_alias` / :meth:`~RegistryHandlers.delete_alias`, so it is audited and
+  announced on ``registry.events`` (ALIAS_SET / ALIAS_REMOVED) like any other alias move;
+* stages (deprecated in MLflow 3) are not supported: ``transition-stage`` answers NOT_IMPLEMENTED
+  saying to use aliases; ``current_stage`` reads ``None`` (``Archived`` for archived versions);
+* renaming a model is not supported (names are the key of events, aliases and serving);
+* deleting a version or a model removes its aliases first (ALIAS_REMOVED each) and announces each
+  version as VERSION_ARCHIVED (the event that makes consumers forget it), all audited.
+
+Every write is audited with the caller as actor. Errors are the registry's domain errors; the
+transport turns them into MLflow's error codes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gyre_contracts.gyre.events.v1 import common_pb2
+from gyre_contracts.gyre.events.v1 import events_pb2 as ev
+from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry.domain import paging, validation
+from gyre_registry.domain.errors import InvalidArgument, NotFound, RegistryError
+from gyre_registry.handlers import RegistryHandlers
+from gyre_registry.mlflow import filters
+from gyre_registry.mlflow import store as sql
+from gyre_registry.store import AuditRecord, PostgresRegistryStore, PostgresRegistryTransaction
+
+Json = dict[str, Any]
+
+MLFLOW_FORMAT = "mlflow"
+"""``artifact.format`` of versions created through the MLflow API."""
+
+MAX_MODEL_RESULTS = 1000
+MAX_VERSION_RESULTS = 10000
+DEFAULT_MODEL_RESULTS = 100
+_MLFLOW_COMMENT = "through the MLflow API"
+
+
+class NotImplementedInGyre(RegistryError):
+    """An MLflow call Gyre deliberately does not support (MLflow's NOT_IMPLEMENTED, HTTP 501)."""
+
+    reason = "not_implemented"
+    http_status = 501
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[Json]:
+    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
+
+
+def version_json(v: sql.MlflowVersion) -> Json:
+    """MLflow's ``ModelVersion`` JSON."""
+    out: Json = {
+        "name": v.name, "version": str(v.version), "creation_timestamp": _ms(v.created_at),
+        "last_updated_timestamp": _ms(v.updated_at), "user_id": v.user_id,
+        "current_stage": "Archived" if v.archived else "None", "description": v.description,
+        "source": v.source, "run_id": v.run_id, "status": "READY", "tags": _tag_list(v.tags),
+        "run_link": v.run_link, "aliases": v.aliases,
+    }
+    return out
+
+
+def model_json(m: sql.MlflowModel) -> Json:
+    """MLflow's ``RegisteredModel`` JSON (``latest_versions``: the newest version, if any)."""
+    return {
+        "name": m.name, "creation_timestamp": _ms(m.created_at), "last_updated_timestamp": _ms(m.updated_at),
+        "description": m.description, "tags": _tag_list(m.tags),
+        "aliases": [{"alias": a, "version": str(v)} for a, v in sorted(m.aliases.items())],
+        "latest_versions": [version_json(m.latest)] if m.latest is not None else [],
+    }
+
+
+def required(body: Json, key: str) -> str:
+    """``body[key]`` as a non-empty string (INVALID_PARAMETER_VALUE naming it otherwise)."""
+    value = body.get(key)
+    if value is None or value == "":
+        raise InvalidArgument(key, f"missing value for required parameter '{key}'")
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise InvalidArgument(key, f"must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def version_param(body: Json, key: str = "version") -> int:
+    """A version number given as MLflow does (a string of digits)."""
+    raw = required(body, key)
+    try:
+        number = int(raw)
+    except ValueError:
+        raise InvalidArgument(key, f"must be a version number, got {raw[:40]!r}") from None
+    return validation.version_number(number, key)
+
+
+def _tags(body: Json) -> dict[str, str]:
+    raw = body.get("tags") or []
+    if not isinstance(raw, list):
+        raise InvalidArgument("tags", "must be a list of {key, value}")
+    tags: dict[str, str] = {}
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            raise InvalidArgument("tags", "each tag needs a string 'key'")
+        tags[item["key"]] = str(item.get("value", ""))
+    validation.tags(tags)
+    return tags
+
+
+def _page(body: Json, default: int, maximum: int) -> tuple[int, int]:
+    raw = body.get("max_results") or default
+    try:
+        size = int(raw)
+    except (TypeError, ValueError):
+        raise InvalidArgument("max_results", f"must be an integer, got {str(raw)[:40]!r}") from None
+    if not 1 <= size <= maximum:
+        raise InvalidArgument("max_results", f"must be 1 to {maximum}, got {size}")
+    position = paging.decode_token(str(body.get("page_token") or ""), ("o",))
+    return size, int(position["o"]) if position else 0
+
+
+def _order_by(body: Json) -> list[str]:
+    raw = body.get("order_by") or []
+    return [raw] if isinstance(raw, str) else [str(x) for x in raw]
+
+
+class MlflowRegistryHandlers:
+    """MLflow's registry API on top of :class:`RegistryHandlers` and the PostgreSQL store.
+
+    Args:
+        handlers: the registry's use cases (aliases and model creation go through them).
+        store: the PostgreSQL store (the MLflow surface needs SQL the generic interface has not).
+        on_events: called after a commit that queued events (wakes the outbox relay).
+        clock: now, aware UTC.
+    """
+
+    def __init__(self, handlers: RegistryHandlers, store: PostgresRegistryStore,
+                 on_events: Callable[[], None] | None = None, clock: Callable[[], datetime] | None = None) -> None:
+        self.handlers = handlers
+        self.store = store
+        self._on_events = on_events or (lambda: None)
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # -- registered models -------------------------------------------------------------------------
+
+    async def create_registered_model(self, body: Json, actor: str) -> Json:
+        """CreateRegisteredModel. Errors: InvalidArgument, AlreadyExists."""
+        name = required(body, "name")
+        await self.handlers.create_registered_model(pb.CreateRegisteredModelRequest(
+            name=name, description=str(body.get("description") or ""), tags=_tags(body),
+        ), actor)
+        return {"registered_model": model_json(await self._model(name))}
+
+    async def get_registered_model(self, body: Json) -> Json:
+        """GetRegisteredModel. Errors: NotFound."""
+        return {"registered_model": model_json(await self._model(required(body, "name")))}
+
+    async def update_registered_model(self, body: Json, actor: str) -> Json:
+        """UpdateRegisteredModel (the description). Errors: NotFound, InvalidArgument."""
+        name = required(body, "name")
+        description = validation.text(str(body.get("description") or ""), "description",
+                                      validation.MAX_DESCRIPTION_CHARS)
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            await self._lock(tx, name)
+            await sql.set_model_description(tx.conn, name, description, now)
+            await self._audit(tx, actor, "update_registered_model", name, 0, now, {"description": description[:200]})
+        return {"registered_model": model_json(await self._model(name))}
+
+    async def rename_registered_model(self, body: Json, actor: str) -> Json:
+        """RenameRegisteredModel: not supported (NotImplementedInGyre)."""
+        raise NotImplementedInGyre(
+            "renaming a registered model is not supported by Gyre: the name keys its aliases, events and "
+            "serving; create a model under the new name instead"
+        )
+
+    async def delete_registered_model(self, body: Json, actor: str) -> Json:
+        """DeleteRegisteredModel with its versions and aliases. Errors: NotFound."""
+        name = required(body, "name")
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            await self._lock(tx, name)
+            for number in await sql.version_numbers(tx.conn, name):
+                await self._delete_version(tx, name, number, actor, now)
+            await sql.delete_model(tx.conn, name)
+            await self._audit(tx, actor, "delete_registered_model", name, 0, now, {"reason": _MLFLOW_COMMENT})
+        self._on_events()
+        return {}
+
+    async def search_registered_models(self, body: Json) -> Json:
+        """SearchRegisteredModels (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
+        Errors: InvalidArgument."""
+        size, offset = _page(body, DEFAULT_MODEL_RESULTS, MAX_MODEL_RESULTS)
+        where = filters.to_sql(filters.parse_filter(str(body.get("filter") or ""), "model"), _order_by(body), "model")
+        async with self.store.pool.acquire() as conn:
+            found = await sql.search_models(conn, where, size + 1, offset)
+        out: Json = {"registered_models": [model_json(m) for m in found[:size]]}
+        if len(found) > size:
+            out["next_page_token"] = paging.encode_token({"o": offset + size})
+        return out
+
+    async def get_latest_versions(self, body: Json) -> Json:
+        """GetLatestVersions: the newest version per stage (``None``, ``Archived``). Errors: NotFound."""
+        name = required(body, "name")
+        stages = body.get("stages") or []
+        wanted = {str(s).lower() for s in ([stages] if isinstance(stages, str) else stages)}
+        await self._model(name)
+        async with self.store.pool.acquire() as conn:
+            versions = await sql.search_versions(
+                conn, filters.Sql(where="v.model_name = $1", order_by="v.version DESC", params=[name]),
+                MAX_VERSION_RESULTS, 0,
+            )
+        newest: dict[str, sql.MlflowVersion] = {}
+        for v in versions:
+            stage = "archived" if v.archived else "none"
+            if (not wanted or stage in wanted) and stage not in newest:
+                newest[stage] = v
+        return {"model_versions": [version_json(v) for v in sorted(newest.values(), key=lambda v: v.version)]}
+
+    async def set_registered_model_tag(self, body: Json, actor: str) -> Json:
+        """SetRegisteredModelTag. Errors: NotFound, InvalidArgument."""
+        name, key = required(body, "name"), required(body, "key")
+        value = str(body.get("value") or "")
+        validation.tags({key: value})
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            await self._lock(tx, name)
+            await sql.set_model_tag(tx.conn, name, key, value, now)
+            await self._audit(tx, actor, "set_registered_model_tag", name, 0, now, {"key": key, "value": value[:200]})
+        return {}
+
+    async def delete_registered_model_tag(self, body: Json, actor: str) -> Json:
+        """DeleteRegisteredModelTag. Errors: NotFound (model or tag)."""
+        name, key = required(body, "name"), required(body, "key")
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            model = await self._lock(tx, name)
+            if key not in model.tags:
+                raise NotFound(f"registered model {name!r} has no tag {key!r}")
+            await sql.set_model_tag(tx.conn, name, key, None, now)
+            await self._audit(tx, actor, "delete_registered_model_tag", name, 0, now, {"key": key})
+        return {}
+
+    # -- versions ----------------------------------------------------------------------------------
+
+    async def create_model_version(self, body: Json, actor: str) -> Json:
+        """CreateModelVersion from MLflow's ``source`` and ``run_id`` (no sha256; no promotion policy).
+        Errors: InvalidArgument, NotFound (model)."""
+        name, source = required(body, "name"), required(body, "source")
+        validation.text(source, "source", 2048)
+        run_id = validation.text(str(body.get("run_id") or ""), "run_id", 256)
+        run_link = validation.text(str(body.get("run_link") or ""), "run_link", 2048)
+        description = validation.text(str(body.get("description") or ""), "description",
+                                      validation.MAX_DESCRIPTION_CHARS)
+        tags = _tags(body)
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            number = await sql.take_version_number(tx.conn, name, now)
+            if number is None:
+                raise NotFound(f"registered model {name!r} does not exist")
+            created = await sql.insert_version(tx.conn, sql.NewMlflowVersion(
+                name=name, version=number, source=source, artifact_format=MLFLOW_FORMAT, run_id=run_id,
+                run_link=run_link, description=description, tags=tags, user_id=actor, created_at=now,
+            ))
+            audit_id = await self._audit(tx, actor, "create_model_version", name, number, now, {
+                "artifact_uri": source, "run_id": run_id, "reason": _MLFLOW_COMMENT,
+            })
+            await self._event(tx, ev.RegistryEvent(
+                kind=ev.REGISTRY_EVENT_KIND_VERSION_CREATED, model_name=name, version=number,
+                artifact=common_pb2.ArtifactRef(uri=source, format=MLFLOW_FORMAT),
+                lineage=common_pb2.Lineage(run_id=run_id), actor=actor, comment=description, audit_id=audit_id,
+            ), now)
+        self._on_events()
+        return {"model_version": version_json(created)}
+
+    async def get_model_version(self, body: Json) -> Json:
+        """GetModelVersion. Errors: NotFound, InvalidArgument."""
+        return {"model_version": version_json(await self._version(required(body, "name"), version_param(body)))}
+
+    async def get_model_version_download_uri(self, body: Json) -> Json:
+        """GetModelVersionDownloadUri: the version's ``source``. Errors: NotFound, InvalidArgument."""
+        version = await self._version(required(body, "name"), version_param(body))
+        return {"artifact_uri": version.source}
+
+    async def update_model_version(self, body: Json, actor: str) -> Json:
+        """UpdateModelVersion (the description). Errors: NotFound, InvalidArgument."""
+        name, number = required(body, "name"), version_param(body)
+        description = validation.text(str(body.get("description") or ""), "description",
+                                      validation.MAX_DESCRIPTION_CHARS)
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            await self._locked_version(tx, name, number)
+            await sql.set_version_description(tx.conn, name, number, description, now)
+            await self._audit(tx, actor, "update_model_version", name, number, now,
+                              {"description": description[:200]})
+        return {"model_version": version_json(await self._version(name, number))}
+
+    async def transition_model_version_stage(self, body: Json, actor: str) -> Json:
+        """TransitionModelVersionStage: not supported (NotImplementedInGyre)."""
+        raise NotImplementedInGyre(
+            "model version stages are deprecated in MLflow 3 and not supported by Gyre: use aliases instead, "
+            "e.g. MlflowClient.set_registered_model_alias(name, 'production', version)"
+        )
+
+    async def delete_model_version(self, body: Json, actor: str) -> Json:
+        """DeleteModelVersion (and its aliases). Errors: NotFound, InvalidArgument."""
+        name, number = required(body, "name"), version_param(body)
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            await self._locked_version(tx, name, number)
+            await self._delete_version(tx, name, number, actor, now)
+        self._on_events()
+        return {}
+
+    async def search_model_versions(self, body: Json) -> Json:
+        """SearchModelVersions (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
+        Errors: InvalidArgument."""
+        size, offset = _page(body, MAX_VERSION_RESULTS, MAX_VERSION_RESULTS)
+        where = filters.to_sql(filters.parse_filter(str(body.get("filter") or ""), "version"), _order_by(body),
+                               "version")
+        async with self.store.pool.acquire() as conn:
+            found = await sql.search_versions(conn, where, size + 1, offset)
+        out: Json = {"model_versions": [version_json(v) for v in found[:size]]}
+        if len(found) > size:
+            out["next_page_token"] = paging.encode_token({"o": offset + size})
+        return out
+
+    async def set_model_version_tag(self, body: Json, actor: str) -> Json:
+        """SetModelVersionTag. Errors: NotFound, InvalidArgument."""
+        name, number, key = required(body, "name"), version_param(body), required(body, "key")
+        value = str(body.get("value") or "")
+        validation.tags({key: value})
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            await self._locked_version(tx, name, number)
+            await sql.set_version_tag(tx.conn, name, number, key, value, now)
+            await self._audit(tx, actor, "set_model_version_tag", name, number, now,
+                              {"key": key, "value": value[:200]})
+        return {}
+
+    async def delete_model_version_tag(self, body: Json, actor: str) -> Json:
+        """DeleteModelVersionTag. Errors: NotFound (version or tag), InvalidArgument."""
+        name, number, key = required(body, "name"), version_param(body), required(body, "key")
+        now = self._clock()
+        async with self.store.transaction() as tx:
+            version = await self._locked_version(tx, name, number)
+            if key not in version.tags:
+                raise NotFound(f"version {number} of {name!r} has no tag {key!r}")
+            await sql.set_version_tag(tx.conn, name, number, key, None, now)
+            await self._audit(tx, actor, "delete_model_version_tag", name, number, now, {"key": key})
+        return {}
+
+    # -- aliases: the registry's governed alias path ---------------------------------------------------
+
+    async def set_registered_model_alias(self, body: Json, actor: str) -> Json:
+        """SetRegisteredModelAlias: :meth:`RegistryHandlers.set_alias` (audit + ALIAS_SET).
+        Errors: NotFound, InvalidArgument, FailedPrecondition (archived version)."""
+        await self.handlers.set_alias(pb.SetAliasRequest(
+            model_name=required(body, "name"), alias=required(body, "alias"), version=version_param(body),
+            comment=f"set {_MLFLOW_COMMENT}",
+        ), actor)
+        return {}
+
+    async def delete_registered_model_alias(self, body: Json, actor: str) -> Json:
+        """DeleteRegisteredModelAlias: :meth:`RegistryHandlers.delete_alias` (audit + ALIAS_REMOVED).
+        Errors: NotFound, InvalidArgument."""
+        await self.handlers.delete_alias(pb.DeleteAliasRequest(
+            model_name=required(body, "name"), alias=required(body, "alias"), comment=f"deleted {_MLFLOW_COMMENT}",
+        ), actor)
+        return {}
+
+    async def get_model_version_by_alias(self, body: Json) -> Json:
+        """GetModelVersionByAlias. Errors: NotFound, InvalidArgument."""
+        name, alias = required(body, "name"), required(body, "alias")
+        response = await self.handlers.get_model_version_by_alias(
+            pb.GetModelVersionByAliasRequest(model_name=name, alias=alias))
+        return {"model_version": version_json(await self._version(name, response.model_version.version))}
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    async def _model(self, name: str) -> sql.MlflowModel:
+        async with self.store.pool.acquire() as conn:
+            model = await sql.get_model(conn, name)
+        if model is None:
+            raise NotFound(f"registered model {name!r} does not exist")
+        return model
+
+    async def _version(self, name: str, number: int) -> sql.MlflowVersion:
+        async with self.store.pool.acquire() as conn:
+            version = await sql.get_version(conn, name, number)
+        if version is None:
+            await self._model(name)
+            raise NotFound(f"model {name!r} has no version {number}")
+        return version
+
+    @staticmethod
+    async def _lock(tx: PostgresRegistryTransaction, name: str) -> pb.RegisteredModel:
+        model = await tx.lock_model(name)
+        if model is None:
+            raise NotFound(f"registered model {name!r} does not exist")
+        return model
+
+    async def _locked_version(self, tx: PostgresRegistryTransaction, name: str, number: int) -> sql.MlflowVersion:
+        await self._lock(tx, name)
+        version = await sql.get_version(tx.conn, name, number)
+        if version is None:
+            raise NotFound(f"model {name!r} has no version {number}")
+        return version
+
+    async def _delete_version(self, tx: PostgresRegistryTransaction, name: str, number: int, actor: str,
+                              now: datetime) -> None:
+        """Remove ``number``'s aliases (ALIAS_REMOVED each), then the version (VERSION_ARCHIVED)."""
+        version = await tx.get_version(name, number)
+        if version is None:
+            return
+        for alias in await tx.aliases_of_version(name, number):
+            await tx.delete_alias(name, alias, now)
+            audit_id = await self._audit(tx, actor, "delete_alias", name, number, now, {
+                "alias": alias, "from_version": str(number), "to_version": "0",
+                "reason": f"version deleted {_MLFLOW_COMMENT}",
+            })
+            await self._event(tx, ev.RegistryEvent(
+                kind=ev.REGISTRY_EVENT_KIND_ALIAS_REMOVED, model_name=name, version=0, alias=alias,
+                previous_version=number, actor=actor, comment="version deleted", audit_id=audit_id,
+            ), now)
+        await sql.delete_version(tx.conn, name, number, now)
+        audit_id = await self._audit(tx, actor, "delete_model_version", name, number, now, {
+            "artifact_uri": version.artifact.uri, "reason": _MLFLOW_COMMENT,
+        })
+        await self._event(tx, ev.RegistryEvent(
+            kind=ev.REGISTRY_EVENT_KIND_VERSION_ARCHIVED, model_name=name, version=number, artifact=version.artifact,
+            actor=actor, comment=f"deleted {_MLFLOW_COMMENT}", audit_id=audit_id,
+        ), now)
+
+    @staticmethod
+    async def _audit(tx: PostgresRegistryTransaction, actor: str, action: str, name: str, version: int,
+                     now: datetime, details: dict[str, str]) -> str:
+        audit_id = str(uuid.uuid4())
+        await tx.add_audit(AuditRecord(audit_id, actor, action, name, version,
+                                       {k: v for k, v in details.items() if v}, now))
+        return audit_id
+
+    @staticmethod
+    async def _event(tx: PostgresRegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
+        event.occurred_at.FromDatetime(now)
+        await tx.add_event(event, str(uuid.uuid4()))

@@ -1,0 +1,232 @@
+"""SQL of the MLflow-compatible surface, on the registry's own tables (schema ``registry``).
+
+Reads return MLflow-shaped records (:class:`MlflowModel`, :class:`MlflowVersion`); writes take a
+connection inside the caller's transaction (the one of :meth:`PostgresRegistryStore.transaction`),
+so they commit together with the audit entries and outbox events the handlers add. Times are aware
+UTC datetimes here and milliseconds since the epoch in MLflow's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gyre_registry.mlflow.filters import Sql
+
+
+@dataclass(frozen=True)
+class MlflowVersion:
+    """A model version as MLflow shows it."""
+
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    user_id: str
+    description: str
+    source: str
+    run_id: str
+    run_link: str
+    archived: bool
+    sha256: str
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+@dataclass(frozen=True)
+class MlflowModel:
+    """A registered model as MLflow shows it (``latest`` is its newest version, if any)."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    description: str
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    latest: MlflowVersion | None
+
+
+_VERSION_SELECT = (
+    "SELECT v.model_name, v.version, v.created_at, v.updated_at, v.created_by, v.description, v.artifact_uri, "
+    "coalesce(v.lineage ->> 'runId', '') AS run_id, v.run_link, v.status, v.artifact_sha256, v.tags::text AS tags "
+    "FROM model_versions v"
+)
+
+
+def _tags(value: Any) -> dict[str, str]:
+    return dict(json.loads(value) if isinstance(value, str) else value)
+
+
+async def _aliases(conn: Any, names: list[str]) -> dict[str, dict[str, int]]:
+    rows = await conn.fetch("SELECT model_name, alias, version FROM aliases WHERE model_name = ANY($1::text[])", names)
+    found: dict[str, dict[str, int]] = {}
+    for row in rows:
+        found.setdefault(row["model_name"], {})[row["alias"]] = int(row["version"])
+    return found
+
+
+def _version(row: asyncpg.Record, aliases: dict[str, int]) -> MlflowVersion:
+    number = int(row["version"])
+    return MlflowVersion(
+        name=row["model_name"], version=number, created_at=row["created_at"], updated_at=row["updated_at"],
+        user_id=row["created_by"], description=row["description"], source=row["artifact_uri"],
+        run_id=row["run_id"], run_link=row["run_link"], archived=row["status"] == "archived",
+        sha256=row["artifact_sha256"], tags=_tags(row["tags"]),
+        aliases=sorted(alias for alias, v in aliases.items() if v == number),
+    )
+
+
+async def search_versions(conn: Any, sql: Sql, limit: int, offset: int) -> list[MlflowVersion]:
+    """Versions matching ``sql`` (a :func:`~gyre_registry.mlflow.filters.to_sql` for ``version``)."""
+    n = len(sql.params)
+    rows = await conn.fetch(
+        f"{_VERSION_SELECT} WHERE {sql.where} ORDER BY {sql.order_by} LIMIT ${n + 1} OFFSET ${n + 2}",
+        *sql.params, limit, offset,
+    )
+    aliases = await _aliases(conn, sorted({row["model_name"] for row in rows}))
+    return [_version(row, aliases.get(row["model_name"], {})) for row in rows]
+
+
+async def get_version(conn: Any, name: str, version: int) -> MlflowVersion | None:
+    """One version, or None."""
+    row = await conn.fetchrow(f"{_VERSION_SELECT} WHERE v.model_name = $1 AND v.version = $2", name, version)
+    if row is None:
+        return None
+    aliases = await _aliases(conn, [name])
+    return _version(row, aliases.get(name, {}))
+
+
+async def search_models(conn: Any, sql: Sql, limit: int, offset: int) -> list[MlflowModel]:
+    """Models matching ``sql`` (a :func:`~gyre_registry.mlflow.filters.to_sql` for ``model``), each
+    with its newest version."""
+    n = len(sql.params)
+    rows = await conn.fetch(
+        f"SELECT m.name, m.created_at, m.updated_at, m.description, m.tags::text AS tags, m.latest_version "
+        f"FROM registered_models m WHERE {sql.where} ORDER BY {sql.order_by} LIMIT ${n + 1} OFFSET ${n + 2}",
+        *sql.params, limit, offset,
+    )
+    names = [row["name"] for row in rows]
+    aliases = await _aliases(conn, names)
+    latest_rows = await conn.fetch(
+        f"{_VERSION_SELECT} JOIN (SELECT model_name, max(version) AS version FROM model_versions "
+        "WHERE model_name = ANY($1::text[]) GROUP BY model_name) newest USING (model_name, version)",
+        names,
+    )
+    latest = {row["model_name"]: _version(row, aliases.get(row["model_name"], {})) for row in latest_rows}
+    return [
+        MlflowModel(name=row["name"], created_at=row["created_at"], updated_at=row["updated_at"],
+                    description=row["description"], tags=_tags(row["tags"]), aliases=aliases.get(row["name"], {}),
+                    latest=latest.get(row["name"]))
+        for row in rows
+    ]
+
+
+async def get_model(conn: Any, name: str) -> MlflowModel | None:
+    """One model, or None."""
+    found = await search_models(conn, Sql(where="m.name = $1", order_by="m.name", params=[name]), 1, 0)
+    return found[0] if found else None
+
+
+async def set_model_tag(conn: Any, name: str, key: str, value: str | None, now: datetime) -> None:
+    """Set (``value``) or remove (None) one tag of a model (the caller checked it exists)."""
+    if value is None:
+        await conn.execute("UPDATE registered_models SET tags = tags - $2::text, updated_at = $3 WHERE name = $1",
+                           name, key, now)
+    else:
+        await conn.execute(
+            "UPDATE registered_models SET tags = tags || jsonb_build_object($2::text, $3::text), updated_at = $4 "
+            "WHERE name = $1", name, key, value, now,
+        )
+
+
+async def set_version_tag(conn: Any, name: str, version: int, key: str, value: str | None, now: datetime) -> None:
+    """Set (``value``) or remove (None) one tag of a version (the caller checked it exists)."""
+    if value is None:
+        await conn.execute(
+            "UPDATE model_versions SET tags = tags - $3::text, updated_at = $4 WHERE model_name = $1 AND version = $2",
+            name, version, key, now,
+        )
+    else:
+        await conn.execute(
+            "UPDATE model_versions SET tags = tags || jsonb_build_object($3::text, $4::text), updated_at = $5 "
+            "WHERE model_name = $1 AND version = $2", name, version, key, value, now,
+        )
+
+
+async def set_model_description(conn: Any, name: str, description: str, now: datetime) -> None:
+    """Replace a model's description."""
+    await conn.execute("UPDATE registered_models SET description = $2, updated_at = $3 WHERE name = $1",
+                       name, description, now)
+
+
+async def set_version_description(conn: Any, name: str, version: int, description: str, now: datetime) -> None:
+    """Replace a version's description."""
+    await conn.execute(
+        "UPDATE model_versions SET description = $3, updated_at = $4 WHERE model_name = $1 AND version = $2",
+        name, version, description, now,
+    )
+
+
+async def take_version_number(conn: Any, name: str, now: datetime) -> int | None:
+    """Lock the model's row and take its next version number in one statement (None: no such model).
+
+    The UPDATE holds the row lock until commit, which serialises every change of the model as
+    :meth:`RegistryTransaction.lock_model` does; a rollback gives the number back."""
+    value = await conn.fetchval(
+        "UPDATE registered_models SET latest_version = latest_version + 1, updated_at = $2 "
+        "WHERE name = $1 RETURNING latest_version", name, now,
+    )
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class NewMlflowVersion:
+    """A version created through the MLflow API (no sha256, no signature, lineage = the run id)."""
+
+    name: str
+    version: int
+    source: str
+    artifact_format: str
+    run_id: str
+    run_link: str
+    description: str
+    tags: dict[str, str]
+    user_id: str
+    created_at: datetime
+
+
+async def insert_version(conn: Any, new: NewMlflowVersion) -> MlflowVersion:
+    """Insert a version in one round trip; the stored record (a new version has no aliases)."""
+    lineage = json.dumps({"runId": new.run_id} if new.run_id else {})
+    row = await conn.fetchrow(
+        "INSERT INTO model_versions (model_name, version, artifact_uri, artifact_sha256, artifact_size_bytes, "
+        "artifact_format, signature, lineage, description, tags, created_by, created_at, updated_at, run_link) "
+        "VALUES ($1, $2, $3, '', 0, $4, '{}'::jsonb, $5::jsonb, $6, $7::jsonb, $8, $9, $9, $10) "
+        "RETURNING model_name, version, created_at, updated_at, created_by, description, artifact_uri, "
+        "coalesce(lineage ->> 'runId', '') AS run_id, run_link, status, artifact_sha256, tags::text AS tags",
+        new.name, new.version, new.source, new.artifact_format, lineage, new.description, json.dumps(new.tags),
+        new.user_id, new.created_at, new.run_link,
+    )
+    return _version(row, {})
+
+
+async def delete_version(conn: Any, name: str, version: int, now: datetime) -> None:
+    """Remove a version row (its aliases must be gone already). Numbers are not reused: the model's
+    ``latest_version`` counter stays where it is."""
+    await conn.execute("DELETE FROM model_versions WHERE model_name = $1 AND version = $2", name, version)
+    await conn.execute("UPDATE registered_models SET updated_at = $2 WHERE name = $1", name, now)
+
+
+async def delete_model(conn: Any, name: str) -> None:
+    """Remove a model row (its versions and aliases must be gone already)."""
+    await conn.execute("DELETE FROM registered_models WHERE name = $1", name)
+
+
+async def version_numbers(conn: Any, name: str) -> list[int]:
+    """Every version number of a model, ascending."""
+    rows = await conn.fetch("SELECT version FROM model_versions WHERE model_name = $1 ORDER BY version", name)
+    return [int(row["version"]) for row in rows]

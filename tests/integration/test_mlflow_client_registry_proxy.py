@@ -1,0 +1,69 @@
+"""Tracking's registry proxy on its own: what it forwards, what it gives back, a registry that is away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from gyre_stack.ports import free_port
+from gyre_tracking.registry_proxy import RegistryProxy, RegistryProxySettings, make_registry_proxy_router
+
+pytestmark = pytest.mark.integration
+
+
+def _echo_registry() -> tuple[FastAPI, list[dict[str, Any]]]:
+    """A stand-in registry that records each request and answers 418 with a JSON body."""
+    app = FastAPI()
+    seen: list[dict[str, Any]] = []
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"])
+    async def echo(path: str, request: Request) -> JSONResponse:
+        body = await request.body()
+        seen.append({"method": request.method, "path": "/" + path, "query": request.url.query,
+                     "body": body, "authorization": request.headers.get("authorization"),
+                     "actor": request.headers.get("x-gyre-actor"), "cookie": request.headers.get("cookie")})
+        return JSONResponse({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"{len(body)} bytes"},
+                            status_code=418)
+
+    return app, seen
+
+
+async def test_forwards_method_path_query_body_and_credentials_unchanged() -> None:
+    upstream, seen = _echo_registry()
+    proxy = RegistryProxy(RegistryProxySettings(registry_url="http://registry"))
+    proxy._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream), base_url="http://registry")
+    app = FastAPI()
+    app.include_router(proxy.router)
+    big = {"name": "m", "description": "x" * 300_000}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
+            got = await client.get("/api/2.0/mlflow/registered-models/search",
+                                   params=[("filter", "name LIKE 'a%'"), ("order_by", "name"), ("order_by", "x")],
+                                   headers={"authorization": "Bearer t1", "cookie": "secret=1"})
+            patched = await client.patch("/ajax-api/2.0/mlflow/model-versions/update", json=big,
+                                         headers={"x-gyre-actor": "ana"})
+            other = await client.get("/api/2.0/mlflow/runs/search")
+    finally:
+        await proxy.stop()
+    assert got.status_code == 418 and got.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert seen[0]["method"] == "GET" and seen[0]["path"] == "/api/2.0/mlflow/registered-models/search"
+    assert seen[0]["query"] == "filter=name+LIKE+%27a%25%27&order_by=name&order_by=x"
+    assert seen[0]["authorization"] == "Bearer t1" and seen[0]["cookie"] is None
+    assert patched.status_code == 418 and patched.json()["message"] == f"{len(seen[1]['body'])} bytes"
+    assert seen[1]["method"] == "PATCH" and seen[1]["path"] == "/ajax-api/2.0/mlflow/model-versions/update"
+    assert seen[1]["actor"] == "ana" and len(seen[1]["body"]) > 300_000
+    assert other.status_code == 404 and len(seen) == 2  # only registry paths are forwarded
+
+
+async def test_registry_away_answers_temporarily_unavailable() -> None:
+    app = FastAPI()
+    app.include_router(make_registry_proxy_router(RegistryProxySettings(
+        registry_url=f"http://127.0.0.1:{free_port()}", registry_timeout_s=2)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
+        answer = await client.post("/api/2.0/mlflow/registered-models/create", json={"name": "m"})
+    assert answer.status_code == 503
+    assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"

@@ -1,0 +1,74 @@
+"""MLflow REST JSON codec and the proxied artifact paths (no I/O)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gyre_common import errors
+from gyre_tracking import mlflow_json as mj
+from gyre_tracking.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ParamConflict
+from gyre_tracking.domain.model import Metric, RunStatus, ViewType
+from gyre_tracking.mlflow_api import mlflow_error
+from gyre_tracking.store.files import ProxiedArtifactFiles, clean_relative_path, proxied_artifact_path
+
+
+def test_times_are_epoch_milliseconds() -> None:
+    moment = datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    assert mj.to_millis(moment) == 1_740_830_400_123
+    assert mj.from_millis(1_740_830_400_123) == moment
+
+
+def test_non_finite_metric_values_are_proto3_json_strings() -> None:
+    stamp = datetime(2025, 3, 1, tzinfo=UTC)
+    assert mj.metric_json(Metric("m", math.nan, 2, stamp))["value"] == "NaN"
+    assert mj.metric_json(Metric("m", -math.inf, 2, stamp))["value"] == "-Infinity"
+    assert mj.metric_json(Metric("m", 0.5, 2, stamp)) == {"key": "m", "value": 0.5, "timestamp": 1_740_787_200_000,
+                                                         "step": 2}
+
+
+def test_fields_coerce_like_mlflow_and_name_the_parameter() -> None:
+    fields = mj.Fields({"experiment_id": 3, "step": "7", "value": "NaN", "status": "FINISHED", "view": 3,
+                        "tags": [{"key": "a", "value": "b"}]})
+    assert fields.string("experiment_id") == "3" and fields.integer("step") == 7
+    assert math.isnan(fields.number("value"))
+    assert fields.status() is RunStatus.FINISHED and fields.view_type("view") is ViewType.ALL
+    assert fields.key_values("tags") == [("a", "b")]
+    with pytest.raises(InvalidArgument, match="Missing value for required parameter 'run_id'"):
+        fields.run_id()
+    with pytest.raises(InvalidArgument, match="parameter 'step'"):
+        mj.Fields({"step": "seven"}).integer("step")
+    with pytest.raises(InvalidArgument, match="parameter 'status'"):
+        mj.Fields({"status": "DONE"}).status()
+    query = mj.Fields({"run_uuid": "abc", "order_by": ["a", "b"]}, from_query=True)
+    assert query.run_id() == "abc" and query.strings("order_by") == ["a", "b"]
+
+
+@pytest.mark.parametrize(("error", "code", "status"), [
+    (InvalidArgument("x"), "INVALID_PARAMETER_VALUE", 400),
+    (ParamConflict("x"), "INVALID_PARAMETER_VALUE", 400),
+    (FailedPrecondition("x"), "INVALID_PARAMETER_VALUE", 400),
+    (NotFound("x"), "RESOURCE_DOES_NOT_EXIST", 404),
+    (AlreadyExists("x"), "RESOURCE_ALREADY_EXISTS", 400),
+    (errors.Unavailable("x"), "TEMPORARILY_UNAVAILABLE", 503),
+    (errors.GyreError("x"), "INTERNAL_ERROR", 500),
+])
+def test_errors_map_to_mlflow_codes(error: errors.GyreError, code: str, status: int) -> None:
+    assert mlflow_error(error) == (code, status)
+
+
+def test_artifact_paths_stay_under_the_root(tmp_path: Path) -> None:
+    assert clean_relative_path("1/abc/artifacts/") == "1/abc/artifacts"
+    assert proxied_artifact_path("mlflow-artifacts:/1/abc/artifacts") == "1/abc/artifacts"
+    assert proxied_artifact_path("mlflow-artifacts://host:5000/1/abc/artifacts") == "1/abc/artifacts"
+    assert proxied_artifact_path("s3://bucket/1") is None
+    files = ProxiedArtifactFiles(tmp_path)
+    for bad in ["../etc/passwd", "a/../../b", "/abs", "a\\b", "a//b"]:
+        with pytest.raises(InvalidArgument):
+            files.local_path(bad)
+    (tmp_path / "link").symlink_to("/")
+    with pytest.raises(InvalidArgument, match="outside the artifact root"):
+        files.local_path("link/etc")
