@@ -22,14 +22,12 @@ from support.services import fast_settings, running
 from support.waiting import wait_until
 
 from gyre_common.bus import ensure_topics
-from gyre_common.runner import ServiceContext
 from gyre_common.topics import REGISTRY_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_registry.bootstrap import bootstrap as registry_bootstrap
 from gyre_registry.service import SPEC as REGISTRY
 from gyre_registry.settings import RegistrySettings
 from gyre_tracking import bootstrap as tracking_bootstrap_module
-from gyre_tracking.registry_proxy import make_registry_proxy_router
 from gyre_tracking.service import SPEC as TRACKING
 from gyre_tracking.settings import TrackingSettings
 
@@ -58,20 +56,6 @@ class Servers:
         return found
 
 
-def _proxied(app: Any) -> bool:
-    return any("registered-models" in getattr(route, "path", "") for route in app.routes)
-
-
-async def _tracking_build(ctx: ServiceContext) -> None:
-    result = tracking_bootstrap_module.bootstrap(ctx)
-    if asyncio.iscoroutine(result):
-        await result
-    if not _proxied(ctx.app):
-        # Tracking's bootstrap includes the proxy (engineer C's wiring); until then the test adds it,
-        # so what is tested is still the real proxy in front of the real registry.
-        ctx.app.include_router(make_registry_proxy_router())
-
-
 @pytest.fixture
 async def servers(bootstrap_servers: str, unique: str, database_url: str, tmp_path: Any,
                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
@@ -80,10 +64,10 @@ async def servers(bootstrap_servers: str, unique: str, database_url: str, tmp_pa
     registry_settings = fast_settings(RegistrySettings, outbox_poll_interval_s=0.2, outbox_max_backoff_s=0.5)
     async with running(REGISTRY, registry_bootstrap, registry_settings, kafka=kafka,
                        database_url=database_url) as registry:
-        monkeypatch.setenv("GYRE_TRACKING_REGISTRY_URL", f"http://127.0.0.1:{registry.http_port}")
         tracking_settings = fast_settings(TrackingSettings, consume_events=False,
+                                          registry_url=f"http://127.0.0.1:{registry.http_port}",
                                           default_artifact_root=(tmp_path / "artifacts").as_uri())
-        async with running(TRACKING, _tracking_build, tracking_settings, kafka=kafka,
+        async with running(TRACKING, tracking_bootstrap_module.bootstrap, tracking_settings, kafka=kafka,
                            database_url=database_url) as tracking:
             url = f"http://127.0.0.1:{tracking.http_port}"
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.http_port}") as http:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gyre_stack.ports import free_port
-from gyre_tracking.registry_proxy import RegistryProxy, RegistryProxySettings, make_registry_proxy_router
+from gyre_tracking.registry_proxy import RegistryProxy
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def _echo_registry() -> tuple[FastAPI, list[dict[str, Any]]]:
 
 async def test_forwards_method_path_query_body_and_credentials_unchanged() -> None:
     upstream, seen = _echo_registry()
-    proxy = RegistryProxy(RegistryProxySettings(registry_url="http://registry"))
+    proxy = RegistryProxy("http://registry")
     proxy._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream), base_url="http://registry")
     app = FastAPI()
     app.include_router(proxy.router)
@@ -61,9 +61,12 @@ async def test_forwards_method_path_query_body_and_credentials_unchanged() -> No
 
 async def test_registry_away_answers_temporarily_unavailable() -> None:
     app = FastAPI()
-    app.include_router(make_registry_proxy_router(RegistryProxySettings(
-        registry_url=f"http://127.0.0.1:{free_port()}", registry_timeout_s=2)))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
-        answer = await client.post("/api/2.0/mlflow/registered-models/create", json={"name": "m"})
+    proxy = RegistryProxy(f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    app.include_router(proxy.router)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
+            answer = await client.post("/api/2.0/mlflow/registered-models/create", json={"name": "m"})
+    finally:
+        await proxy.stop()
     assert answer.status_code == 503
     assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"

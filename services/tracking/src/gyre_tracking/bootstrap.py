@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
-from fastapi import APIRouter
-
 from gyre_common.artifacts import ArtifactSettings
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
@@ -15,6 +13,7 @@ from gyre_tracking import api_http, mlflow_api, mlflow_artifacts_api
 from gyre_tracking.api_grpc import SERVICE_NAME, TrackingServicer
 from gyre_tracking.consumers import TrackingEventsConsumer
 from gyre_tracking.handlers import TrackingHandlers
+from gyre_tracking.registry_proxy import RegistryProxy
 from gyre_tracking.settings import TrackingSettings
 from gyre_tracking.store import PostgresStore
 from gyre_tracking.store.files import ProxiedArtifactFiles
@@ -37,16 +36,6 @@ def artifacts_destination(settings: TrackingSettings) -> Path:
     return Path(load_settings(ArtifactSettings).root) / "tracking"
 
 
-def _registry_proxy(settings: TrackingSettings) -> APIRouter | None:
-    # The MLflow model-registry proxy lives in its own module (owned with the registry work);
-    # wire it when it is there.
-    try:
-        from gyre_tracking.registry_proxy import make_registry_proxy_router
-    except ImportError:
-        return None
-    return make_registry_proxy_router(settings)
-
-
 async def bootstrap(ctx: ServiceContext) -> None:
     """Wire the service into the runner's context (the runner has migrated the schema already)."""
     settings = cast(TrackingSettings, ctx.settings)
@@ -56,9 +45,10 @@ async def bootstrap(ctx: ServiceContext) -> None:
     api_http.install(ctx.app, handlers)
     # The registry proxy goes before the MLflow tracking routes, whose catch-all answers
     # ENDPOINT_NOT_FOUND for every other /api/2.0/mlflow/... path.
-    proxy = _registry_proxy(settings)
-    if proxy is not None:
-        ctx.app.include_router(proxy)
+    proxy = RegistryProxy(settings.registry_url, timeout_s=settings.registry_timeout_s,
+                          max_connections=settings.registry_max_connections)
+    ctx.app.include_router(proxy.router)
+    ctx.add_task(proxy, name="registry-proxy")
     mlflow_api.install(ctx.app, handlers)
     mlflow_artifacts_api.install(ctx.app, files)
     ctx.add_servicer(pb_grpc.add_TrackingServiceServicer_to_server, TrackingServicer(handlers), name=SERVICE_NAME)

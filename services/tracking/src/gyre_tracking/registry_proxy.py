@@ -28,7 +28,6 @@ import logging
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.background import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -42,32 +41,19 @@ _FORWARDED_REQUEST_HEADERS = ("authorization", "x-gyre-actor", "content-type", "
 _FORWARDED_RESPONSE_HEADERS = ("content-type",)
 
 
-class RegistryProxySettings(BaseSettings):
-    """Where tracking forwards MLflow registry calls (environment variables ``GYRE_TRACKING_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="GYRE_TRACKING_", extra="ignore")
-
-    registry_url: str = "http://127.0.0.1:7400"
-    """HTTP address of the registry service, whose MLflow-compatible registry API answers the
-    `/api/2.0/mlflow/registered-models/*` and `/api/2.0/mlflow/model-versions/*` calls that MLflow
-    clients send to tracking."""
-
-    registry_timeout_s: float = 30.0
-    """Seconds to wait for the registry (connect, and between bytes of its answer) before answering 503."""
-
-    registry_max_connections: int = 32
-    """Keep-alive connections to the registry kept open at most."""
-
-
 class RegistryProxy:
     """The proxy: an APIRouter (:attr:`router`) and a lifecycle (``start``/``stop``) for its client.
 
     Args:
-        settings: registry address and limits; read from the environment when omitted.
+        registry_url: HTTP address of the registry (``GYRE_TRACKING_REGISTRY_URL``).
+        timeout_s: seconds to wait for the registry before answering 503.
+        max_connections: keep-alive connections to the registry kept open at most.
     """
 
-    def __init__(self, settings: RegistryProxySettings | None = None) -> None:
-        self.settings = settings or RegistryProxySettings()
+    def __init__(self, registry_url: str, *, timeout_s: float = 30.0, max_connections: int = 32) -> None:
+        self.registry_url = registry_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
         self._client: httpx.AsyncClient | None = None
         self.router = self._routes()
 
@@ -75,12 +61,11 @@ class RegistryProxy:
     def client(self) -> httpx.AsyncClient:
         """The shared client, created on first use (inside the serving event loop)."""
         if self._client is None:
-            s = self.settings
             self._client = httpx.AsyncClient(
-                base_url=s.registry_url.rstrip("/"),
-                timeout=httpx.Timeout(s.registry_timeout_s),
-                limits=httpx.Limits(max_connections=s.registry_max_connections,
-                                    max_keepalive_connections=s.registry_max_connections),
+                base_url=self.registry_url,
+                timeout=httpx.Timeout(self._timeout_s),
+                limits=httpx.Limits(max_connections=self._max_connections,
+                                    max_keepalive_connections=self._max_connections),
             )
         return self._client
 
@@ -103,10 +88,10 @@ class RegistryProxy:
         try:
             answer = await self.client.send(outgoing, stream=True)
         except httpx.HTTPError as exc:
-            log.warning("registry unreachable at %s: %s", self.settings.registry_url, type(exc).__name__)
+            log.warning("registry unreachable at %s: %s", self.registry_url, type(exc).__name__)
             return JSONResponse(
                 {"error_code": "TEMPORARILY_UNAVAILABLE",
-                 "message": f"the model registry at {self.settings.registry_url} cannot be reached; retry later"},
+                 "message": f"the model registry at {self.registry_url} cannot be reached; retry later"},
                 status_code=503,
             )
         return StreamingResponse(
@@ -122,16 +107,3 @@ class RegistryProxy:
                 router.add_api_route(f"{prefix}/{resource}/{{rest:path}}", self.forward, methods=METHODS,
                                      include_in_schema=False, name=f"registry proxy {prefix}/{resource}")
         return router
-
-
-def make_registry_proxy_router(settings: object | None = None) -> APIRouter:
-    """The proxy's router (see :class:`RegistryProxy`; its client is then closed at process exit).
-
-    Args:
-        settings: a :class:`RegistryProxySettings`, or any settings object with a ``registry_url``
-            (e.g. tracking's own settings, should they grow one); otherwise read from the environment.
-    """
-    if isinstance(settings, RegistryProxySettings):
-        return RegistryProxy(settings).router
-    url = getattr(settings, "registry_url", None)
-    return RegistryProxy(RegistryProxySettings(registry_url=url) if url else None).router

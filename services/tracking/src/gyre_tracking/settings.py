@@ -32,3 +32,14 @@ class TrackingSettings(ServiceSettings):
 
     consumer_group: str = "tracking"
     """Kafka consumer group of the ingester; also names its dead-letter topic (`<prefix><group>.dlq`)."""
+
+    registry_url: str = "http://127.0.0.1:7400"
+    """HTTP address of the registry service. MLflow clients send model-registry calls
+    (`/api/2.0/mlflow/registered-models/*`, `/api/2.0/mlflow/model-versions/*`) to tracking, which
+    forwards them there unchanged."""
+
+    registry_timeout_s: float = 30.0
+    """Seconds to wait for the registry (connect, and between bytes of its answer) before answering 503."""
+
+    registry_max_connections: int = 32
+    """Keep-alive connections to the registry kept open at most."""
