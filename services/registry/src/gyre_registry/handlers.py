@@ -41,6 +41,21 @@ class PromotionConfig:
     challenger_alias: str = "challenger"
 
 
+async def record_audit(tx: RegistryTransaction, actor: str, action: str, name: str, version: int,
+                       now: datetime, details: dict[str, str]) -> str:
+    """Write one audit entry (empty details dropped) in ``tx``; returns its id for the event."""
+    audit_id = str(uuid.uuid4())
+    await tx.add_audit(AuditRecord(audit_id, actor, action, name, version,
+                                   {k: v for k, v in details.items() if v}, now))
+    return audit_id
+
+
+async def record_event(tx: RegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
+    """Queue ``event`` in the outbox of ``tx``, stamped with ``now`` (UTC)."""
+    event.occurred_at.FromDatetime(now)
+    await tx.add_event(event, str(uuid.uuid4()))
+
+
 def _contender(version: pb.ModelVersion, evaluation: pb.HoldoutEvaluation | None = None) -> Contender:
     """The policy's view of ``version``; ``evaluation`` (the registering request's) adds the
     champion re-scored on this version's holdout, which is used for this one decision only."""
@@ -389,15 +404,5 @@ class RegistryHandlers:
             kind=ev.REGISTRY_EVENT_KIND_MODEL_CREATED, model_name=name, actor=actor, audit_id=audit_id,
         ), now)
 
-    @staticmethod
-    async def _audit(tx: RegistryTransaction, actor: str, action: str, name: str, version: int,
-                     now: datetime, details: dict[str, str]) -> str:
-        audit_id = str(uuid.uuid4())
-        await tx.add_audit(AuditRecord(audit_id, actor, action, name, version,
-                                       {k: v for k, v in details.items() if v}, now))
-        return audit_id
-
-    @staticmethod
-    async def _event(tx: RegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
-        event.occurred_at.FromDatetime(now)
-        await tx.add_event(event, str(uuid.uuid4()))
+    _audit = staticmethod(record_audit)
+    _event = staticmethod(record_event)

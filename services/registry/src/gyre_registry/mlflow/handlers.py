@@ -23,7 +23,6 @@ transport turns them into MLflow's error codes.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -33,10 +32,10 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import InvalidArgument, NotFound, RegistryError
-from gyre_registry.handlers import RegistryHandlers
+from gyre_registry.handlers import RegistryHandlers, record_audit, record_event
 from gyre_registry.mlflow import filters
 from gyre_registry.mlflow import store as sql
-from gyre_registry.store import AuditRecord, PostgresRegistryStore, PostgresRegistryTransaction
+from gyre_registry.store import PostgresRegistryStore, PostgresRegistryTransaction
 
 Json = dict[str, Any]
 
@@ -444,15 +443,6 @@ class MlflowRegistryHandlers:
             actor=actor, comment=f"deleted {_MLFLOW_COMMENT}", audit_id=audit_id,
         ), now)
 
-    @staticmethod
-    async def _audit(tx: PostgresRegistryTransaction, actor: str, action: str, name: str, version: int,
-                     now: datetime, details: dict[str, str]) -> str:
-        audit_id = str(uuid.uuid4())
-        await tx.add_audit(AuditRecord(audit_id, actor, action, name, version,
-                                       {k: v for k, v in details.items() if v}, now))
-        return audit_id
-
-    @staticmethod
-    async def _event(tx: PostgresRegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
-        event.occurred_at.FromDatetime(now)
-        await tx.add_event(event, str(uuid.uuid4()))
+    # The same audit + outbox records as the gRPC API's governance actions.
+    _audit = staticmethod(record_audit)
+    _event = staticmethod(record_event)
