@@ -22,6 +22,7 @@ An MLflow endpoint Gyre does not implement answers 404 ``ENDPOINT_NOT_FOUND`` na
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -83,6 +84,15 @@ class MlflowRoute(APIRoute):
 Endpoint = Callable[[mj.Fields], Awaitable[dict[str, Any]]]
 
 
+class MlflowJSONResponse(JSONResponse):
+    """Starlette's JSONResponse, byte for byte, without the circular-reference check: our bodies
+    are trees built per request, and skipping the check is ~15% of encoding a large runs/search."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
+                          check_circular=False).encode("utf-8")
+
+
 def router(handlers: TrackingHandlers, prefix: str) -> APIRouter:
     """MLflow's tracking endpoints under ``prefix`` (one of :data:`PREFIXES`)."""
     api = APIRouter(prefix=prefix, route_class=MlflowRoute, tags=["mlflow"])
@@ -90,7 +100,7 @@ def router(handlers: TrackingHandlers, prefix: str) -> APIRouter:
     def endpoint(path: str) -> Callable[[Endpoint], Endpoint]:
         def register(work: Endpoint) -> Endpoint:
             async def route(request: Request) -> JSONResponse:
-                return JSONResponse(await work(await mj.read_fields(request)))
+                return MlflowJSONResponse(await work(await mj.read_fields(request)))
 
             api.add_api_route(path, route, methods=["GET", "POST"], name=f"mlflow{path}")
             return work

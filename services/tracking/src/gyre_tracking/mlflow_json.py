@@ -91,10 +91,14 @@ def metric_json(metric: Metric) -> dict[str, Any]:
 
 def run_json(run: Run) -> dict[str, Any]:
     """A ``Run`` message: info, and data with the latest value of each metric, params and tags."""
+    # metric_json inlined: a search answer builds ~10 metrics x 1000 runs here, and the call
+    # overhead was a visible share of runs/search (same output).
+    epoch, ms, isfinite = _EPOCH, _MS, math.isfinite
     return {
         "info": run_info_json(run.info),
         "data": {
-            "metrics": [metric_json(m) for m in run.metrics],
+            "metrics": [{"key": m.key, "value": m.value if isfinite(m.value) else _float_json(m.value),
+                         "timestamp": (m.timestamp - epoch) // ms, "step": m.step} for m in run.metrics],
             "params": [{"key": k, "value": v} for k, v in run.params.items()],
             "tags": [{"key": k, "value": v} for k, v in run.tags.items()],
         },
