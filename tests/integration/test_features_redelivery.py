@@ -112,7 +112,7 @@ async def test_a_batch_stored_but_not_committed_is_redelivered_and_not_applied_t
     await first.start()
     await asyncio.wait_for(stuck.wait(), 30)
     stored_before_crash = sum(r.result.inserted for r in reports)
-    await first.consumer.abort()  # like a crash: nothing more is committed
+    await first.abort()  # like a crash: nothing more is committed
     await first.stop()
 
     replays: list[IngestReport] = []

@@ -55,11 +55,6 @@ class FeatureEventsConsumer(Consumer):
         ) if meter is not None else None
         self.rejected = 0
 
-    @property
-    def consumer(self) -> Consumer:
-        """This consumer (it used to wrap one; kept so older callers keep working)."""
-        return self
-
     async def handle_batch(self, envelopes: list[Envelope]) -> list[Rejected]:
         """Store the valid events of a batch; return the invalid ones for the dead-letter topic.
 

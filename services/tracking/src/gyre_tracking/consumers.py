@@ -87,11 +87,6 @@ class TrackingEventsConsumer(Consumer):
         self.duplicates = 0
         self.rejected = 0
 
-    @property
-    def consumer(self) -> Consumer:
-        """This consumer (it used to wrap one; kept so older callers keep working)."""
-        return self
-
     async def handle_batch(self, envelopes: list[Envelope]) -> list[Rejected]:
         """Apply a batch of events; return the ones that can never apply, for the dead-letter topic.
 
