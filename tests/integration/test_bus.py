@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiokafka import AIOKafkaProducer
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -257,3 +258,46 @@ async def test_publish_rejects_unknown_topics_wrong_types_and_reserved_headers(p
         await publisher.publish(FEATURES_EVENTS, feature("e1"), headers={"ce_id": "mine"})
     with pytest.raises(ValueError, match="unknown topic"):
         Consumer(publisher.settings, group="g", topics=["nope"], service="t", handler=collector()[1])
+
+
+def inference(prediction_id: str) -> ev.InferenceEvent:
+    return ev.InferenceEvent(prediction_id=prediction_id, model_name="m", model_version=1)
+
+
+async def test_send_batch_partitions_like_send_and_keeps_ids_headers_and_order(
+    settings: KafkaSettings, publisher: Publisher
+) -> None:
+    await ensure_topics(settings, [INFERENCE_EVENTS])
+    # One key through send(), the same key and 199 others through send_batch() (several batches).
+    single = await publisher.publish(INFERENCE_EVENTS, inference("p-7"), key="p-7")
+    records = [(f"p-{i}", inference(f"p-{i}"), f"ce-{i}") for i in range(200)]
+    delivered = await publisher.send_batch(INFERENCE_EVENTS, records)
+    assert await delivered == 200
+
+    got = await read_topic(settings, single.topic, 201, exact=True)
+    partitions = {record.partition for record in got}
+    assert partitions == {0, 1}  # the topic has two partitions and the keys spread over both
+    batched = [record for record in got if dict(record.headers)["ce_id"].startswith(b"ce-")]
+    by_key = {record.key: record for record in batched}
+    assert by_key[b"p-7"].partition == single.partition  # the same key, the same partition as send()
+    for partition in partitions:  # in input order within each partition
+        ids = [int(r.key.decode()[2:]) for r in batched if r.partition == partition]
+        assert ids == sorted(ids)
+    first = dict(by_key[b"p-0"].headers)
+    assert first["ce_id"] == b"ce-0" and first["ce_type"] == b"gyre.events.v1.InferenceEvent"
+    assert first["ce_source"] == b"test-producer" and first["content-type"] == b"application/protobuf"
+    assert first["traceparent"].startswith(b"00-")
+    assert ev.InferenceEvent.FromString(by_key[b"p-0"].value) == inference("p-0")
+
+
+async def test_send_batch_refuses_a_wrong_type_anywhere_before_sending(
+    settings: KafkaSettings, publisher: Publisher
+) -> None:
+    await ensure_topics(settings, [INFERENCE_EVENTS])
+    mixed: list[tuple[str, Message, str | None]] = [("a", inference("a"), None), ("b", feature("b"), None)]
+    wrong_type = r"carries gyre\.events\.v1\.InferenceEvent, not gyre\.events\.v1\.FeatureEvent"
+    with pytest.raises(ValueError, match=wrong_type):
+        await publisher.send_batch(INFERENCE_EVENTS, mixed)
+    marker = await publisher.publish(INFERENCE_EVENTS, inference("marker"), key="a")
+    got = await read_topic(settings, marker.topic, 1, exact=True)
+    assert got[0].key == b"a" and ev.InferenceEvent.FromString(got[0].value).prediction_id == "marker"

@@ -41,16 +41,17 @@ class FakePublisher:
     async def stop(self) -> None:
         self.world.stops += 1
 
-    async def send(self, topic: str, message: Any, key: str | None = None,
-                   event_id: str | None = None) -> asyncio.Future[object]:
-        assert topic == INFERENCE_EVENTS and key == message.prediction_id
-        self.world.ce_ids.append(event_id)
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    async def send_batch(self, topic: str, records: list[tuple[str, Any, str | None]]) -> asyncio.Future[int]:
+        assert topic == INFERENCE_EVENTS
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        for key, message, event_id in records:
+            assert key == message.prediction_id
+            self.world.ce_ids.append(event_id)
         if self.world.failing:
             future.set_exception(KafkaTimeoutError())
         else:
-            self.world.sent.append(message.prediction_id)
-            future.set_result(None)
+            self.world.sent.extend(message.prediction_id for _, message, _ in records)
+            future.set_result(len(records))
         return future
 
 

@@ -60,6 +60,12 @@ class Telemetry:
         """A tracer for instrumentation scope ``name`` (usually ``__name__``)."""
         return self.tracer_provider.get_tracer(name)
 
+    @property
+    def active_tracer_provider(self) -> TracerProvider | None:
+        """The tracer provider when spans go somewhere, else None: give it to the bus (``Publisher``,
+        ``Consumer``), which then skips span work per record, yet still propagates trace context."""
+        return self.tracer_provider if self.exporting else None
+
     def meter(self, name: str) -> metrics.Meter:
         """A meter for instrumentation scope ``name``; its instruments appear on ``/metrics``."""
         return self.meter_provider.get_meter(name)
@@ -101,6 +107,7 @@ class Telemetry:
 
 _active: Telemetry | None = None
 _globals_installed = False
+_tracer_installed = False
 
 
 def setup_telemetry(service_name: str, settings: TelemetrySettings, *,
@@ -110,13 +117,15 @@ def setup_telemetry(service_name: str, settings: TelemetrySettings, *,
     Calling it again while the first :class:`Telemetry` is open returns that same object (tests,
     libraries calling it defensively). After :meth:`Telemetry.shutdown` a new one is built, but the
     OpenTelemetry globals stay with the first (the API allows setting them only once per process).
+    The global tracer provider is set only by a set-up that exports spans (an OTLP endpoint or
+    ``span_exporter``); without one, the global stays the no-op provider.
 
     Args:
         service_name: ``service.name`` of the resource, unless ``OTEL_SERVICE_NAME`` is set.
         settings: ``otlp_endpoint`` turns on the OTLP gRPC span exporter.
         span_exporter: an extra exporter fed span by span (tests use an in-memory one).
     """
-    global _active, _globals_installed
+    global _active, _globals_installed, _tracer_installed
     if _active is not None:
         if _active.service_name != service_name:
             log.warning("telemetry already set up for %s; ignoring %s", _active.service_name, service_name)
@@ -134,14 +143,20 @@ def setup_telemetry(service_name: str, settings: TelemetrySettings, *,
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()])
 
+    exporting = bool(settings.otlp_endpoint) or span_exporter is not None
     if not _globals_installed:
-        trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
         if not os.environ.get("OTEL_PROPAGATORS"):
             propagate.set_global_textmap(
                 CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
             )
         _globals_installed = True
-    _active = Telemetry(service_name, tracer_provider, meter_provider,
-                        exporting=bool(settings.otlp_endpoint) or span_exporter is not None)
+    if exporting and not _tracer_installed:
+        # Only a provider whose spans go somewhere becomes the global one: with the API's default
+        # no-op provider the bus and instrumentation skip span work on every record and request
+        # (an SDK span nobody exports still costs ids, sampling and attributes), while incoming
+        # trace context is still propagated to what is published.
+        trace.set_tracer_provider(tracer_provider)
+        _tracer_installed = True
+    _active = Telemetry(service_name, tracer_provider, meter_provider, exporting=exporting)
     return _active

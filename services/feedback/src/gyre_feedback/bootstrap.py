@@ -44,7 +44,7 @@ def bootstrap(ctx: ServiceContext) -> None:
     # broker outages waited out, poison rows set aside. Woken after each commit that queued events.
     relay = OutboxRelay(
         ctx.db,
-        lambda: Publisher(ctx.kafka, service=SERVICE, tracer_provider=ctx.telemetry.tracer_provider),
+        lambda: Publisher(ctx.kafka, service=SERVICE, tracer_provider=ctx.telemetry.active_tracer_provider),
         poll_interval_s=settings.outbox_interval_s,
         retention=timedelta(days=settings.prediction_retention_days),
         publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
@@ -68,7 +68,7 @@ def bootstrap(ctx: ServiceContext) -> None:
                  batch_handler: BatchHandler | None = None) -> Consumer:
         # A Consumer is a runner background component: start() consumes in the background.
         return Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
-                        batch_handler=batch_handler, tracer_provider=ctx.telemetry.tracer_provider)
+                        batch_handler=batch_handler, tracer_provider=ctx.telemetry.active_tracer_provider)
 
     # Started in this order, stopped in reverse: consumers stop (and commit) before the relay makes its
     # last pass, so events their last transactions queued are still published at shutdown or next start.

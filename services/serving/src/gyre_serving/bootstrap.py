@@ -63,7 +63,7 @@ def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None)
 
     kafka = ctx.kafka
     emitter = InferenceEmitter(
-        lambda: Publisher(kafka, service="serving", tracer_provider=ctx.telemetry.tracer_provider),
+        lambda: Publisher(kafka, service="serving", tracer_provider=ctx.telemetry.active_tracer_provider),
         capacity_rows=settings.event_queue_rows, batch_rows=settings.event_batch_rows,
         overflow=SpoolingOverflow(open_spool(settings.spool_dir, max_bytes=settings.spool_max_bytes,
                                              fsync_interval_s=settings.spool_fsync_interval_s)),

@@ -285,19 +285,15 @@ class InferenceEmitter:
         if not chunk.events:
             return True
         try:
-            futures = []
-            for spooled in chunk.events:
-                event = events_pb2.InferenceEvent.FromString(spooled.payload)
-                futures.append(await publisher.send(INFERENCE_EVENTS, event, key=event.prediction_id,
-                                                    event_id=spooled.ce_id or None))
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            events = [events_pb2.InferenceEvent.FromString(spooled.payload) for spooled in chunk.events]
+            delivery = await publisher.send_batch(INFERENCE_EVENTS, [
+                (event.prediction_id, event, spooled.ce_id or None)
+                for event, spooled in zip(events, chunk.events, strict=True)])
+            await delivery
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("re-sending spooled inference events failed: %r", exc)
-            await self._drop_publisher()
-            return False
-        if any(isinstance(result, BaseException) for result in results):
             await self._drop_publisher()
             return False
         self.overflow.commit(chunk)
@@ -362,36 +358,23 @@ class InferenceEmitter:
         return self._publisher
 
     async def _deliver(self, publisher: Publisher, batches: list[ServedBatch]) -> bool:
-        """Send ``batches``; False when any event failed (its batch went to the overflow)."""
-        ok = True
-        pending: list[tuple[ServedBatch, list[asyncio.Future[object]]]] = []
-        for batch in batches:
-            futures: list[asyncio.Future[object]] = []
-            try:
-                for row, event in enumerate(inference_events(batch)):
-                    futures.append(await publisher.send(INFERENCE_EVENTS, event, key=event.prediction_id,  # type: ignore[arg-type]
-                                                        event_id=batch.ce_id(row)))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("handing inference events to the producer failed: %r", exc)
-                for future in futures:
-                    future.cancel()
-                self.stats.failed += batch.rows
+        """Send ``batches`` as one chunk; False when the broker did not take all of it (then every
+        batch of the chunk went to the overflow: a spool re-sends them whole, consumers dedupe on
+        ``ce_id`` and prediction id)."""
+        rows = sum(batch.rows for batch in batches)
+        try:
+            records = [(event.prediction_id, event, batch.ce_id(row))
+                       for batch in batches for row, event in enumerate(inference_events(batch))]
+            delivery = await publisher.send_batch(INFERENCE_EVENTS, records)
+            await delivery
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("sending %d inference events failed: %r", rows, exc)
+            self.stats.failed += rows
+            for batch in batches:
                 self._spill(batch, BROKER_ERROR)
-                ok = False
-                continue
-            pending.append((batch, futures))
-        for batch, futures in pending:
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failures = sum(1 for result in results if isinstance(result, BaseException))
-            delivered = len(results) - failures
-            self.stats.published += delivered
-            metrics.EVENTS_PUBLISHED.inc(delivered)
-            if failures:
-                # At batch granularity: a disk spool re-sends the whole batch (consumers dedupe on
-                # prediction_id), the dropping overflow counts every row of it.
-                self.stats.failed += failures
-                self._spill(batch, BROKER_ERROR)
-                ok = False
-        return ok
+            return False
+        self.stats.published += rows
+        metrics.EVENTS_PUBLISHED.inc(rows)
+        return True

@@ -11,11 +11,12 @@ per record.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from gyre_common.ids import random_uuid4
 
 CE_ID = "ce_id"
 CE_TYPE = "ce_type"
@@ -48,15 +49,9 @@ Headers = list[tuple[str, bytes]]
 """Kafka record headers as aiokafka takes and returns them: ordered (name, value) pairs."""
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
 def new_event_id() -> str:
     """A random (version 4, RFC 9562) UUID in canonical text form, for ``ce_id``."""
-    # Same randomness as uuid.uuid4() (os.urandom) at a third of its cost: this is on the
-    # publish hot path, once per record.
-    x = os.urandom(16).hex()
-    return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:]}"
+    return random_uuid4()
 
 
 _second_cache: list[object] = [None, ""]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf.message import Message
 from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 
@@ -18,6 +19,8 @@ from gyre_common.bus import tracing
 from gyre_common.bus.codec import topic_spec
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import full_name
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,16 +268,88 @@ class Publisher:
             for (_, ce_id), meta in zip(sent, metas, strict=True)
         ]
 
+    async def send_batch(
+        self, topic_base: str, records: Sequence[tuple[str | bytes | None, Message, str | None]]
+    ) -> asyncio.Future[int]:
+        """Hand many events for one topic to the producer as ready-made record batches; await the
+        result for the broker's acknowledgement of all of them.
+
+        ``records`` are ``(key, message, event_id)``; ``event_id`` None gets a random ``ce_id``.
+        Records are partitioned as :meth:`send` does (murmur2 of the key, Kafka's default), so a key
+        keeps its partition whichever method sent it, and keep their order within a partition.
+        Headers are the same as :meth:`send`'s, with one ``ce_time`` for the call. This is about
+        half the producer CPU of :meth:`send` per record (no per-record future or accumulator
+        lookup), for callers that publish in chunks (serving's inference events).
+
+        With tracing on, each record is sent with :meth:`send` instead, so it keeps its own
+        PRODUCER span. The returned future resolves to the number of records once every batch is
+        acknowledged (``acks=all``), or raises the first delivery error: then some records may be
+        stored and others not (at-least-once: re-send them all, consumers dedupe on ``ce_id``).
+
+        Raises:
+            ValueError: unknown topic, wrong message type, or a record larger than a batch.
+        """
+        count = len(records)
+        if self._tracer.get() is not None:
+            sent = [await self._send(topic_base, message, key, None, event_id, None)
+                    for key, message, event_id in records]
+            return _counted(asyncio.gather(*(delivery for delivery, _ in sent)), count)
+        producer = self.producer
+        # Every record's type first: a wrong one anywhere refuses the call before anything is sent.
+        route: _Route | None = None
+        for _, message, _ in records:
+            route = self._route(topic_base, message)
+        if route is None:
+            return _counted(asyncio.gather(), 0)
+        partitions = sorted(await producer.partitions_for(route.topic))
+        single = partitions[0] if len(partitions) == 1 else None
+        stamp = h.now_bytes()
+        builders: dict[int, Any] = {}
+        deliveries: list[asyncio.Future[Any]] = []
+        for key, message, event_id in records:
+            key_bytes = key.encode() if isinstance(key, str) else key
+            partition = single if single is not None else _PARTITIONER(key_bytes, partitions, partitions)
+            headers = route.template.build(event_id or h.new_event_id(), stamp)
+            headers.extend(tracing.trace_headers())
+            value = message.SerializeToString()
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(key=key_bytes, value=value, timestamp=None, headers=headers) is None:
+                # Full: send it and start the partition's next batch with this record.
+                deliveries.append(await producer.send_batch(builder, route.topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                if builder.append(key=key_bytes, value=value, timestamp=None, headers=headers) is None:
+                    raise ValueError(f"a record of {len(value)} bytes does not fit in a producer batch "
+                                     f"(max_batch_size); publish it with send()")
+        for partition, builder in builders.items():
+            deliveries.append(await producer.send_batch(builder, route.topic, partition=partition))
+        return _counted(asyncio.gather(*deliveries), count)
+
     async def flush(self) -> None:
         """Send whatever the producer holds back for batching, and wait until it is sent."""
         await self.producer.flush()
 
 
-def _published(delivery: asyncio.Future[object], ce_id: str) -> asyncio.Future[Published]:
-    """Map aiokafka's RecordMetadata future to a :class:`Published` future."""
-    result: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+_PARTITIONER = DefaultPartitioner()
+"""What aiokafka's producer uses for keyed records unless told otherwise (Kafka's murmur2)."""
 
-    def done(fut: asyncio.Future[object]) -> None:
+
+def _counted(deliveries: asyncio.Future[list[Any]], count: int) -> asyncio.Future[int]:
+    """A future of ``count`` once ``deliveries`` (all of them) succeeded."""
+    return _mapped(deliveries, lambda _: count)
+
+
+def _published(delivery: asyncio.Future[Any], ce_id: str) -> asyncio.Future[Published]:
+    """Map aiokafka's RecordMetadata future to a :class:`Published` future."""
+    return _mapped(delivery, lambda meta: Published(ce_id, meta.topic, meta.partition, meta.offset))
+
+
+def _mapped(source: asyncio.Future[Any], convert: Callable[[Any], T]) -> asyncio.Future[T]:
+    """A future of ``convert(result)`` once ``source`` is done; its error or cancellation passes through."""
+    result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def done(fut: asyncio.Future[Any]) -> None:
         if result.cancelled():
             return
         if fut.cancelled():
@@ -282,8 +357,7 @@ def _published(delivery: asyncio.Future[object], ce_id: str) -> asyncio.Future[P
         elif (error := fut.exception()) is not None:
             result.set_exception(error)
         else:
-            meta = fut.result()
-            result.set_result(Published(ce_id, meta.topic, meta.partition, meta.offset))  # type: ignore[attr-defined]
+            result.set_result(convert(fut.result()))
 
-    delivery.add_done_callback(done)
+    source.add_done_callback(done)
     return result
