@@ -45,6 +45,7 @@ from typing import Any, Protocol, runtime_checkable
 import asyncpg
 import grpc
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from grpc_health.v1 import health_pb2_grpc
 
@@ -433,4 +434,9 @@ def run_service(spec: ServiceSpec, build: Build) -> None:
     except ValueError as exc:
         raise SettingsError(f"invalid setting {TelemetrySettings.env_name('log_level')}: {exc}") from None
     runner = ServiceRunner(spec, build, settings=settings, telemetry_settings=telemetry_settings)
-    sys.exit(asyncio.run(runner.run()))
+    # uvloop: the same asyncio API on libuv, measured ~3% more gRPC and up to 25% more HTTP
+    # requests per core for serving (docs/profiling/serving.md); grpc.aio, aiokafka and asyncpg
+    # all run on it.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        code = loop_runner.run(runner.run())
+    sys.exit(code)
