@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gyre_common.ids import random_uuid4
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
 from gyre_serving.batching import AdaptiveBatcher, BatchingPolicy
@@ -186,7 +186,7 @@ class DataPlane:
         """
         started = time.perf_counter() if started_at is None else started_at
         model = self._resolve(request.model_name, request.model_version)
-        request_id = request.id or str(uuid.uuid4())
+        request_id = request.id or random_uuid4()
         if len(request_id) > MAX_ID_LENGTH:
             raise InvalidRequestError(f"request id has {len(request_id)} characters; at most {MAX_ID_LENGTH}")
         for tensor in request.inputs:
@@ -208,7 +208,7 @@ class DataPlane:
         if wanted is not None:
             order = {name: i for i, name in enumerate(request.outputs)}
             outputs = tuple(sorted(outputs, key=lambda tensor: order[tensor.name]))
-        metrics.PREDICTIONS.labels(model.name).inc(batch.rows)
+        metrics.count_predictions(model.name, batch.rows)
         if batch.rows:
             self.events.emit(ServedBatch(
                 model_name=model.name,

@@ -12,7 +12,6 @@ them, comma-separated, in row order.
 from __future__ import annotations
 
 import itertools
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,36 +84,34 @@ class ServedBatch:
         return f"{self.event_id}.{row}" if self.event_id else None
 
 
-def _setter(values: list[Any]) -> list[common_pb2.FeatureValue]:
-    out = []
-    for value in values:
-        fv = common_pb2.FeatureValue()
-        if value is None:
-            pass
-        elif isinstance(value, bool | np.bool_):
-            fv.bool_value = bool(value)
-        elif isinstance(value, int):
-            fv.int64_value = value
-        elif isinstance(value, float):
-            # NaN is how numeric clients send "missing" (imputers read it so); the contract's
-            # missing value is an unset FeatureValue.
-            if not math.isnan(value):
-                fv.double_value = value
-        elif isinstance(value, bytes):
-            fv.string_value = value.decode("utf-8", "replace")
-        else:
-            fv.string_value = str(value)
-        out.append(fv)
-    return out
+def _set_value(target: common_pb2.FeatureValue, value: Any) -> None:
+    """Write one Python value (from ``ndarray.tolist()``) into a map entry's FeatureValue."""
+    if value is None:
+        return
+    if isinstance(value, float):  # the common case first: numeric features and probabilities
+        # NaN is how numeric clients send "missing" (imputers read it so); the contract's
+        # missing value is an unset FeatureValue.
+        if value == value:
+            target.double_value = value
+    elif isinstance(value, bool | np.bool_):
+        target.bool_value = bool(value)
+    elif isinstance(value, int):
+        target.int64_value = value
+    elif isinstance(value, bytes):
+        target.string_value = value.decode("utf-8", "replace")
+    else:
+        target.string_value = str(value)
 
 
 def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
     """One ``InferenceEvent`` per row of ``batch``, with named inputs and outputs."""
     served_at = Timestamp()
     served_at.FromDatetime(batch.served_at)
-    inputs = [(name, _setter(column.tolist())) for name, column in zip(batch.feature_names, batch.feature_columns,
-                                                                     strict=True)]
-    outputs = [(name, _setter(column.tolist())) for name, column in batch.output_columns]
+    # Values are written straight into each event's map entries (no FeatureValue built and copied):
+    # this runs once per served row, on the serving process's core.
+    inputs = [(name, column.tolist()) for name, column in zip(batch.feature_names, batch.feature_columns,
+                                                             strict=True)]
+    outputs = [(name, column.tolist()) for name, column in batch.output_columns]
     events = []
     for row, prediction_id in enumerate(batch.prediction_ids):
         event = events_pb2.InferenceEvent(
@@ -129,9 +126,10 @@ def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
             request_key=batch.request_key,
             shadow=batch.shadow,
         )
+        event_inputs, event_outputs = event.inputs, event.outputs
         for name, values in inputs:
-            event.inputs[name].CopyFrom(values[row])
+            _set_value(event_inputs[name], values[row])
         for name, values in outputs:
-            event.outputs[name].CopyFrom(values[row])
+            _set_value(event_outputs[name], values[row])
         events.append(event)
     return events

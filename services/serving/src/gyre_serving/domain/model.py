@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, PredictionError
 from gyre_serving.domain.signature import (
@@ -82,6 +83,8 @@ class LoadedModel:
         feature_names_in: column names the estimator was fitted with, when it was fitted on a
             DataFrame (it then predicts on a DataFrame with those columns).
         loaded_at: when the version was loaded, UTC.
+        labels_from_proba: the predicted labels are read off ``predict_proba`` (the most probable
+            class) instead of a second ``predict`` call: see :func:`predicts_most_probable_class`.
     """
 
     source: ModelSource
@@ -90,6 +93,7 @@ class LoadedModel:
     classes: tuple[str, ...] = ()
     feature_names_in: tuple[str, ...] | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    labels_from_proba: bool = False
 
     @property
     def name(self) -> str:
@@ -142,7 +146,9 @@ class LoadedModel:
                 if spec.shape[1] >= 0 and classes and spec.shape[1] != len(classes):
                     raise ModelLoadError("signature", f"output {spec.describe()} has {spec.shape[1]} columns but "
                                                       f"the model has {len(classes)} classes")
-        return cls(source, estimator, signature, classes, feature_names_in)
+        kinds = {output_kind(spec) for spec in signature.outputs}
+        labels_from_proba = kinds == {OutputKind.PREDICT, OutputKind.PROBA} and predicts_most_probable_class(estimator)
+        return cls(source, estimator, signature, classes, feature_names_in, labels_from_proba=labels_from_proba)
 
     def features(self, inputs: Sequence[Tensor]) -> FeatureBatch:
         """Check request inputs against the signature. Raises :class:`InvalidRequestError`."""
@@ -160,16 +166,25 @@ class LoadedModel:
         frame = self._model_input(batch)
         outputs: list[Tensor] = []
         events: list[tuple[str, np.ndarray[Any, Any]]] = []
+        proba: np.ndarray[Any, Any] | None = None
         try:
             for spec in self.signature.outputs:
                 if output_kind(spec) is OutputKind.PROBA:
-                    proba = np.asarray(self.estimator.predict_proba(frame))
+                    if proba is None:
+                        proba = np.asarray(self.estimator.predict_proba(frame))
                     tensor = cast(spec.name, proba, spec.datatype)
                     outputs.append(tensor)
                     labels = self.classes or tuple(str(j) for j in range(proba.shape[1]))
                     events.extend((f"{spec.name}_{label}", tensor.data[:, j]) for j, label in enumerate(labels))
                 else:
-                    predicted = np.asarray(self.estimator.predict(frame))
+                    if self.labels_from_proba:
+                        # One estimator call instead of two: for a small model nearly all of a
+                        # call's time is sklearn's input validation, which predict() would repeat.
+                        if proba is None:
+                            proba = np.asarray(self.estimator.predict_proba(frame))
+                        predicted = self.estimator.classes_.take(np.argmax(proba, axis=1))
+                    else:
+                        predicted = np.asarray(self.estimator.predict(frame))
                     tensor = cast(spec.name, predicted.reshape((batch.rows, *[1] * (len(spec.shape) - 1))),
                                   spec.datatype)
                     outputs.append(tensor)
@@ -213,6 +228,39 @@ class LoadedModel:
             shape = (0, width) if len(spec.shape) == 2 else (0,)
             outputs.append(cast(spec.name, np.empty(shape), spec.datatype))
         return Prediction(tuple(outputs), ())
+
+
+MOST_PROBABLE_CLASS_ESTIMATORS = frozenset({
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.linear_model._logistic.LogisticRegressionCV",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.naive_bayes.GaussianNB",
+})
+"""Classifiers whose ``predict`` is the class ``predict_proba`` ranks first (argmax of the
+probabilities, or of a score the probabilities are a monotonic function of). Exact types only: a
+subclass may predict otherwise (a tuned threshold, say). Not listed on purpose: SVC (its Platt
+probabilities can disagree with its decision) and nearest neighbours (ties are broken differently)."""
+
+
+def predicts_most_probable_class(estimator: Any) -> bool:
+    """Whether ``estimator`` (or a pipeline's last step) is a single-output classifier whose labels
+    can be read off ``predict_proba``, so serving calls the estimator once per request.
+
+    Labels then agree with the returned probabilities by construction; the two ways differ only
+    where two classes' probabilities are equal to the last bit (a score exactly on the boundary).
+    """
+    final = estimator
+    while isinstance(final, Pipeline):
+        final = final[-1]
+    kind = type(final)
+    classes = getattr(final, "classes_", None)
+    return (f"{kind.__module__}.{kind.__qualname__}" in MOST_PROBABLE_CLASS_ESTIMATORS
+            and isinstance(classes, np.ndarray) and classes.ndim == 1 and hasattr(estimator, "classes_"))
 
 
 def _as_model_column(column: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
