@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from gyre_common.settings import DatabaseSettings
 from gyre_tracking.domain.errors import ParamConflict
 from gyre_tracking.domain.model import Metric, RunStatus
 from gyre_tracking.handlers import RunBatch, TrackingEventCommand, TrackingHandlers
+from gyre_tracking.mlflow_json import run_json
 from gyre_tracking.store import PostgresStore
 
 pytestmark = pytest.mark.integration
@@ -161,3 +163,33 @@ async def test_status_update_in_a_transaction(handlers: TrackingHandlers) -> Non
     updated = await handlers.update_run(run_id, status=RunStatus.KILLED, end_time=T0 + timedelta(minutes=1))
     assert updated.status is RunStatus.KILLED
     assert (await handlers.get_run(run_id)).info == updated
+
+
+async def test_runs_rendered_by_postgres_are_the_json_python_renders(handlers: TrackingHandlers) -> None:
+    # search_runs_json (MLflow's runs/search) must say exactly what run_json says of search_runs.
+    experiment = await handlers.create_experiment("rendered")
+    eid = experiment.experiment_id
+    odd = await handlers.create_run(eid, run_name="odd values", start_time=T0 + timedelta(microseconds=1500),
+                                    tags=[("note", 'quote " backslash \\ é \u2028'), ("mlflow.user", "ann")])
+    await handlers.log_batch(odd.info.run_id, RunBatch(
+        metrics=[Metric("nan", math.nan, 0, T0), Metric("inf", math.inf, 1, T0), Metric("ninf", -math.inf, 0, T0),
+                 Metric("big", 1e300, 0, T0 + timedelta(milliseconds=3, microseconds=999)),
+                 Metric("tiny", 5e-324, 7, T0), Metric("int", 3.0, 2, T0), Metric("third", 1 / 3, 0, T0),
+                 Metric("neg", -0.1, 0, datetime(1969, 12, 31, 23, 59, 59, 999500, tzinfo=UTC))],
+        params=[("b", "2"), ("a", "x" * 300), ("empty", "")]))
+    await handlers.update_run(odd.info.run_id, status=RunStatus.FINISHED,
+                              end_time=T0 + timedelta(seconds=5, microseconds=999))
+    bare = await handlers.create_run(eid, start_time=T0 + timedelta(seconds=1))
+    for order in ([], ["metrics.third DESC"], ["params.a ASC", "attributes.run_name DESC"]):
+        runs, token = await handlers.search_runs([eid], order_by=order)
+        texts, json_token = await handlers.search_runs_json([eid], order_by=order)
+        assert [json.loads(text) for text in texts] == [json.loads(json.dumps(run_json(run))) for run in runs]
+        assert token == json_token == ""
+    assert {r.info.run_id for r in runs} == {odd.info.run_id, bare.info.run_id}
+    # Paging and filters are the same as search_runs'.
+    first, token = await handlers.search_runs_json([eid], "metrics.int >= 3 or tags.note LIKE 'quote%'", page_size=1)
+    assert [json.loads(t)["info"]["run_id"] for t in first] == [odd.info.run_id] and token == ""
+    first, token = await handlers.search_runs_json([eid], page_size=1)
+    rest, last = await handlers.search_runs_json([eid], page_size=1, page_token=token)
+    assert [json.loads(t)["info"]["run_id"] for t in first + rest] == [bare.info.run_id, odd.info.run_id]
+    assert token and last == ""

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from gyre_tracking.domain import runs as rules
 from gyre_tracking.domain import search, validation
@@ -30,6 +31,8 @@ from gyre_tracking.store.base import RunHandle, TrackingSession, TrackingStore
 from gyre_tracking.store.files import FileEntry, ProxiedArtifactFiles, clean_relative_path, proxied_artifact_path
 
 log = logging.getLogger(__name__)
+
+_Found = TypeVar("_Found")
 
 DEFAULT_EXPERIMENT_ID = "0"
 """Id of the experiment runs go to when none is named (MLflow's "Default")."""
@@ -526,10 +529,32 @@ class TrackingHandlers:
             InvalidArgument: no experiment, a filter/order_by that does not parse, a bad token or
             page size. NotFound: an experiment does not exist.
         """
+        query = self._search_query(experiment_ids, filter_text, order_by, page_size, page_token, max_page_size, view)
+        async with self.store.session() as s:
+            await self._check_experiments(s, query.experiment_ids)
+            found = await s.search_runs(query)
+        return self._page(query, found)
+
+    async def search_runs_json(self, experiment_ids: Sequence[str], filter_text: str = "",
+                               order_by: Sequence[str] = (), page_size: int = 0, page_token: str = "",
+                               *, max_page_size: int = MAX_SEARCH_RESULTS, view: ViewType = ViewType.ACTIVE_ONLY
+                               ) -> tuple[list[str], str]:
+        """:meth:`search_runs` with each run as the JSON text of MLflow's ``Run`` message (see
+        :meth:`TrackingSession.search_runs_json`). Same arguments, errors and paging."""
+        query = self._search_query(experiment_ids, filter_text, order_by, page_size, page_token, max_page_size, view)
+        async with self.store.session() as s:
+            await self._check_experiments(s, query.experiment_ids)
+            found = await s.search_runs_json(query)
+        return self._page(query, found)
+
+    @staticmethod
+    def _search_query(experiment_ids: Sequence[str], filter_text: str, order_by: Sequence[str], page_size: int,
+                      page_token: str, max_page_size: int, view: ViewType) -> search.SearchQuery:
         if not experiment_ids:
             raise InvalidArgument("experiment_ids must name at least one experiment")
         ids = tuple(dict.fromkeys(validation.validate_experiment_id(i) for i in experiment_ids))
-        query = search.SearchQuery(
+        # One row more than the page: its presence says whether there is a next page.
+        return search.SearchQuery(
             experiment_ids=ids,
             comparisons=tuple(search.parse_filter(filter_text)),
             order_by=tuple(search.parse_order_by(list(order_by))),
@@ -537,11 +562,15 @@ class TrackingHandlers:
             offset=search.decode_page_token(page_token),
             view=view,
         )
-        async with self.store.session() as s:
-            missing = await s.missing_experiments(ids)
-            if missing:
-                raise NotFound(f"experiment(s) {', '.join(map(repr, missing))} do not exist")
-            found = await s.search_runs(query)
+
+    @staticmethod
+    async def _check_experiments(s: TrackingSession, ids: Sequence[str]) -> None:
+        missing = await s.missing_experiments(ids)
+        if missing:
+            raise NotFound(f"experiment(s) {', '.join(map(repr, missing))} do not exist")
+
+    @staticmethod
+    def _page(query: search.SearchQuery, found: list[_Found]) -> tuple[list[_Found], str]:
         limit = query.max_results - 1
         token = search.encode_page_token(query.offset + limit) if len(found) > limit else ""
         return found[:limit], token

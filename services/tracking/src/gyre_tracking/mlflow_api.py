@@ -232,16 +232,18 @@ def router(handlers: TrackingHandlers, prefix: str) -> APIRouter:
                                                       tags=f.key_values("tags")), limit_total=True)
         return {}
 
-    @endpoint("/runs/search")
-    async def search_runs(f: mj.Fields) -> dict[str, Any]:
-        runs, token = await handlers.search_runs(
+    async def search_runs(request: Request) -> Response:
+        # The runs come from the store as JSON texts already (PostgreSQL renders them), so the
+        # body is spliced together instead of going through dicts and json.dumps.
+        f = await mj.read_fields(request)
+        runs, token = await handlers.search_runs_json(
             f.strings("experiment_ids"), f.string("filter"), f.strings("order_by"),
             f.integer("max_results", default=1000) or 0, f.string("page_token"),
             max_page_size=MAX_RESULTS, view=f.view_type("run_view_type"))
-        body: dict[str, Any] = {"runs": [mj.run_json(r) for r in runs]}
-        if token:
-            body["next_page_token"] = token
-        return body
+        tail = f',"next_page_token":{json.dumps(token)}}}' if token else "}"
+        return Response('{"runs":[' + ",".join(runs) + "]" + tail, media_type="application/json")
+
+    api.add_api_route("/runs/search", search_runs, methods=["GET", "POST"], name="mlflow/runs/search")
 
     @endpoint("/metrics/get-history")
     async def metric_history(f: mj.Fields) -> dict[str, Any]:

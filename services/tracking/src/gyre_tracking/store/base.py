@@ -133,6 +133,13 @@ class TrackingSession(abc.ABC):
     async def search_runs(self, query: SearchQuery) -> list[Run]:
         """Active runs of the query's experiments matching it, one page (at most ``max_results``)."""
 
+    @abc.abstractmethod
+    async def search_runs_json(self, query: SearchQuery) -> list[str]:
+        """The same page as :meth:`search_runs`, each run as the JSON text of MLflow's ``Run``
+        message (what :func:`gyre_tracking.mlflow_json.run_json` makes of it): MLflow clients
+        search thousands of runs at a time, and the store can render them far faster than
+        Python can from :class:`Run` objects."""
+
     # -- run data ----------------------------------------------------------------------------
 
     @abc.abstractmethod

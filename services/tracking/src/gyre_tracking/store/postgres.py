@@ -30,7 +30,12 @@ from gyre_tracking.domain.model import (
 from gyre_tracking.domain.runs import experiment_artifact_location
 from gyre_tracking.domain.search import Expr, OrderKey, SearchQuery
 from gyre_tracking.store.base import RunHandle, TrackingSession, TrackingStore
-from gyre_tracking.store.search_sql import RUN_COLUMNS, compile_experiment_search, compile_search
+from gyre_tracking.store.search_sql import (
+    RUN_COLUMNS,
+    compile_experiment_search,
+    compile_search,
+    compile_search_json,
+)
 
 _EXPERIMENT_COLUMNS = "experiment_id, name, artifact_location, lifecycle_stage, created_at, last_updated_at"
 
@@ -290,6 +295,10 @@ class PostgresSession(TrackingSession):
     async def search_runs(self, query: SearchQuery) -> list[Run]:
         sql, args = compile_search(query, [int(i) for i in query.experiment_ids])
         return await self._hydrate(await self.conn.fetch(sql, *args))
+
+    async def search_runs_json(self, query: SearchQuery) -> list[str]:
+        sql, args = compile_search_json(query, [int(i) for i in query.experiment_ids])
+        return [row[0] for row in await self.conn.fetch(sql, *args)]
 
     # -- run data ----------------------------------------------------------------------------
 
