@@ -51,7 +51,7 @@ def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None)
                                timeout_s=settings.rpc_timeout_s,
                                interceptors=ctx.telemetry.grpc_client_interceptors())
                 if settings.registry_address else None)
-    loader = ModelLoader(store, settings.trusted_types).load
+    loader = ModelLoader(store, settings.trusted_types, compile=settings.runtime == "auto").load
     lookup = registry.version if registry is not None else None
     manager = ModelManager(repository, loader, alias=settings.alias, models=settings.models,
                            load_attempts=settings.load_attempts, lookup=lookup)

@@ -441,9 +441,10 @@ class ModelManager:
             self.stats.loaded += 1
             metrics.MODEL_LOADS.labels(source.name, "loaded").inc()
             metrics.SERVED_VERSION.labels(source.name, self.alias).set(source.version)
-            log.info("serving %s v%d as %r%s", source.name, source.version, self.alias,
-                     f" (was v{previous.version})" if previous is not None else "",
-                     extra={"model": source.name, "version": source.version,
+            log.info("serving %s v%d as %r on %s%s%s", source.name, source.version, self.alias, model.runtime,
+                     f" ({model.runtime_note})" if model.runtime_note else "",
+                     f", was v{previous.version}" if previous is not None else "",
+                     extra={"model": source.name, "version": source.version, "runtime": model.runtime,
                             "previous_version": previous.version if previous is not None else 0})
             return True
 

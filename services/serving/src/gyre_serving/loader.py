@@ -26,11 +26,15 @@ class ModelLoader:
         store: where artifacts are read from (each read verifies the sha256).
         trusted_types: types beyond skops' defaults an artifact may hold; by default the list the
             trainer saves with (:data:`gyre_common.models.TRUSTED_SKOPS_TYPES`).
+        compile: try ONNX Runtime for each model (``GYRE_SERVING_RUNTIME=auto``); see
+            :mod:`gyre_serving.domain.compiled`.
     """
 
-    def __init__(self, store: ArtifactStore, trusted_types: Iterable[str] = TRUSTED_SKOPS_TYPES) -> None:
+    def __init__(self, store: ArtifactStore, trusted_types: Iterable[str] = TRUSTED_SKOPS_TYPES, *,
+                 compile: bool = False) -> None:
         self.store = store
         self.trusted_types = tuple(trusted_types)
+        self.compile = compile
 
     def load(self, source: ModelSource) -> LoadedModel:
         """Read, verify, deserialise, check and warm up one model version.
@@ -69,6 +73,6 @@ class ModelLoader:
             estimator = sio.loads(data, trusted=list(self.trusted_types))
         except Exception as exc:
             raise ModelLoadError("deserialise", f"{label}: skops could not load the artifact: {exc}") from None
-        model = LoadedModel.build(source, estimator)
+        model = LoadedModel.build(source, estimator, compile=self.compile)
         model.warm_up()
         return model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -105,6 +105,11 @@ class ServingSettings(ServiceSettings):
     batching: dict[str, BatchingPolicySetting] = Field(default_factory=dict)
     """Adaptive batching per model, JSON: `{"<model>": {"max_batch_rows": 64, "max_wait_ms": 2}}`;
     the key `*` applies to every model without its own entry. Empty (the default): no batching."""
+
+    runtime: Literal["auto", "sklearn"] = "auto"
+    """What computes predictions. `auto`: models that convert exactly (linear models and numeric
+    scalers fitted on arrays, checked against scikit-learn at load) run on ONNX Runtime, the rest on
+    scikit-learn; `sklearn`: scikit-learn for every model (docs/services/serving.md)."""
 
     challenger_alias: str = "challenger"
     """Registry alias of the challenger version that traffic splits (canary, shadow) send requests to."""

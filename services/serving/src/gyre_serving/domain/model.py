@@ -7,7 +7,7 @@ that started on the old version finishes on it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from gyre_serving.domain.compiled import CompiledModel, compile_model, why_not_compilable
 from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, PredictionError
 from gyre_serving.domain.signature import (
     MATRIX_INPUT,
@@ -85,6 +86,9 @@ class LoadedModel:
         loaded_at: when the version was loaded, UTC.
         labels_from_proba: the predicted labels are read off ``predict_proba`` (the most probable
             class) instead of a second ``predict`` call: see :func:`predicts_most_probable_class`.
+        compiled: the ONNX Runtime form that answers finite rows (:mod:`gyre_serving.domain.compiled`),
+            or None: scikit-learn answers everything.
+        runtime_note: why the model was not compiled (empty when it was, or when not asked to).
     """
 
     source: ModelSource
@@ -94,6 +98,8 @@ class LoadedModel:
     feature_names_in: tuple[str, ...] | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     labels_from_proba: bool = False
+    compiled: CompiledModel | None = None
+    runtime_note: str = ""
 
     @property
     def name(self) -> str:
@@ -107,9 +113,18 @@ class LoadedModel:
     def platform(self) -> str:
         return PLATFORM
 
+    @property
+    def runtime(self) -> str:
+        """What computes the answers: ``onnxruntime`` (finite rows) or ``sklearn``."""
+        return "onnxruntime" if self.compiled is not None else "sklearn"
+
     @classmethod
-    def build(cls, source: ModelSource, estimator: Any) -> LoadedModel:
+    def build(cls, source: ModelSource, estimator: Any, *, compile: bool = False) -> LoadedModel:
         """Check the estimator against the (declared or inferred) signature.
+
+        Args:
+            compile: try to compile the model for ONNX Runtime (:mod:`gyre_serving.domain.compiled`);
+                a model that cannot be, or whose compiled answers differ, is served by scikit-learn.
 
         Raises:
             ModelLoadError: ``signature`` when the estimator cannot honour the signature (wrong
@@ -148,7 +163,18 @@ class LoadedModel:
                                                       f"the model has {len(classes)} classes")
         kinds = {output_kind(spec) for spec in signature.outputs}
         labels_from_proba = kinds == {OutputKind.PREDICT, OutputKind.PROBA} and predicts_most_probable_class(estimator)
-        return cls(source, estimator, signature, classes, feature_names_in, labels_from_proba=labels_from_proba)
+        model = cls(source, estimator, signature, classes, feature_names_in, labels_from_proba=labels_from_proba)
+        if not compile:
+            return model
+        numeric = all(spec.datatype != "BYTES" for spec in signature.inputs)
+        reason = why_not_compilable(estimator, width, feature_names_in is not None, numeric)
+        if not reason:
+            warm_up_row = model.features(dummy_inputs(signature)).as_matrix()
+            result = compile_model(estimator, width, warm_up_row)
+            if isinstance(result, CompiledModel):
+                return replace(model, compiled=result)
+            reason = result
+        return replace(model, runtime_note=reason)
 
     def features(self, inputs: Sequence[Tensor]) -> FeatureBatch:
         """Check request inputs against the signature. Raises :class:`InvalidRequestError`."""
@@ -167,7 +193,17 @@ class LoadedModel:
         outputs: list[Tensor] = []
         events: list[tuple[str, np.ndarray[Any, Any]]] = []
         proba: np.ndarray[Any, Any] | None = None
+        values: np.ndarray[Any, Any] | None = None
         try:
+            if self.compiled is not None:
+                matrix = np.ascontiguousarray(frame, dtype=np.float64)
+                # Non-finite rows go to scikit-learn: its imputer fills them, or it refuses them
+                # with its own message.
+                if np.isfinite(matrix).all():
+                    if self.compiled.classifier:
+                        proba = self.compiled.run(matrix)
+                    else:
+                        values = self.compiled.run(matrix)
             for spec in self.signature.outputs:
                 if output_kind(spec) is OutputKind.PROBA:
                     if proba is None:
@@ -177,7 +213,9 @@ class LoadedModel:
                     labels = self.classes or tuple(str(j) for j in range(proba.shape[1]))
                     events.extend((f"{spec.name}_{label}", tensor.data[:, j]) for j, label in enumerate(labels))
                 else:
-                    if self.labels_from_proba:
+                    if values is not None:
+                        predicted = values
+                    elif self.labels_from_proba or (proba is not None and self.compiled is not None):
                         # One estimator call instead of two: for a small model nearly all of a
                         # call's time is sklearn's input validation, which predict() would repeat.
                         if proba is None:
