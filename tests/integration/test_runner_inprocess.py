@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import httpx
@@ -99,3 +103,28 @@ def test_setup_telemetry_is_idempotent_until_shut_down() -> None:
         assert b"python_info" in second.metrics_payload()[0]
     finally:
         second.shutdown()
+
+
+async def metrics_after_requests(http_metrics: bool) -> str:
+    runner = ServiceRunner(SPEC, lambda ctx: None, settings=settings(),
+                           telemetry_settings=TelemetrySettings(http_metrics=http_metrics))
+    await runner.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runner.http_port}") as client:
+            for _ in range(3):
+                assert (await client.get("/healthz")).status_code == 200
+            return (await client.get("/metrics")).text
+    finally:
+        await runner.stop()
+
+
+async def test_fastapis_own_http_metrics_are_off_unless_asked() -> None:
+    assert "http_server_request_duration" not in await metrics_after_requests(False)
+    # On: in a process of its own, since OpenTelemetry's global meter provider is set once per
+    # process and the runner above shut its provider down.
+    script = ("import asyncio, test_runner_inprocess as t; "
+              "print('http_server_request_duration' in asyncio.run(t.metrics_after_requests(True)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True,
+                                   timeout=60, cwd=Path(__file__).parent, env=env)
+    assert done.stdout.strip().splitlines()[-1:] == ["True"], done.stderr[-2000:]

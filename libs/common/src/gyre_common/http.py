@@ -38,12 +38,17 @@ def health_router(readiness: Readiness, telemetry: Telemetry) -> APIRouter:
     return router
 
 
-def create_app(title: str, version: str = "0.1.0") -> FastAPI:
+def create_app(title: str, version: str = "0.1.0", *, http_metrics: bool = False) -> FastAPI:
     """An empty FastAPI app for a service; the runner adds the health routes, the service its own.
 
     A :class:`~gyre_common.errors.GyreError` a route raises answers with its status and the body
     ``{"detail": ..., "reason": ...}`` (see :mod:`gyre_common.errors`).
+
+    Args:
+        http_metrics: FastAPI's native per-request HTTP metrics (``GYRE_TELEMETRY_HTTP_METRICS``).
+            Its request spans follow the global tracer provider, which is set only when spans are
+            exported (:func:`gyre_common.telemetry.setup_telemetry`).
     """
-    app = FastAPI(title=title, version=version)
+    app = FastAPI(title=title, version=version, telemetry={"metrics": http_metrics})
     install_http_errors(app)
     return app

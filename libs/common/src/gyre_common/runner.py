@@ -279,7 +279,7 @@ class ServiceRunner:
             options=[("grpc.so_reuseport", 0)],
         )
         health_pb2_grpc.add_HealthServicer_to_server(health, self._grpc)
-        app = create_app(f"gyre-{spec.name}")
+        app = create_app(f"gyre-{spec.name}", http_metrics=self.telemetry_settings.http_metrics)
         app.include_router(health_router(readiness, telemetry))
 
         self.context = ctx = ServiceContext(spec, settings, self.kafka, self.database, self._pool, app,
