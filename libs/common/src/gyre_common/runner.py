@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import signal
@@ -420,6 +421,10 @@ class ServiceRunner:
             await self._grpc.stop(grace_s)
 
 
+GC_THRESHOLDS = (20_000, 50, 100)
+"""``gc.set_threshold`` of service processes (the interpreter's default is 700, 10, 10)."""
+
+
 def run_service(spec: ServiceSpec, build: Build) -> None:
     """Run ``spec`` as this process's service until SIGTERM/SIGINT, then exit (0 on a clean stop).
 
@@ -434,6 +439,12 @@ def run_service(spec: ServiceSpec, build: Build) -> None:
     except ValueError as exc:
         raise SettingsError(f"invalid setting {TelemetrySettings.env_name('log_level')}: {exc}") from None
     runner = ServiceRunner(spec, build, settings=settings, telemetry_settings=telemetry_settings)
+    # Fewer, larger young-generation collections: a request allocates hundreds of short-lived
+    # objects, so with the default (700) the collector runs several times per request batch and a
+    # full collection now and then stalls every request in flight. Measured on serving at
+    # concurrency 32: +7% requests per second and a p99 of ~50 ms instead of ~200 ms
+    # (docs/profiling/serving.md). Reference cycles are still collected, just less often.
+    gc.set_threshold(*GC_THRESHOLDS)
     # uvloop: the same asyncio API on libuv, measured ~3% more gRPC and up to 25% more HTTP
     # requests per core for serving (docs/profiling/serving.md); grpc.aio, aiokafka and asyncpg
     # all run on it.
