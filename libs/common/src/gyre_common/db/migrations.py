@@ -115,7 +115,13 @@ async def _migrate_on(connection: asyncpg.Connection, schema: str, package: str,
     try:
         return await _apply_pending(connection, schema, package, migrations)
     finally:
-        await connection.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", _LOCK_CLASS, schema)
+        try:
+            await connection.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", _LOCK_CLASS, schema)
+        except BaseException:
+            # A pooled connection is not reset on release (gyre_common.db.pool.keep_session):
+            # close it rather than hand it back still holding the lock.
+            connection.terminate()
+            raise
 
 
 async def _apply_pending(connection: asyncpg.Connection, schema: str, package: str,
