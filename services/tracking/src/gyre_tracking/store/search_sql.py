@@ -88,7 +88,7 @@ _VIEW_CONDITIONS = {
 }
 
 
-def _order_sql(index: int, key: OrderKey, args: _Args) -> tuple[str, str, str]:
+def _order_sql(index: int, key: OrderKey, args: _Args, experiments: str) -> tuple[str, str, str]:
     """(LEFT JOIN or "", sort expression, direction) of one order_by key."""
     direction = "ASC NULLS LAST" if key.ascending else "DESC NULLS LAST"
     if key.entity is Entity.ATTRIBUTE:
@@ -96,6 +96,10 @@ def _order_sql(index: int, key: OrderKey, args: _Args) -> tuple[str, str, str]:
     alias = f"o{index}"
     table = _KEYED_TABLES[key.entity]
     join = f"LEFT JOIN {table} {alias} ON {alias}.run_pk = r.run_pk AND {alias}.key = {args.add(key.key, '::text')}"
+    if key.entity is Entity.METRIC:
+        # Redundant (a run's metrics carry its experiment), but it lets PostgreSQL read the sort
+        # key's values from latest_metrics_search for these experiments only, not for every run.
+        join += f" AND {alias}.experiment_id = ANY({experiments})"
     return join, f"{alias}.value", direction
 
 
@@ -113,7 +117,7 @@ def _page_sql(query: SearchQuery, experiment_pks: list[int], args: _Args, *, sor
     joins: list[str] = []
     terms: list[tuple[str, str]] = []
     for index, key in enumerate(query.order_by):
-        join, expression, direction = _order_sql(index, key, args)
+        join, expression, direction = _order_sql(index, key, args, experiments)
         if join:
             joins.append(join)
         terms.append((expression, direction))
