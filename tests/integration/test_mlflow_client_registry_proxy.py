@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gyre_stack.ports import free_port
+from gyre_tracking.mlflow_api import MlflowGateway
 from gyre_tracking.registry_proxy import RegistryProxy
 
 pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """``app`` on a free local port (the proxy's client speaks real HTTP); its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the stand-in registry did not start"
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def tracking_app(proxy: RegistryProxy) -> FastAPI:
+    """Tracking's MLflow front without tracking's own endpoints: registry paths go to ``proxy``."""
+    app = FastAPI()
+    app.add_middleware(MlflowGateway, routes={}, registry=proxy)
+    return app
 
 
 def _echo_registry() -> tuple[FastAPI, list[dict[str, Any]]]:
@@ -34,21 +63,22 @@ def _echo_registry() -> tuple[FastAPI, list[dict[str, Any]]]:
 
 async def test_forwards_method_path_query_body_and_credentials_unchanged() -> None:
     upstream, seen = _echo_registry()
-    proxy = RegistryProxy("http://registry")
-    proxy._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=upstream), base_url="http://registry")
-    app = FastAPI()
-    app.include_router(proxy.router)
     big = {"name": "m", "description": "x" * 300_000}
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
-            got = await client.get("/api/2.0/mlflow/registered-models/search",
-                                   params=[("filter", "name LIKE 'a%'"), ("order_by", "name"), ("order_by", "x")],
-                                   headers={"authorization": "Bearer t1", "cookie": "secret=1"})
-            patched = await client.patch("/ajax-api/2.0/mlflow/model-versions/update", json=big,
-                                         headers={"x-gyre-actor": "ana"})
-            other = await client.get("/api/2.0/mlflow/runs/search")
-    finally:
-        await proxy.stop()
+    async with serving(upstream) as registry_url:
+        proxy = RegistryProxy(registry_url)
+        app = tracking_app(proxy)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
+                got = await client.get("/api/2.0/mlflow/registered-models/search",
+                                       params=[("filter", "name LIKE 'a%'"), ("order_by", "name"), ("order_by", "x")],
+                                       headers={"authorization": "Bearer t1", "cookie": "secret=1"})
+                patched = await client.patch("/ajax-api/2.0/mlflow/model-versions/update", json=big,
+                                             headers={"x-gyre-actor": "ana"})
+                other = await client.get("/api/2.0/mlflow/runs/search")
+                # Keep-alive: the next call reuses the connection and still gets its own answer.
+                again = await client.request("DELETE", "/api/2.0/mlflow/registered-models/delete", json={"name": "m"})
+        finally:
+            await proxy.stop()
     assert got.status_code == 418 and got.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     assert seen[0]["method"] == "GET" and seen[0]["path"] == "/api/2.0/mlflow/registered-models/search"
     assert seen[0]["query"] == "filter=name+LIKE+%27a%25%27&order_by=name&order_by=x"
@@ -56,13 +86,14 @@ async def test_forwards_method_path_query_body_and_credentials_unchanged() -> No
     assert patched.status_code == 418 and patched.json()["message"] == f"{len(seen[1]['body'])} bytes"
     assert seen[1]["method"] == "PATCH" and seen[1]["path"] == "/ajax-api/2.0/mlflow/model-versions/update"
     assert seen[1]["actor"] == "ana" and len(seen[1]["body"]) > 300_000
-    assert other.status_code == 404 and len(seen) == 2  # only registry paths are forwarded
+    assert other.status_code == 404 and other.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    assert again.status_code == 418 and seen[2]["method"] == "DELETE" and json.loads(seen[2]["body"]) == {"name": "m"}
+    assert len(seen) == 3  # only registry paths are forwarded
 
 
 async def test_registry_away_answers_temporarily_unavailable() -> None:
-    app = FastAPI()
     proxy = RegistryProxy(f"http://127.0.0.1:{free_port()}", timeout_s=2)
-    app.include_router(proxy.router)
+    app = tracking_app(proxy)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tracking") as client:
             answer = await client.post("/api/2.0/mlflow/registered-models/create", json={"name": "m"})

@@ -43,13 +43,10 @@ async def bootstrap(ctx: ServiceContext) -> None:
     handlers = TrackingHandlers(PostgresStore(ctx.db), artifact_root(settings), files=files)
     await handlers.ensure_default_experiment()
     api_http.install(ctx.app, handlers)
-    # The registry proxy goes before the MLflow tracking routes, whose catch-all answers
-    # ENDPOINT_NOT_FOUND for every other /api/2.0/mlflow/... path.
     proxy = RegistryProxy(settings.registry_url, timeout_s=settings.registry_timeout_s,
                           max_connections=settings.registry_max_connections)
-    ctx.app.include_router(proxy.router)
     ctx.add_task(proxy, name="registry-proxy")
-    mlflow_api.install(ctx.app, handlers)
+    mlflow_api.install(ctx.app, handlers, registry=proxy)
     mlflow_artifacts_api.install(ctx.app, files)
     ctx.add_servicer(pb_grpc.add_TrackingServiceServicer_to_server, TrackingServicer(handlers), name=SERVICE_NAME)
     if settings.consume_events:
