@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import cast
 
@@ -30,6 +32,30 @@ def authenticator(settings: RegistrySettings) -> Authenticator:
         raise SettingsError(f"invalid setting {RegistrySettings.env_name('auth_tokens')}: {exc}") from None
 
 
+WAKE_COALESCE_S = 0.02
+"""How long the relay may wait after a commit that queued events, so that a burst of changes
+(an MLflow client registering and aliasing versions back to back) is published in one relay round
+instead of one round (a transaction and a broker round trip) per change."""
+
+
+def coalesced(wake: Callable[[], None], delay_s: float = WAKE_COALESCE_S) -> Callable[[], None]:
+    """``wake``, called ``delay_s`` seconds after the first of a burst of calls (inside the event loop)."""
+    pending = False
+
+    def fire() -> None:
+        nonlocal pending
+        pending = False
+        wake()
+
+    def request() -> None:
+        nonlocal pending
+        if not pending:
+            pending = True
+            asyncio.get_running_loop().call_later(delay_s, fire)
+
+    return request
+
+
 def bootstrap(ctx: ServiceContext) -> None:
     """Wire the registry into the runner's context."""
     settings = cast(RegistrySettings, ctx.settings)
@@ -44,16 +70,17 @@ def bootstrap(ctx: ServiceContext) -> None:
         publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
         on_connect=lambda: ensure_topics(ctx.kafka, [REGISTRY_EVENTS]),
     )
+    wake_relay = coalesced(relay.wake)
     verifier: ArtifactVerifier = FileArtifactVerifier() if settings.verify_artifacts else NoVerification()
     handlers = RegistryHandlers(
         store,
         promotion=PromotionConfig(settings.champion_alias, settings.challenger_alias),
         verifier=verifier,
-        on_events=relay.wake,
+        on_events=wake_relay,
     )
     auth = authenticator(settings)
     ctx.app.include_router(api_http.routes(handlers, auth))
     # MLflow's registry REST API (what tracking proxies for MLflow clients).
-    ctx.app.include_router(mlflow_api.routes(MlflowRegistryHandlers(handlers, store, on_events=relay.wake), auth))
+    mlflow_api.install(ctx.app, MlflowRegistryHandlers(handlers, store, on_events=wake_relay), auth)
     ctx.add_servicer(api_grpc.add_to_server, api_grpc.RegistryServicer(handlers, auth), name=api_grpc.SERVICE_NAME)
     ctx.add_task(relay, name="outbox-relay")

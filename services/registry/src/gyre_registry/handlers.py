@@ -288,10 +288,16 @@ class RegistryHandlers:
         validation.text(request.comment, "comment", validation.MAX_COMMENT_CHARS)
         now = self._clock()
         async with self.store.transaction() as tx:
-            version = await self._locked_version(tx, name, number)
+            # One round trip reads the locked model (its aliases say where this one points now) and the version.
+            model, version = await tx.lock_model_version(name, number)
+            if model is None:
+                raise _model_missing(name)
+            if version is None:
+                raise _version_missing(name, number)
             if version.status == pb.MODEL_VERSION_STATUS_ARCHIVED:
                 raise FailedPrecondition(f"version {number} of {name!r} is archived and cannot be aliased")
-            previous = await self._move_alias(tx, version, alias, actor, request.comment, now)
+            previous = await self._move_alias(tx, version, alias, actor, request.comment, now,
+                                              previous=model.aliases.get(alias, 0))
         self._on_events()
         return pb.SetAliasResponse(applied=True, previous_version=previous)
 
@@ -380,11 +386,14 @@ class RegistryHandlers:
         return version
 
     async def _move_alias(self, tx: RegistryTransaction, version: pb.ModelVersion, alias: str, actor: str,
-                          reason: str, now: datetime, extra: dict[str, str] | None = None) -> int:
+                          reason: str, now: datetime, extra: dict[str, str] | None = None,
+                          previous: int | None = None) -> int:
         """Point ``alias`` at ``version`` with its audit entry and ALIAS_SET; the previous version
-        (0 if none). Pointing it where it already points changes nothing."""
+        (0 if none; ``previous`` when the caller read it under the model's lock already). Pointing
+        it where it already points changes nothing."""
         name = version.model_name
-        previous = await tx.alias_version(name, alias) or 0
+        if previous is None:
+            previous = await tx.alias_version(name, alias) or 0
         if previous == version.version:
             return previous
         await tx.set_alias(name, alias, version.version, now)

@@ -106,6 +106,12 @@ class RegistryTransaction(ABC):
         """The model, locked until commit (serialises all changes of one model); None if absent."""
 
     @abstractmethod
+    async def lock_model_version(self, name: str, version: int
+                                 ) -> tuple[pb.RegisteredModel | None, pb.ModelVersion | None]:
+        """The model (with its aliases), locked until commit as :meth:`lock_model` does, and one
+        of its versions (with its aliases), in one round trip; None for what does not exist."""
+
+    @abstractmethod
     async def version_by_idempotency_key(self, name: str, key: str) -> StoredVersion | None:
         """The version registered with ``key``, if any."""
 
@@ -308,6 +314,32 @@ class PostgresRegistryTransaction(RegistryTransaction):
             return None
         return _model(row, dict(zip(row["alias_names"], row["alias_versions"], strict=True)))
 
+    async def lock_model_version(self, name: str, version: int
+                                 ) -> tuple[pb.RegisteredModel | None, pb.ModelVersion | None]:
+        # The LATERAL sub-select names model_versions' columns unqualified (as _VERSION_COLUMNS
+        # does); its columns are NULL when the version does not exist.
+        row = await self.conn.fetchrow(
+            "SELECT m.name, m.description AS model_description, m.tags AS model_tags, m.latest_version, "
+            "m.created_at AS model_created_at, m.updated_at AS model_updated_at, "
+            "ARRAY(SELECT a.alias FROM aliases a WHERE a.model_name = m.name ORDER BY a.alias) AS alias_names, "
+            "ARRAY(SELECT a.version FROM aliases a WHERE a.model_name = m.name ORDER BY a.alias) AS alias_versions, "
+            f"v.* FROM registered_models m LEFT JOIN LATERAL (SELECT {_VERSION_COLUMNS} FROM model_versions "
+            "WHERE model_name = $1 AND version = $2) v ON true WHERE m.name = $1 FOR UPDATE OF m",
+            name, version,
+        )
+        if row is None:
+            return None, None
+        aliases = dict(zip(row["alias_names"], row["alias_versions"], strict=True))
+        model = pb.RegisteredModel(
+            name=row["name"], description=row["model_description"], tags=_jsonb(row["model_tags"]),
+            latest_version=row["latest_version"], aliases=aliases,
+        )
+        model.created_at.FromDatetime(row["model_created_at"])
+        model.updated_at.FromDatetime(row["model_updated_at"])
+        if row["model_name"] is None:
+            return model, None
+        return model, _version(row, [alias for alias, number in aliases.items() if number == version])
+
     async def version_by_idempotency_key(self, name: str, key: str) -> StoredVersion | None:
         row = await self.conn.fetchrow(
             f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 AND idempotency_key = $2",
@@ -359,12 +391,12 @@ class PostgresRegistryTransaction(RegistryTransaction):
 
     async def set_alias(self, name: str, alias: str, version: int, now: datetime) -> None:
         await self.conn.execute(
-            "INSERT INTO aliases (model_name, alias, version, updated_at) VALUES ($1, $2, $3, $4) "
+            "WITH moved AS (INSERT INTO aliases (model_name, alias, version, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (model_name, alias) "
-            "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+            "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at) "
+            "UPDATE registered_models SET updated_at = $4 WHERE name = $1",
             name, alias, version, now,
         )
-        await self.conn.execute("UPDATE registered_models SET updated_at = $2 WHERE name = $1", name, now)
 
     async def delete_alias(self, name: str, alias: str, now: datetime) -> None:
         await self.conn.execute("DELETE FROM aliases WHERE model_name = $1 AND alias = $2", name, alias)

@@ -266,13 +266,13 @@ class MlflowRegistryHandlers:
         tags = _tags(body)
         now = self._clock()
         async with self.store.transaction() as tx:
-            number = await sql.take_version_number(tx.conn, name, now)
-            if number is None:
-                raise NotFound(f"registered model {name!r} does not exist")
-            created = await sql.insert_version(tx.conn, sql.NewMlflowVersion(
-                name=name, version=number, source=source, artifact_format=MLFLOW_FORMAT, run_id=run_id,
-                run_link=run_link, description=description, tags=tags, user_id=actor, created_at=now,
+            created = await sql.insert_next_version(tx.conn, sql.NewMlflowVersion(
+                name=name, source=source, artifact_format=MLFLOW_FORMAT, run_id=run_id, run_link=run_link,
+                description=description, tags=tags, user_id=actor, created_at=now,
             ))
+            if created is None:
+                raise NotFound(f"registered model {name!r} does not exist")
+            number = created.version
             audit_id = await self._audit(tx, actor, "create_model_version", name, number, now, {
                 "artifact_uri": source, "run_id": run_id, "reason": _MLFLOW_COMMENT,
             })

@@ -171,24 +171,11 @@ async def set_version_description(conn: Any, name: str, version: int, descriptio
     )
 
 
-async def take_version_number(conn: Any, name: str, now: datetime) -> int | None:
-    """Lock the model's row and take its next version number in one statement (None: no such model).
-
-    The UPDATE holds the row lock until commit, which serialises every change of the model as
-    :meth:`RegistryTransaction.lock_model` does; a rollback gives the number back."""
-    value = await conn.fetchval(
-        "UPDATE registered_models SET latest_version = latest_version + 1, updated_at = $2 "
-        "WHERE name = $1 RETURNING latest_version", name, now,
-    )
-    return None if value is None else int(value)
-
-
 @dataclass(frozen=True)
 class NewMlflowVersion:
     """A version created through the MLflow API (no sha256, no signature, lineage = the run id)."""
 
     name: str
-    version: int
     source: str
     artifact_format: str
     run_id: str
@@ -199,19 +186,26 @@ class NewMlflowVersion:
     created_at: datetime
 
 
-async def insert_version(conn: Any, new: NewMlflowVersion) -> MlflowVersion:
-    """Insert a version in one round trip; the stored record (a new version has no aliases)."""
+async def insert_next_version(conn: Any, new: NewMlflowVersion) -> MlflowVersion | None:
+    """Take the model's next version number and insert the version, in one statement; the stored
+    record (a new version has no aliases), or None when the model does not exist.
+
+    The UPDATE locks the model's row until commit, which serialises every change of the model as
+    :meth:`RegistryTransaction.lock_model` does; a rollback gives the number back."""
     lineage = json.dumps({"runId": new.run_id} if new.run_id else {})
     row = await conn.fetchrow(
+        "WITH taken AS (UPDATE registered_models SET latest_version = latest_version + 1, updated_at = $8 "
+        "WHERE name = $1 RETURNING latest_version) "
         "INSERT INTO model_versions (model_name, version, artifact_uri, artifact_sha256, artifact_size_bytes, "
         "artifact_format, signature, lineage, description, tags, created_by, created_at, updated_at, run_link) "
-        "VALUES ($1, $2, $3, '', 0, $4, '{}'::jsonb, $5::jsonb, $6, $7::jsonb, $8, $9, $9, $10) "
+        "SELECT $1, taken.latest_version, $2, '', 0, $3, '{}'::jsonb, $4::jsonb, $5, $6::jsonb, $7, $8, $8, $9 "
+        "FROM taken "
         "RETURNING model_name, version, created_at, updated_at, created_by, description, artifact_uri, "
         "coalesce(lineage ->> 'runId', '') AS run_id, run_link, status, artifact_sha256, tags::text AS tags",
-        new.name, new.version, new.source, new.artifact_format, lineage, new.description, json.dumps(new.tags),
-        new.user_id, new.created_at, new.run_link,
+        new.name, new.source, new.artifact_format, lineage, new.description, json.dumps(new.tags), new.user_id,
+        new.created_at, new.run_link,
     )
-    return _version(row, {})
+    return None if row is None else _version(row, {})
 
 
 async def delete_version(conn: Any, name: str, version: int, now: datetime) -> None:
