@@ -1,8 +1,12 @@
 """Gyre tracking + registry against ``mlflow server`` (PyPI, PostgreSQL backend), in one run.
 
-Both sides get the same REST JSON calls over httpx (one keep-alive client, the load generator),
-on the same machine, against databases in one embedded PostgreSQL that this script starts on a
-free port (never the machine's 5432):
+Both sides get the same REST JSON calls, on the same machine, against databases in one embedded
+PostgreSQL that this script starts on a free port (never the machine's 5432). Timed calls go over
+one keep-alive ``http.client`` connection and stop when the whole body is in (parsing it comes
+after the clock): httpx, used for seeding and set-up, costs ~0.8 ms of the load generator's own
+time per call on this machine, as much as Gyre's whole answer to a small call, and counting that
+for both sides compressed every ratio towards 1. The script prints that floor (a trivial GET to
+each server, both ways) so it can be judged.
 
 * MLflow 3.17.2 from ``.bench-envs/mlflow`` (installed by ``bench/peers/mlflow_env.py``), twice:
   with its defaults (several uvicorn workers) and with ``--workers 1``; Gyre is compared with the
@@ -38,11 +42,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -200,6 +207,47 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     return response.json() if response.content else {}
 
 
+class _NoDelayConnection(http.client.HTTPConnection):
+    """http.client sends a request's headers and body in two writes: without TCP_NODELAY the body
+    waits for the server's delayed ACK of the headers (~10 ms a call here)."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class TimedClient:
+    """The timed calls' client: one keep-alive HTTP/1.1 connection (``http.client``), JSON in,
+    ``(status, body bytes)`` out; the caller parses after stopping its clock."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.connection = _NoDelayConnection(parts.hostname or "127.0.0.1", parts.port, timeout=300)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, str] | None = None) -> tuple[int, bytes]:
+        if params:
+            path += "?" + urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"} if data is not None else {}
+        self.connection.request(method, path, body=data, headers=headers)
+        answer = self.connection.getresponse()
+        return answer.status, answer.read()
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        return self.call("POST", API + path, body)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _parse(path: str, answer: tuple[int, bytes]) -> dict[str, Any]:
+    status, data = answer
+    if status != 200:
+        raise RuntimeError(f"{path}: {status} {data[:300]!r}")
+    return json.loads(data) if data else {}
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -247,7 +295,7 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def time_log_batch(client: httpx.Client, experiment_id: str, repeats: int) -> float:
+def time_log_batch(client: httpx.Client, timed: TimedClient, experiment_id: str, repeats: int) -> float:
     """Median ms of one log-batch of 1000 metrics (10 keys x 100 steps) on a fresh run."""
     samples = []
     for r in range(repeats + 1):
@@ -257,41 +305,46 @@ def time_log_batch(client: httpx.Client, experiment_id: str, repeats: int) -> fl
         metrics = [{"key": f"batch{k}", "value": float(s * k), "timestamp": ts + s, "step": s}
                    for k in range(10) for s in range(100)]
         started = time.perf_counter()
-        _check(client.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": metrics}))
+        answer = timed.post("/runs/log-batch", {"run_id": run_id, "metrics": metrics})
+        elapsed = time.perf_counter() - started
+        _parse("runs/log-batch", answer)
         if r:  # the first is a warm-up
-            samples.append(time.perf_counter() - started)
+            samples.append(elapsed)
     return _median_ms(samples)
 
 
-def rate_log_metric(client: httpx.Client, experiment_id: str, seconds: float) -> float:
+def rate_log_metric(client: httpx.Client, timed: TimedClient, experiment_id: str, seconds: float) -> float:
     """Sequential log-metric calls per second from one client for ``seconds``."""
     run_id = _check(client.post(f"{API}/runs/create", json={"experiment_id": experiment_id,
                                                             "start_time": _now_ms()}))["run"]["info"]["run_id"]
     for step in range(5):  # warm-up
-        _check(client.post(f"{API}/runs/log-metric", json={"run_id": run_id, "key": "warm", "value": 1.0,
-                                                           "timestamp": _now_ms(), "step": step}))
+        _parse("runs/log-metric", timed.post("/runs/log-metric", {"run_id": run_id, "key": "warm", "value": 1.0,
+                                                                  "timestamp": _now_ms(), "step": step}))
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        _check(client.post(f"{API}/runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 1.0 / (calls + 1),
-                                                           "timestamp": _now_ms(), "step": calls}))
+        status, data = timed.post("/runs/log-metric", {"run_id": run_id, "key": "loss", "value": 1.0 / (calls + 1),
+                                                       "timestamp": _now_ms(), "step": calls})
+        if status != 200:
+            _parse("runs/log-metric", (status, data))
         calls += 1
     return calls / (time.perf_counter() - started)
 
 
-def time_search(client: httpx.Client, experiment_id: str, max_results: int, repeats: int) -> tuple[float, int]:
-    """Median ms of the raw runs/search call, and how many runs it returned."""
+def time_search(timed: TimedClient, experiment_id: str, max_results: int, repeats: int) -> tuple[float, int]:
+    """Median ms of the raw runs/search call (until its whole body is in), and how many runs it returned."""
     body = {"experiment_ids": [experiment_id], "filter": SEARCH_FILTER, "order_by": SEARCH_ORDER,
             "max_results": max_results}
-    returned = len(_check(client.post(f"{API}/runs/search", json=body)).get("runs", []))  # warm-up
+    returned = len(_parse("runs/search", timed.post("/runs/search", body)).get("runs", []))  # warm-up
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        _check(client.post(f"{API}/runs/search", json=body))
+        answer = timed.post("/runs/search", body)
         samples.append(time.perf_counter() - started)
+        _parse("runs/search", answer)
     return _median_ms(samples), returned
 
 
-def time_register(client: httpx.Client, name: str, experiment_id: str, repeats: int) -> float:
+def time_register(client: httpx.Client, timed: TimedClient, name: str, experiment_id: str, repeats: int) -> float:
     """Median ms of model-versions/create + registered-models/alias (the pair), versions of one run's
     artifacts (MLflow checks that a version's source lies under its run's artifact location)."""
     run = _check(client.post(f"{API}/runs/create", json={"experiment_id": experiment_id,
@@ -300,12 +353,40 @@ def time_register(client: httpx.Client, name: str, experiment_id: str, repeats: 
     samples = []
     for i in range(repeats + 1):
         started = time.perf_counter()
-        version = _check(client.post(f"{API}/model-versions/create", json={
-            "name": name, "source": f"{run['artifact_uri']}/model{i}", "run_id": run["run_id"]}))
-        number = version["model_version"]["version"]
-        _check(client.post(f"{API}/registered-models/alias", json={"name": name, "alias": "champion",
-                                                                   "version": str(number)}))
+        created = timed.post("/model-versions/create", {
+            "name": name, "source": f"{run['artifact_uri']}/model{i}", "run_id": run["run_id"]})
+        status, data = created
+        if status != 200:
+            _parse("model-versions/create", created)
+        # The version number is read from the body (MLflow's client does the same).
+        number = json.loads(data)["model_version"]["version"]
+        aliased = timed.post("/registered-models/alias", {"name": name, "alias": "champion", "version": str(number)})
+        elapsed = time.perf_counter() - started
+        _parse("registered-models/alias", aliased)
         if i:
+            samples.append(elapsed)
+    return _median_ms(samples)
+
+
+def time_floor(timed: TimedClient, path: str, repeats: int = 200) -> float:
+    """Median ms of a trivial GET (the server's HTTP stack and the load generator, nothing else)."""
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        status, _ = timed.call("GET", path)
+        samples.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status}")
+    return _median_ms(samples)
+
+
+def time_floor_httpx(url: str, path: str, repeats: int = 200) -> float:
+    """:func:`time_floor` through an httpx client (the set-up client), for comparison."""
+    samples = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(repeats):
+            started = time.perf_counter()
+            client.get(path).raise_for_status()
             samples.append(time.perf_counter() - started)
     return _median_ms(samples)
 
@@ -338,22 +419,29 @@ class Result:
 
 
 def measure(name: str, url: str, sizes: list[int], args: argparse.Namespace, tag: str,
-            seed: bool) -> Result:
+            seed: bool, health_path: str) -> Result:
     """Seed (when asked) and measure one server."""
     result = Result(name)
     if seed:
         result.extra.update(seed_experiments(url, sizes, name))
-    with httpx.Client(base_url=url, timeout=300) as client:
-        work = create_experiment(client, f"work-{tag}")
-        result.log_batch_ms = time_log_batch(client, work, args.repeats)
-        result.log_metric_per_s = rate_log_metric(client, work, args.rate_seconds)
-        for size in sizes:
-            ms, returned = time_search(client, get_experiment_id(client, f"search-{size}"), 1000, args.repeats)
-            result.search_ms[size], result.search_returned[size] = ms, returned
-        result.register_ms = time_register(client, f"bench-model-{tag}", work, args.register_repeats)
+    timed = TimedClient(url)
+    try:
+        with httpx.Client(base_url=url, timeout=300) as client:
+            result.extra["floor_ms"] = time_floor(timed, health_path)
+            result.extra["floor_httpx_ms"] = time_floor_httpx(url, health_path)
+            work = create_experiment(client, f"work-{tag}")
+            result.log_batch_ms = time_log_batch(client, timed, work, args.repeats)
+            result.log_metric_per_s = rate_log_metric(client, timed, work, args.rate_seconds)
+            for size in sizes:
+                ms, returned = time_search(timed, get_experiment_id(client, f"search-{size}"), 1000, args.repeats)
+                result.search_ms[size], result.search_returned[size] = ms, returned
+            result.register_ms = time_register(client, timed, f"bench-model-{tag}", work, args.register_repeats)
+    finally:
+        timed.close()
     print(f"  {name}: log_batch {result.log_batch_ms:.1f} ms, log_metric {result.log_metric_per_s:.0f}/s, "
           f"search {', '.join(f'{s}: {ms:.1f} ms' for s, ms in result.search_ms.items())}, "
-          f"register {result.register_ms:.1f} ms", flush=True)
+          f"register {result.register_ms:.1f} ms; GET {health_path} {result.extra['floor_ms']:.2f} ms "
+          f"({result.extra['floor_httpx_ms']:.2f} ms through httpx)", flush=True)
     return result
 
 
@@ -410,10 +498,11 @@ def report(results: list[Result], gyre: Result, large: dict[str, float], sizes: 
         ok &= passed
         print(f"| Gyre alone, search over {int(large['runs']):,} runs, max_results=100 | — | "
               f"{large['search_ms']:.1f} ms | — | < 100 ms | {'PASS' if passed else 'FAIL'} |")
-    print("\n| server | RSS at rest (MiB) | RSS after the runs (MiB) |")
-    print("|---|---|---|")
+    print("\n| server | RSS at rest (MiB) | RSS after the runs (MiB) | trivial GET (ms) | the same through httpx |")
+    print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.name} | {r.rss_rest_mib:.0f} | {r.rss_after_mib:.0f} |")
+        print(f"| {r.name} | {r.rss_rest_mib:.0f} | {r.rss_after_mib:.0f} | {r.extra.get('floor_ms', 0):.2f} | "
+              f"{r.extra.get('floor_httpx_ms', 0):.2f} |")
     for size in sizes:
         counts = {r.name: r.search_returned[size] for r in results}
         same = len(set(counts.values())) == 1
@@ -460,7 +549,8 @@ def main() -> int:
                 try:
                     time.sleep(2)  # let the workers finish importing before "at rest"
                     rest = server.rss_mib()
-                    result = measure(server.name, server.url, sizes, args, server.name, seed=False)
+                    result = measure(server.name, server.url, sizes, args, server.name, seed=False,
+                                     health_path="/health")
                     result.rss_rest_mib, result.rss_after_mib = rest, server.rss_mib()
                     results.append(result)
                 finally:
@@ -470,7 +560,7 @@ def main() -> int:
             try:
                 time.sleep(2)
                 rest = tracking.rss_mib()
-                gyre = measure("gyre", tracking.url, sizes, args, "gyre", True)
+                gyre = measure("gyre", tracking.url, sizes, args, "gyre", True, health_path="/healthz")
                 gyre.rss_rest_mib, gyre.rss_after_mib = rest, tracking.rss_mib()
                 gyre.extra["registry_rss_mib"] = registry.rss_mib()
                 results.append(gyre)
@@ -479,7 +569,11 @@ def main() -> int:
                         experiment = create_experiment(client, f"search-{large_runs}")
                         took = asyncio.run(seed_runs(tracking.url, experiment, large_runs))
                         print(f"  gyre: seeded {large_runs} runs in {took:.0f}s", flush=True)
-                        ms, returned = time_search(client, experiment, 100, args.repeats)
+                        timed = TimedClient(tracking.url)
+                        try:
+                            ms, returned = time_search(timed, experiment, 100, args.repeats)
+                        finally:
+                            timed.close()
                     large = {"runs": large_runs, "search_ms": ms, "returned": returned}
             finally:
                 tracking.stop()
