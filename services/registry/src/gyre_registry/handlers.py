@@ -41,13 +41,18 @@ class PromotionConfig:
     challenger_alias: str = "challenger"
 
 
+def audit_entry(actor: str, action: str, name: str, version: int, now: datetime,
+                details: dict[str, str]) -> AuditRecord:
+    """A new audit entry (fresh id, empty details dropped), for a store call that writes it."""
+    return AuditRecord(str(uuid.uuid4()), actor, action, name, version, {k: v for k, v in details.items() if v}, now)
+
+
 async def record_audit(tx: RegistryTransaction, actor: str, action: str, name: str, version: int,
                        now: datetime, details: dict[str, str]) -> str:
     """Write one audit entry (empty details dropped) in ``tx``; returns its id for the event."""
-    audit_id = str(uuid.uuid4())
-    await tx.add_audit(AuditRecord(audit_id, actor, action, name, version,
-                                   {k: v for k, v in details.items() if v}, now))
-    return audit_id
+    entry = audit_entry(actor, action, name, version, now, details)
+    await tx.add_audit(entry)
+    return entry.audit_id
 
 
 async def record_event(tx: RegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
@@ -396,10 +401,11 @@ class RegistryHandlers:
             previous = await tx.alias_version(name, alias) or 0
         if previous == version.version:
             return previous
-        await tx.set_alias(name, alias, version.version, now)
         details = {"alias": alias, "from_version": str(previous), "to_version": str(version.version),
                    "reason": reason, **(extra or {})}
-        audit_id = await self._audit(tx, actor, "set_alias", name, version.version, now, details)
+        audit = audit_entry(actor, "set_alias", name, version.version, now, details)
+        await tx.set_alias(name, alias, version.version, now, audit)
+        audit_id = audit.audit_id
         await self._event(tx, ev.RegistryEvent(
             kind=ev.REGISTRY_EVENT_KIND_ALIAS_SET, model_name=name, version=version.version, alias=alias,
             previous_version=previous, artifact=version.artifact, signature=version.signature,

@@ -136,8 +136,10 @@ class RegistryTransaction(ABC):
         """Version ``alias`` points at, or None."""
 
     @abstractmethod
-    async def set_alias(self, name: str, alias: str, version: int, now: datetime) -> None:
-        """Point ``alias`` at ``version`` (creating or moving it)."""
+    async def set_alias(self, name: str, alias: str, version: int, now: datetime,
+                        audit: AuditRecord | None = None) -> None:
+        """Point ``alias`` at ``version`` (creating or moving it), and append ``audit`` (the
+        move's audit entry) with it."""
 
     @abstractmethod
     async def delete_alias(self, name: str, alias: str, now: datetime) -> None:
@@ -281,6 +283,14 @@ async def _get_version(conn: Any, name: str, version: int) -> StoredVersion | No
     return _stored(row, list(row["alias_list"]))
 
 
+def _audit_values(entry: AuditRecord | None) -> tuple[Any, ...]:
+    """The bind values of an audit_log row (all None without an entry)."""
+    if entry is None:
+        return (None,) * 7
+    return (entry.audit_id, entry.actor, entry.action, entry.model_name, entry.version,
+            json.dumps(dict(entry.details)), entry.occurred_at)
+
+
 # -- PostgreSQL ------------------------------------------------------------------------------------
 
 class PostgresRegistryTransaction(RegistryTransaction):
@@ -389,13 +399,17 @@ class PostgresRegistryTransaction(RegistryTransaction):
         )
         return None if value is None else int(value)
 
-    async def set_alias(self, name: str, alias: str, version: int, now: datetime) -> None:
+    async def set_alias(self, name: str, alias: str, version: int, now: datetime,
+                        audit: AuditRecord | None = None) -> None:
+        # One round trip for the alias, the model's timestamp and the audit entry.
         await self.conn.execute(
             "WITH moved AS (INSERT INTO aliases (model_name, alias, version, updated_at) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (model_name, alias) "
-            "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at) "
+            "DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at), "
+            "audited AS (INSERT INTO audit_log (audit_id, actor, action, model_name, version, details, occurred_at) "
+            "SELECT $5, $6, $7, $8, $9, $10::jsonb, $11 WHERE $5::text IS NOT NULL) "
             "UPDATE registered_models SET updated_at = $4 WHERE name = $1",
-            name, alias, version, now,
+            name, alias, version, now, *_audit_values(audit),
         )
 
     async def delete_alias(self, name: str, alias: str, now: datetime) -> None:
@@ -417,8 +431,7 @@ class PostgresRegistryTransaction(RegistryTransaction):
         await self.conn.execute(
             "INSERT INTO audit_log (audit_id, actor, action, model_name, version, details, occurred_at) "
             "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
-            entry.audit_id, entry.actor, entry.action, entry.model_name, entry.version,
-            json.dumps(dict(entry.details)), entry.occurred_at,
+            *_audit_values(entry),
         )
 
     async def add_event(self, event: events_pb2.RegistryEvent, event_id: str) -> None:

@@ -32,7 +32,7 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import InvalidArgument, NotFound, RegistryError
-from gyre_registry.handlers import RegistryHandlers, record_audit, record_event
+from gyre_registry.handlers import RegistryHandlers, audit_entry, record_audit, record_event
 from gyre_registry.mlflow import filters
 from gyre_registry.mlflow import store as sql
 from gyre_registry.store import PostgresRegistryStore, PostgresRegistryTransaction
@@ -265,17 +265,17 @@ class MlflowRegistryHandlers:
                                       validation.MAX_DESCRIPTION_CHARS)
         tags = _tags(body)
         now = self._clock()
+        audit = audit_entry(actor, "create_model_version", name, 0, now, {
+            "artifact_uri": source, "run_id": run_id, "reason": _MLFLOW_COMMENT,
+        })
         async with self.store.transaction() as tx:
             created = await sql.insert_next_version(tx.conn, sql.NewMlflowVersion(
                 name=name, source=source, artifact_format=MLFLOW_FORMAT, run_id=run_id, run_link=run_link,
                 description=description, tags=tags, user_id=actor, created_at=now,
-            ))
+            ), audit)
             if created is None:
                 raise NotFound(f"registered model {name!r} does not exist")
-            number = created.version
-            audit_id = await self._audit(tx, actor, "create_model_version", name, number, now, {
-                "artifact_uri": source, "run_id": run_id, "reason": _MLFLOW_COMMENT,
-            })
+            number, audit_id = created.version, audit.audit_id
             await self._event(tx, ev.RegistryEvent(
                 kind=ev.REGISTRY_EVENT_KIND_VERSION_CREATED, model_name=name, version=number,
                 artifact=common_pb2.ArtifactRef(uri=source, format=MLFLOW_FORMAT),

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from gyre_registry.mlflow.filters import Sql
+from gyre_registry.store import AuditRecord
 
 
 @dataclass(frozen=True)
@@ -186,16 +187,19 @@ class NewMlflowVersion:
     created_at: datetime
 
 
-async def insert_next_version(conn: Any, new: NewMlflowVersion) -> MlflowVersion | None:
-    """Take the model's next version number and insert the version, in one statement; the stored
-    record (a new version has no aliases), or None when the model does not exist.
+async def insert_next_version(conn: Any, new: NewMlflowVersion, audit: AuditRecord) -> MlflowVersion | None:
+    """Take the model's next version number, insert the version and append ``audit`` (its audit
+    entry; the entry's ``version`` is replaced by the number taken), in one statement; the stored
+    record (a new version has no aliases), or None when the model does not exist (nothing written).
 
     The UPDATE locks the model's row until commit, which serialises every change of the model as
     :meth:`RegistryTransaction.lock_model` does; a rollback gives the number back."""
     lineage = json.dumps({"runId": new.run_id} if new.run_id else {})
     row = await conn.fetchrow(
         "WITH taken AS (UPDATE registered_models SET latest_version = latest_version + 1, updated_at = $8 "
-        "WHERE name = $1 RETURNING latest_version) "
+        "WHERE name = $1 RETURNING latest_version), "
+        "audited AS (INSERT INTO audit_log (audit_id, actor, action, model_name, version, details, occurred_at) "
+        "SELECT $10, $11, $12, $1, taken.latest_version, $13::jsonb, $8 FROM taken) "
         "INSERT INTO model_versions (model_name, version, artifact_uri, artifact_sha256, artifact_size_bytes, "
         "artifact_format, signature, lineage, description, tags, created_by, created_at, updated_at, run_link) "
         "SELECT $1, taken.latest_version, $2, '', 0, $3, '{}'::jsonb, $4::jsonb, $5, $6::jsonb, $7, $8, $8, $9 "
@@ -203,7 +207,7 @@ async def insert_next_version(conn: Any, new: NewMlflowVersion) -> MlflowVersion
         "RETURNING model_name, version, created_at, updated_at, created_by, description, artifact_uri, "
         "coalesce(lineage ->> 'runId', '') AS run_id, run_link, status, artifact_sha256, tags::text AS tags",
         new.name, new.source, new.artifact_format, lineage, new.description, json.dumps(new.tags), new.user_id,
-        new.created_at, new.run_link,
+        new.created_at, new.run_link, audit.audit_id, audit.actor, audit.action, json.dumps(dict(audit.details)),
     )
     return None if row is None else _version(row, {})
 
