@@ -35,6 +35,9 @@ from gyre_serving.spool import DiskSpool, SpoolChunk, SpoolFullError
 
 log = logging.getLogger(__name__)
 
+BUILD_SLICE_ROWS = 32
+"""Events built and handed to the producer between two yields to the event loop."""
+
 QUEUE_FULL = "queue_full"
 BROKER_ERROR = "broker_error"
 SHUTDOWN = "shutdown"
@@ -363,10 +366,20 @@ class InferenceEmitter:
         ``ce_id`` and prediction id)."""
         rows = sum(batch.rows for batch in batches)
         try:
-            records = [(event.prediction_id, event, batch.ce_id(row))
-                       for batch in batches for row, event in enumerate(inference_events(batch))]
-            delivery = await publisher.send_batch(INFERENCE_EVENTS, records)
-            await delivery
+            deliveries = []
+            records: list[tuple[str, events_pb2.InferenceEvent, str | None]] = []
+            for batch in batches:
+                records.extend((event.prediction_id, event, batch.ce_id(row))
+                               for row, event in enumerate(inference_events(batch)))
+                if len(records) >= BUILD_SLICE_ROWS:
+                    deliveries.append(await publisher.send_batch(INFERENCE_EVENTS, records))
+                    records = []
+                    # Building events holds the event loop: let waiting requests run between
+                    # slices (500 events at once showed as a doubled p99 on REST at c8).
+                    await asyncio.sleep(0)
+            if records:
+                deliveries.append(await publisher.send_batch(INFERENCE_EVENTS, records))
+            await asyncio.gather(*deliveries)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
