@@ -230,8 +230,15 @@ class TimedClient:
             path += "?" + urlencode(params)
         data = None if body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"} if data is not None else {}
-        self.connection.request(method, path, body=data, headers=headers)
-        answer = self.connection.getresponse()
+        try:
+            self.connection.request(method, path, body=data, headers=headers)
+            answer = self.connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the idle keep-alive connection (uvicorn does after 5 s) before
+            # reading this request: reconnect and send it again.
+            self.connection.close()
+            self.connection.request(method, path, body=data, headers=headers)
+            answer = self.connection.getresponse()
         return answer.status, answer.read()
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
