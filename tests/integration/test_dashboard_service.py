@@ -231,9 +231,12 @@ class Dashboard:
 
 
 @asynccontextmanager
-async def dashboard(**urls: str) -> AsyncIterator[Dashboard]:
+async def dashboard(upstream_timeout_s: float = 5.0, **urls: str) -> AsyncIterator[Dashboard]:
+    # A generous upstream timeout by default: on a loaded machine a fake upstream can take longer
+    # than half a second to answer, and would then show as down. The timeout test sets its own.
     settings = DashboardSettings(http_port=0, grpc_port=0, readiness_interval_s=0.2, shutdown_grace_s=2,
-                                 upstream_timeout_s=0.5, cache_ttl_s=0, **urls)  # type: ignore[arg-type]
+                                 upstream_timeout_s=upstream_timeout_s, cache_ttl_s=0,
+                                 **urls)  # type: ignore[arg-type]
     async with running(DASHBOARD, dashboard_bootstrap, settings) as runner, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{runner.http_port}", timeout=10) as http:
         yield Dashboard(http, runner)
@@ -332,7 +335,7 @@ async def test_everything_down_or_slow_still_renders_within_the_timeout() -> Non
         async with serve(fake_upstream_app()) as fake:
             urls = {f"{name}_url": down for name in ("tracking", "features", "registry", "serving", "feedback",
                                                      "monitor")}
-            async with dashboard(trainer_url=f"{fake}/slow", **urls) as dash:
+            async with dashboard(upstream_timeout_s=0.5, trainer_url=f"{fake}/slow", **urls) as dash:
                 started = time.monotonic()
                 response = await dash.http.get("/api/v1/overview")
                 elapsed = time.monotonic() - started
