@@ -72,3 +72,20 @@ def test_artifact_paths_stay_under_the_root(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to("/")
     with pytest.raises(InvalidArgument, match="outside the artifact root"):
         files.local_path("link/etc")
+
+
+def test_plain_metric_points_read_what_the_checked_path_reads_or_leave_it_to_it() -> None:
+    points = [{"key": "acc", "value": 0.5, "timestamp": 1_740_830_400_000, "step": 3},
+              {"key": "loss", "value": 2, "timestamp": 1_740_830_400_001}]
+    checked = [(p.string("key", required=True), p.number("value"), p.integer("step", default=0) or 0,
+                mj.from_millis(p.integer("timestamp", required=True) or 0))
+               for p in mj.Fields({"metrics": points}).objects("metrics")]
+    plain = mj.plain_metric_points(points)
+    assert plain == checked
+    assert plain is not None and all(type(value) is float for _, value, _, _ in plain)
+    # Anything else goes to the checked path, which accepts MLflow's other spellings or words the error.
+    for odd in ({"key": "a", "value": "NaN", "timestamp": 1}, {"key": "a", "value": 1.0, "timestamp": "1"},
+                {"key": "", "value": 1.0, "timestamp": 1}, {"key": "a", "value": True, "timestamp": 1},
+                {"key": "a", "value": 1.0, "timestamp": 1, "step": None}, {"value": 1.0, "timestamp": 1}):
+        assert mj.plain_metric_points([points[0], odd]) is None, odd
+    assert mj.plain_metric_points(None) is None and mj.plain_metric_points([1]) is None

@@ -275,12 +275,14 @@ def routes(handlers: TrackingHandlers) -> dict[str, Route]:
 
     @endpoint("/runs/log-batch")
     async def log_batch(f: mj.Fields) -> dict[str, Any]:
-        metrics = []
-        for point in f.objects("metrics"):
-            stamp = point.integer("timestamp", required=True)
-            assert stamp is not None
-            metrics.append((point.string("key", required=True), point.number("value"),
-                            point.integer("step", default=0) or 0, mj.from_millis(stamp)))
+        metrics = mj.plain_metric_points(f.data.get("metrics"))
+        if metrics is None:
+            metrics = []
+            for point in f.objects("metrics"):
+                stamp = point.integer("timestamp", required=True)
+                assert stamp is not None
+                metrics.append((point.string("key", required=True), point.number("value"),
+                                point.integer("step", default=0) or 0, mj.from_millis(stamp)))
         await handlers.log_batch(f.run_id(), RunBatch(metrics=metrics, params=f.key_values("params"),
                                                       tags=f.key_values("tags")), limit_total=True)
         return {}

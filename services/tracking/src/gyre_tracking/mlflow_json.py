@@ -257,6 +257,34 @@ class Fields:
                               "DELETED_ONLY or ALL")
 
 
+def plain_metric_points(value: Any) -> list[tuple[str, float, int, datetime]] | None:
+    """The ``(key, value, step, timestamp)`` of each point of a ``metrics`` list when every point is
+    plainly well formed: a non-empty string key, a JSON number value, an integer timestamp and an
+    integer (or absent) step. None when any point is not: the caller then reads them with
+    :class:`Fields`, which accepts MLflow's other spellings (numbers as strings, ``"NaN"``) and
+    words the error.
+
+    Why: a 1000-point log-batch spent ~19 ms building a :class:`Fields` per point on a slow machine;
+    this loop does the same checks inline for the shape every MLflow client sends.
+    """
+    if type(value) is not list:
+        return None
+    points: list[tuple[str, float, int, datetime]] = []
+    for point in value:
+        if type(point) is not dict:
+            return None
+        key, number, stamp, step = point.get("key"), point.get("value"), point.get("timestamp"), point.get("step", 0)
+        if type(key) is not str or not key or type(stamp) is not int or type(step) is not int:
+            return None
+        if type(number) is float:
+            points.append((key, number, step, _EPOCH + stamp * _MS))
+        elif type(number) is int:  # not bool: type() is exact
+            points.append((key, float(number), step, _EPOCH + stamp * _MS))
+        else:
+            return None
+    return points
+
+
 def as_number(value: Any, name: str, *, required: bool = True) -> float:
     """A double from JSON: a number, or a numeric string including NaN and ±Infinity.
 
