@@ -75,7 +75,8 @@ class CompiledModel:
         return result if self.classifier else result.reshape(-1)
 
 
-def _type_name(obj: Any) -> str:
+def type_name(obj: Any) -> str:
+    """``module.QualifiedName`` of ``obj``'s exact type (how the allowlists name estimators)."""
     kind = type(obj)
     return f"{kind.__module__}.{kind.__qualname__}"
 
@@ -83,7 +84,7 @@ def _type_name(obj: Any) -> str:
 def _steps(estimator: Any) -> list[Any]:
     """The estimator and, for a pipeline, every step (recursively)."""
     found = [estimator]
-    if _type_name(estimator) == "sklearn.pipeline.Pipeline":
+    if type_name(estimator) == "sklearn.pipeline.Pipeline":
         for _, step in estimator.steps:
             found.extend(_steps(step))
     return found
@@ -97,7 +98,7 @@ def why_not_compilable(estimator: Any, n_features: int, fitted_on_names: bool, n
         return "not all inputs are numeric"
     if n_features < 1:
         return "no features"
-    others = sorted({_type_name(step) for step in _steps(estimator)} - COMPILABLE_TYPES)
+    others = sorted({type_name(step) for step in _steps(estimator)} - COMPILABLE_TYPES)
     if others:
         return f"holds {', '.join(name.rsplit('.', 1)[-1] for name in others)}"
     return ""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from gyre_serving.domain.compiled import CompiledModel, compile_model, why_not_compilable
+from gyre_serving.domain.compiled import CompiledModel, compile_model, type_name, why_not_compilable
 from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, PredictionError
 from gyre_serving.domain.signature import (
     MATRIX_INPUT,
@@ -172,7 +172,9 @@ class LoadedModel:
             warm_up_row = model.features(dummy_inputs(signature)).as_matrix()
             result = compile_model(estimator, width, warm_up_row)
             if isinstance(result, CompiledModel):
-                return replace(model, compiled=result)
+                # A compiled classifier answers probabilities only; its labels were checked at
+                # compile time to be their most probable class (compiled._verify).
+                return replace(model, compiled=result, labels_from_proba=labels_from_proba or result.classifier)
             reason = result
         return replace(model, runtime_note=reason)
 
@@ -215,7 +217,7 @@ class LoadedModel:
                 else:
                     if values is not None:
                         predicted = values
-                    elif self.labels_from_proba or (proba is not None and self.compiled is not None):
+                    elif self.labels_from_proba:
                         # One estimator call instead of two: for a small model nearly all of a
                         # call's time is sklearn's input validation, which predict() would repeat.
                         if proba is None:
@@ -295,9 +297,8 @@ def predicts_most_probable_class(estimator: Any) -> bool:
     final = estimator
     while isinstance(final, Pipeline):
         final = final[-1]
-    kind = type(final)
     classes = getattr(final, "classes_", None)
-    return (f"{kind.__module__}.{kind.__qualname__}" in MOST_PROBABLE_CLASS_ESTIMATORS
+    return (type_name(final) in MOST_PROBABLE_CLASS_ESTIMATORS
             and isinstance(classes, np.ndarray) and classes.ndim == 1 and hasattr(estimator, "classes_"))
 
 
