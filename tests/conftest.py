@@ -18,16 +18,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gyre_stack.broker import Broker, start_broker
-from gyre_stack.ports import free_port
-from gyre_stack.postgres import Postgres
+from gyre_stack.broker import Broker, start_broker_on_free_port
+from gyre_stack.postgres import start_postgres_on_free_port
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A Tansu broker on a free port, for the whole session."""
     folder = tmp_path_factory.mktemp("tansu")
-    started = start_broker(free_port(), folder / "tansu.log")
+    started = start_broker_on_free_port(folder / "tansu.log")
     yield started
     started.stop()
 
@@ -47,12 +46,13 @@ def postgres_admin_url() -> Iterator[str]:
     # Not under pytest's own temp root: pytest removes group/other bits from that root at every
     # session start, which would lock the PostgreSQL system user out of its data mid-run.
     folder = Path(tempfile.mkdtemp(prefix="gyre-test-postgres-"))
-    server = Postgres(folder / "data", free_port())
     try:
-        server.start()
-        yield server.url("postgres")
+        server = start_postgres_on_free_port(folder / "data")
+        try:
+            yield server.url("postgres")
+        finally:
+            server.destroy()
     finally:
-        server.destroy()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -26,7 +26,6 @@ from support.process import REPO_ROOT, ServiceProcess
 
 from gyre_common.service import discover_services
 from gyre_common.settings import KafkaSettings
-from gyre_stack.ports import free_port
 from gyre_stack.prepare import create_topics
 
 pytestmark = pytest.mark.e2e
@@ -55,14 +54,19 @@ def load_demo() -> ModuleType:
 demo = load_demo()
 
 
+#: Start order: each service binds port 0 and reports the ports it got in its ``ready`` log line;
+#: a service starts once every service it calls has reported (trainer and serving call registry,
+#: features and tracking; tracking proxies to registry; the dashboard reads them all).
+WAVES = (("registry", "features", "feedback", "monitor"), ("tracking", "serving"), ("trainer",), ("dashboard",))
+
+
 class Stack:
     """The services of one test as subprocesses, with their endpoints."""
 
     def __init__(self, bootstrap_servers: str, prefix: str, database_url: str, artifacts: Path) -> None:
-        self.ports = {name: (free_port(), free_port()) for name in demo.SERVICES}
-        self.endpoints = demo.Endpoints(bootstrap_servers, prefix, {
-            name: demo.Service(name, f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc}")
-            for name, (http, grpc) in self.ports.items()})
+        assert sorted(name for wave in WAVES for name in wave) == sorted(demo.SERVICES)
+        self.bootstrap_servers, self.prefix = bootstrap_servers, prefix
+        self.services: dict[str, demo.Service] = {}
         self.common = {
             "GYRE_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
             "GYRE_KAFKA_TOPIC_PREFIX": prefix,
@@ -78,30 +82,43 @@ class Stack:
         }
         self.processes: dict[str, ServiceProcess] = {}
 
+    @property
+    def endpoints(self) -> demo.Endpoints:
+        """Every service's address, as reported by the service itself once it bound its ports."""
+        return demo.Endpoints(self.bootstrap_servers, self.prefix, dict(self.services))
+
     def env(self, name: str) -> dict[str, str]:
-        http, grpc = self.ports[name]
-        own = {"HTTP_PORT": str(http), "GRPC_PORT": str(grpc)}
-        grpc_of = {other: self.endpoints[other].grpc for other in demo.SERVICES}
+        # Port 0: the service binds a port the OS gives it, so no two services can race for one.
+        own = {"HTTP_PORT": "0", "GRPC_PORT": "0"}
+        grpc_of = {other: service.grpc for other, service in self.services.items()}
         if name == "trainer":
             own |= {"FEATURES_ADDRESS": grpc_of["features"], "TRACKING_ADDRESS": grpc_of["tracking"],
                     "REGISTRY_ADDRESS": grpc_of["registry"], "DEFAULT_MAX_EVALS": str(MAX_EVALS),
                     "JOB_POLL_INTERVAL_S": "0.5", "RETRY_DELAY_S": "2"}
         elif name == "serving":
             own |= {"REGISTRY_ADDRESS": grpc_of["registry"]}
+        elif name == "tracking":
+            own |= {"REGISTRY_URL": self.services["registry"].http}
         elif name == "monitor":
             own |= {"WINDOW_SIZE": str(WINDOW_ROWS), "DRIFT_SHARE": str(DRIFT_SHARE)}
         elif name == "registry":
             own |= {"OUTBOX_POLL_INTERVAL_S": "0.2"}
         elif name == "dashboard":
-            own |= {f"{other.upper()}_URL": self.endpoints[other].http for other in demo.SERVICES
+            own |= {f"{other.upper()}_URL": self.services[other].http for other in demo.SERVICES
                     if other != "dashboard"}
             own |= {"CACHE_TTL_S": "0"}
         return {**self.common, **{f"GYRE_{name.upper()}_{key}": value for key, value in own.items()}}
 
     def start(self) -> None:
+        """Start the services wave by wave, learning each one's ports from its ``ready`` line."""
         modules = {spec.name: spec.module for spec in discover_services()}
-        for name in demo.SERVICES:
-            self.processes[name] = ServiceProcess(modules[name], self.env(name))
+        for wave in WAVES:
+            for name in wave:
+                self.processes[name] = ServiceProcess(modules[name], self.env(name))
+            for name in wave:
+                ready = self.processes[name].wait_ready_line(timeout=READY_DEADLINE_S)
+                self.services[name] = demo.Service(name, f"http://127.0.0.1:{ready['http_port']}",
+                                                   f"127.0.0.1:{ready['grpc_port']}")
 
     async def wait_ready(self) -> None:
         """Every service answers /readyz 200; fails at once when one exits, or at the deadline."""

@@ -29,8 +29,7 @@ from gyre_registry.bootstrap import bootstrap
 from gyre_registry.outbox import OutboxRelay
 from gyre_registry.service import SPEC
 from gyre_registry.settings import RegistrySettings
-from gyre_stack.broker import start_broker
-from gyre_stack.ports import free_port
+from gyre_stack.broker import start_broker, start_broker_on_free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +69,8 @@ def registration(store: LocalArtifactStore, model: str, accuracy: float) -> pb.C
 
 async def test_events_written_while_the_broker_is_down_arrive_after_it_returns(
         database_url: str, tmp_path: Path, unique: str) -> None:
-    port = free_port()
-    broker = start_broker(port, tmp_path / "tansu.log")
+    broker = start_broker_on_free_port(tmp_path / "tansu.log")
+    port = broker.port
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=f"o{unique}.", default_partitions=1,
                           request_timeout_ms=3000, linger_ms=1, retry_backoff_ms=50)
     settings = RegistrySettings(http_port=0, grpc_port=0, readiness_interval_s=0.2, shutdown_grace_s=3,

@@ -17,9 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.process import ServiceProcess
 
-from gyre_stack.broker import Broker, start_broker
+from gyre_stack.broker import Broker, start_broker, start_broker_on_free_port
 from gyre_stack.ports import free_port
-from gyre_stack.postgres import Postgres
+from gyre_stack.postgres import Postgres, start_postgres_on_free_port
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @pytest.fixture(scope="module")
 def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    server = Postgres(tmp_path_factory.mktemp("runner-pg") / "data", free_port())
-    server.start()
+    server = start_postgres_on_free_port(tmp_path_factory.mktemp("runner-pg") / "data")
     yield server
     server.destroy()
 
@@ -41,9 +40,8 @@ class BrokerHandle:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = free_port()
-        self.broker: Broker | None = None
-        self.start()
+        self.broker: Broker | None = start_broker_on_free_port(folder / "tansu.log")
+        self.port = self.broker.port
 
     def start(self) -> None:
         self.broker = start_broker(self.port, self.folder / "tansu.log")

