@@ -75,7 +75,7 @@ def test_shapes_must_be_non_negative_and_bounded() -> None:
         check_shape("x", [])
     with pytest.raises(InvalidRequestError, match="must be >= 0"):
         check_shape("x", [-1, 3])
-    with pytest.raises(InvalidRequestError, match="at most 10 allowed"):
+    with pytest.raises(InvalidRequestError, match="at most 10 elements"):
         check_shape("x", [4, 4], max_elements=10)
 
 

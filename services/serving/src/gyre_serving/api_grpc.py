@@ -62,7 +62,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         served = self.dataplane.repository.get(request.model_name) is not None
         label = request.model_name if served else metrics.UNKNOWN_MODEL
         try:
-            decoded, raw = decode_request(request)
+            decoded, raw = decode_request(request, max_elements=self.dataplane.max_tensor_elements)
             response = await self.dataplane.infer(decoded, started_at=started)
             reply = encode_response(response, raw=raw)
         except ServingError as exc:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gyre_serving import metrics
 from gyre_serving.domain.errors import InvalidRequestError, RequestTooLargeError, ServingError
-from gyre_serving.domain.tensors import Tensor, from_raw, from_values, to_raw
+from gyre_serving.domain.tensors import DEFAULT_MAX_ELEMENTS, Tensor, from_raw, from_values, to_raw
 from gyre_serving.handlers import DataPlane, InferenceRequest, InferenceResponse
 
 BINARY_HEADER = "inference-header-content-length"
@@ -65,8 +65,8 @@ def _error(exc: ServingError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
 
-def decode_body(body: bytes, model_name: str, model_version: str, json_length: int | None = None,
-                ) -> tuple[InferenceRequest, InferenceRequestBody]:
+def decode_body(body: bytes, model_name: str, model_version: str, json_length: int | None = None, *,
+                max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[InferenceRequest, InferenceRequestBody]:
     """Parse and validate a REST inference request body (and the parsed JSON, for its output options).
 
     Args:
@@ -94,12 +94,13 @@ def decode_body(body: bytes, model_name: str, model_version: str, json_length: i
         if size is None:
             if item.data is None:
                 raise InvalidRequestError(f"input {item.name!r} has neither data nor {BINARY_DATA_SIZE}")
-            inputs.append(from_values(item.name, item.datatype, item.shape, item.data))
+            inputs.append(from_values(item.name, item.datatype, item.shape, item.data, max_elements=max_elements))
             continue
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise InvalidRequestError(f"input {item.name!r}: {BINARY_DATA_SIZE}={size!r} does not fit the "
                                       f"{len(binary) - offset} binary bytes left in the body")
-        inputs.append(from_raw(item.name, item.datatype, item.shape, binary[offset:offset + size]))
+        inputs.append(from_raw(item.name, item.datatype, item.shape, binary[offset:offset + size],
+                               max_elements=max_elements))
         offset += size
     if offset != len(binary):
         raise InvalidRequestError(f"the body has {len(binary) - offset} binary bytes no input claims")
@@ -222,7 +223,8 @@ def router(dataplane: DataPlane, *, max_request_bytes: int = 16 << 20) -> APIRou
             header = request.headers.get(BINARY_HEADER)
             if header is not None and not header.isdigit():
                 raise InvalidRequestError(f"{BINARY_HEADER} must be a byte count, got {header!r}")
-            decoded, payload = decode_body(body, name, version, int(header) if header is not None else None)
+            decoded, payload = decode_body(body, name, version, int(header) if header is not None else None,
+                                           max_elements=dataplane.max_tensor_elements)
             response = await dataplane.infer(decoded, started_at=started)
         except ServingError as exc:
             metrics.observe_request(label, "rest", str(exc.http_status), time.perf_counter() - started)

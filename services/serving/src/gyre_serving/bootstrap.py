@@ -73,6 +73,7 @@ def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None)
     readiness = ctx.readiness
     dataplane = DataPlane(repository, emitter, server_name=settings.server_name, server_version=_version(),
                           ready=lambda: readiness.is_ready, max_batch_rows=settings.max_batch_rows,
+                          max_tensor_elements=settings.max_tensor_elements,
                           challengers=challengers if challenger is not None else None,
                           traffic={name: TrafficSplit(split.canary_percent, split.shadow)
                                    for name, split in settings.traffic.items()},

@@ -6,7 +6,15 @@ from typing import Any
 
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2 as pb
 from gyre_serving.domain.errors import InvalidRequestError
-from gyre_serving.domain.tensors import Tensor, from_raw, from_values, numpy_dtype, to_raw, to_values
+from gyre_serving.domain.tensors import (
+    DEFAULT_MAX_ELEMENTS,
+    Tensor,
+    from_raw,
+    from_values,
+    numpy_dtype,
+    to_raw,
+    to_values,
+)
 from gyre_serving.handlers import InferenceRequest, InferenceResponse
 
 # Which InferTensorContents field holds each datatype's elements. FP16 has none: raw only.
@@ -45,13 +53,18 @@ def set_parameter(parameter: pb.InferParameter, value: Any) -> None:
         parameter.string_param = str(value)
 
 
-def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, bool]:
+def decode_request(message: pb.ModelInferRequest, *, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                   ) -> tuple[InferenceRequest, bool]:
     """The request, and whether it came with ``raw_input_contents`` (then outputs go back raw too,
     as Triton and MLServer do, which is what ``tritonclient`` reads).
 
+    Every input's shape is checked before anything is allocated for it (negative or too many
+    dimensions, more than ``max_elements`` elements, a product numpy cannot hold).
+
     Raises:
         InvalidRequestError: both raw and typed contents, a raw entry count that differs from the
-            inputs, an unknown datatype, values in the wrong contents field, or sizes that do not fit.
+            inputs, an unknown datatype, values in the wrong contents field, a bad shape, or sizes
+            that do not fit.
     """
     raw = message.raw_input_contents
     if raw:
@@ -64,9 +77,9 @@ def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, boo
     inputs = []
     for i, tensor in enumerate(message.inputs):
         if raw:
-            inputs.append(from_raw(tensor.name, tensor.datatype, tensor.shape, raw[i]))
+            inputs.append(from_raw(tensor.name, tensor.datatype, tensor.shape, raw[i], max_elements=max_elements))
         else:
-            inputs.append(_from_contents(tensor))
+            inputs.append(_from_contents(tensor, max_elements))
     request = InferenceRequest(
         model_name=message.model_name,
         model_version=message.model_version,
@@ -78,7 +91,7 @@ def decode_request(message: pb.ModelInferRequest) -> tuple[InferenceRequest, boo
     return request, bool(raw)
 
 
-def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor) -> Tensor:
+def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor, max_elements: int) -> Tensor:
     numpy_dtype(tensor.datatype)  # a clear error for an unknown datatype first
     field = CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
@@ -90,7 +103,7 @@ def _from_contents(tensor: pb.ModelInferRequest.InferInputTensor) -> Tensor:
         if misplaced:
             raise InvalidRequestError(f"input {tensor.name!r} is {tensor.datatype}, whose values go in "
                                       f"contents.{field}; got values in contents.{misplaced[0]}")
-    return from_values(tensor.name, tensor.datatype, tensor.shape, values)
+    return from_values(tensor.name, tensor.datatype, tensor.shape, values, max_elements=max_elements)
 
 
 def encode_response(response: InferenceResponse, *, raw: bool) -> pb.ModelInferResponse:

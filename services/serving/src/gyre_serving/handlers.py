@@ -26,7 +26,7 @@ from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, Mode
 from gyre_serving.domain.events import ServedBatch, new_event_id, prediction_ids
 from gyre_serving.domain.model import LoadedModel, ModelSource, Prediction
 from gyre_serving.domain.signature import TensorSpec
-from gyre_serving.domain.tensors import Tensor
+from gyre_serving.domain.tensors import DEFAULT_MAX_ELEMENTS, Tensor
 from gyre_serving.repository import ModelRepository
 from gyre_serving.traffic import TrafficSplit, canary
 
@@ -119,6 +119,8 @@ class DataPlane:
         server_name, server_version: what ServerMetadata reports.
         ready: whether the service is ready (the runner's readiness).
         max_batch_rows: most rows per request.
+        max_tensor_elements: most elements one input tensor may hold; the transports check it
+            (with the rest of the shape) while decoding, before anything is allocated.
         challengers: the challenger versions (the challenger alias), for traffic splits; a request
             naming a challenger's version number is answered by it.
         traffic: model name (or ``*``) -> its split; none: the challenger gets no traffic.
@@ -127,7 +129,8 @@ class DataPlane:
 
     def __init__(self, repository: ModelRepository, events: EventSink, *, server_name: str,
                  server_version: str, ready: Callable[[], bool], max_batch_rows: int,
-                 challengers: ModelRepository | None = None, traffic: Mapping[str, TrafficSplit] | None = None,
+                 max_tensor_elements: int = DEFAULT_MAX_ELEMENTS, challengers: ModelRepository | None = None,
+                 traffic: Mapping[str, TrafficSplit] | None = None,
                  batching: Mapping[str, BatchingPolicy] | None = None) -> None:
         self.repository = repository
         self.challengers = challengers
@@ -135,6 +138,7 @@ class DataPlane:
         self._metadata = ServerMetadata(server_name, server_version)
         self._ready = ready
         self.max_batch_rows = max_batch_rows
+        self.max_tensor_elements = max_tensor_elements
         self._traffic = dict(traffic or {})
         self._batching = dict(batching or {})
         self._batchers: dict[str, AdaptiveBatcher] = {}

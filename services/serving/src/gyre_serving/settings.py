@@ -91,6 +91,12 @@ class ServingSettings(ServiceSettings):
     max_batch_rows: int = Field(default=10_000, ge=1)
     """Most rows one inference request may carry; more is refused (gRPC RESOURCE_EXHAUSTED, HTTP 413)."""
 
+    max_tensor_elements: int = Field(default=1 << 24, ge=1)
+    """Most elements one input tensor may hold (16,777,216 by default). Every input's shape is
+    checked while the request is decoded, before anything is allocated: a negative dimension, more
+    than 32 dimensions, or more elements than this (dimensions of 0 counted as 1, so `[0, 2**62]`
+    is refused too) answers gRPC INVALID_ARGUMENT / HTTP 400."""
+
     event_queue_rows: int = Field(default=50_000, ge=1)
     """Capacity, in predictions, of the in-memory buffer of inference events waiting for the broker;
     when it is full new events are dropped and counted, never blocking a prediction."""
@@ -100,7 +106,12 @@ class ServingSettings(ServiceSettings):
 
     max_request_bytes: int = Field(default=16 << 20, ge=1024)
     """Largest REST request body, in bytes; larger is refused with 413. gRPC messages are limited by
-    gRPC's own 4 MiB default (RESOURCE_EXHAUSTED)."""
+    `grpc_max_receive_message_bytes` (RESOURCE_EXHAUSTED)."""
+
+    http_max_body_bytes: int = Field(default=16 << 20, ge=0)
+    """Largest HTTP request body in bytes for every serving route, checked before `max_request_bytes`
+    (which the inference routes apply themselves): 16 MiB here, 4 MiB in the other services. Raise
+    both together."""
 
     batching: dict[str, BatchingPolicySetting] = Field(default_factory=dict)
     """Adaptive batching per model, JSON: `{"<model>": {"max_batch_rows": 64, "max_wait_ms": 2}}`;

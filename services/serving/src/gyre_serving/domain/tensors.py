@@ -15,6 +15,7 @@ what was expected.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,32 +97,62 @@ class Tensor:
         return tuple(int(d) for d in self.data.shape)
 
 
-def check_shape(name: str, shape: Sequence[int], max_elements: int | None = None) -> tuple[int, ...]:
-    """Validate a request tensor's shape: at least one dimension, none negative.
+MAX_DIMENSIONS = 32
+"""Most dimensions a request tensor may have (numpy's own limit is 64; no model here takes more)."""
+
+DEFAULT_MAX_ELEMENTS = 1 << 24
+"""Most elements one request tensor may hold unless the caller says otherwise (16,777,216: 128 MiB
+of FP64; serving's setting ``max_tensor_elements`` overrides it)."""
+
+
+def check_shape(name: str, shape: Sequence[int], max_elements: int = DEFAULT_MAX_ELEMENTS) -> tuple[int, ...]:
+    """Validate a request tensor's shape before anything is allocated for it.
+
+    The shape must have 1 to :data:`MAX_DIMENSIONS` dimensions, none negative, and describe at most
+    ``max_elements`` elements. A zero dimension does not excuse the others: numpy refuses a shape
+    whose other dimensions overflow (``[0, 2**62]``), so the product is taken with zeros counted as
+    ones. Python integers never overflow, so the product is exact however large the dimensions.
 
     Args:
-        max_elements: most elements allowed, if any.
+        max_elements: most elements allowed.
+
+    Returns:
+        The dimensions as Python ints.
 
     Raises:
-        InvalidRequestError: an empty or negative shape, or too many elements.
+        InvalidRequestError: an empty, too deep or negative shape, or too many elements.
     """
-    dims = tuple(int(d) for d in shape)
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise InvalidRequestError(f"input {name!r}: shape {list(shape)!r} must be a list of integers") from None
     if not dims:
         raise InvalidRequestError(f"input {name!r} has no shape; expected e.g. [batch, n_features] or [batch]")
+    if len(dims) > MAX_DIMENSIONS:
+        raise InvalidRequestError(f"input {name!r} has {len(dims)} dimensions; at most {MAX_DIMENSIONS}")
     if any(d < 0 for d in dims):
         raise InvalidRequestError(f"input {name!r} has shape {list(dims)}; every dimension must be >= 0")
-    if max_elements is not None and math.prod(dims) > max_elements:
-        raise InvalidRequestError(f"input {name!r} has {math.prod(dims)} elements; at most {max_elements} allowed")
+    bound = math.prod(max(d, 1) for d in dims)
+    if bound > max_elements:
+        count = math.prod(dims)
+        what = f"{count} elements" if count else "no elements but dimensions that multiply to " + str(bound)
+        raise InvalidRequestError(f"input {name!r} has shape {list(dims)} ({what}); a tensor may hold at most "
+                                  f"{max_elements} elements")
     return dims
 
 
-def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> Tensor:
+def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes, *,
+             max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
     """Decode raw little-endian bytes (see the module docstring) into a tensor of ``shape``.
 
+    The shape is checked (:func:`check_shape`) and the byte count compared with it before any
+    array is made.
+
     Raises:
-        InvalidRequestError: unknown datatype, bad shape, or a byte count that does not fit.
+        InvalidRequestError: unknown datatype, bad shape, more than ``max_elements`` elements, or a
+            byte count that does not fit.
     """
-    dims = check_shape(name, shape)
+    dims = check_shape(name, shape, max_elements)
     dtype = numpy_dtype(datatype)
     count = math.prod(dims)
     if datatype == "BYTES":
@@ -164,15 +195,19 @@ def _split_bytes(name: str, raw: bytes) -> list[bytes]:
 _ACCEPTED_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf", "O": "USO"}
 
 
-def from_values(name: str, datatype: str, shape: Sequence[int], values: Any) -> Tensor:
+def from_values(name: str, datatype: str, shape: Sequence[int], values: Any, *,
+                max_elements: int = DEFAULT_MAX_ELEMENTS) -> Tensor:
     """Build a tensor of ``shape`` from Python values: a flat sequence (gRPC typed contents) or
     nested lists (REST JSON ``data``). BYTES values may be ``bytes`` or ``str`` (UTF-8 encoded).
 
+    The shape is checked (:func:`check_shape`) before the values are converted.
+
     Raises:
-        InvalidRequestError: unknown datatype, bad shape, element count or value types that do not
-            match ``datatype`` (e.g. floats for INT64, strings for FP32, ragged nesting).
+        InvalidRequestError: unknown datatype, bad shape, more than ``max_elements`` elements,
+            element count or value types that do not match ``datatype`` (e.g. floats for INT64,
+            strings for FP32, ragged nesting).
     """
-    dims = check_shape(name, shape)
+    dims = check_shape(name, shape, max_elements)
     dtype = numpy_dtype(datatype)
     count = math.prod(dims)
     try:
