@@ -8,8 +8,19 @@ Anything that changed after the positions were fixed arrives as an event and is 
 snapshot, so a restart never depends on replaying the topic. The snapshot is re-read every
 ``resync_interval_s`` to heal events missed while the broker was away.
 
-Records that cannot be decoded are logged, counted (``gyre_serving_registry_events{outcome=
-"undecodable"}``) and skipped: serving has no business dead-lettering the registry's events.
+Nothing a record holds can stop the follower (serving has no business dead-lettering the
+registry's events); each record ends in one ``gyre_serving_registry_events{outcome}``:
+
+* ``undecodable``: not a ``RegistryEvent`` (bad payload, headers, content type, or a decoder bug);
+* ``invalid``: decoded, but naming no model, a version below 1, or an artifact sha256 that is
+  not 64 hex digits;
+* ``failed``: applying it raised (a bug, or the registry lookup failed);
+* ``applied`` / ``ignored``: it concerned what this replica serves, or not. A version that cannot
+  be loaded (missing artifact, sha256 mismatch, not a model) is ``applied`` here and refused by
+  the :class:`ModelManager`, which counts it in ``gyre_serving_model_loads{outcome}``.
+
+In every case but ``applied`` the version already served keeps serving. Errors while reading
+the topic or applying the registry's snapshot are logged and retried with back-off.
 """
 
 from __future__ import annotations
@@ -88,6 +99,11 @@ class RegistryEventsFollower:
                     log.warning("reading %s failed, backing off: %r", self.topic, exc)
                     await asyncio.sleep(self._delay(failures))
                     continue
+                except Exception:  # not the broker's usual failures: log it whole, but keep following
+                    failures += 1
+                    log.exception("reading %s failed unexpectedly, backing off", self.topic)
+                    await asyncio.sleep(self._delay(failures))
+                    continue
                 for partition in sorted(batch, key=lambda tp: tp.partition):
                     for record in batch[partition]:
                         await self._handle(record)
@@ -143,28 +159,58 @@ class RegistryEventsFollower:
             log.warning("cannot read the registry's aliases (%s); retrying, following events meanwhile",
                         _short(exc))
             return self._retry_delay_s * 4
-        await self.manager.sync(snapshot, complete=self._complete)
+        try:
+            await self.manager.sync(snapshot, complete=self._complete)
+        except Exception:  # a bug on one model must not stop the following of the others
+            log.exception("applying the registry's aliases failed; retrying, following events meanwhile")
+            return self._retry_delay_s * 4
         if not self.synced:
             log.info("registry state applied (alias %r)", self.manager.alias)
         self.synced = True
         return self._resync_s if self._resync_s > 0 else math.inf
 
     async def _handle(self, record: ConsumerRecord) -> None:
+        """Apply one record; never raises (see the module docstring for what is counted how)."""
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
         try:
             envelope = decode_record(record, self.kafka.topic_prefix)
-        except EventDecodeError as exc:
+            event = envelope.message
+            if not isinstance(event, events_pb2.RegistryEvent):
+                raise EventDecodeError("type_mismatch", f"{type(event).__name__}, not a RegistryEvent")
+        except Exception as exc:  # EventDecodeError, or a decoder bug: the record is unusable either way
             metrics.REGISTRY_EVENTS.labels("undecodable").inc()
-            log.error("skipping undecodable record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            log.error("skipping undecodable record %s: %s", where, exc)
             return
-        event = envelope.message
-        assert isinstance(event, events_pb2.RegistryEvent)
+        problem = event_problem(event)
+        if problem is not None:
+            metrics.REGISTRY_EVENTS.labels("invalid").inc()
+            log.error("skipping registry event %s (%s): %s; keeping what is served", envelope.ce_id, where, problem)
+            return
         try:
             applied = await self.manager.apply_event(event)
         except Exception:  # a bug on one event must not stop the following of the others
             metrics.REGISTRY_EVENTS.labels("failed").inc()
-            log.exception("applying registry event %s failed", envelope.ce_id)
+            log.exception("applying registry event %s (%s) failed; keeping what is served", envelope.ce_id, where)
             return
         metrics.REGISTRY_EVENTS.labels("applied" if applied else "ignored").inc()
+
+
+_VERSIONED = frozenset({events_pb2.REGISTRY_EVENT_KIND_VERSION_CREATED, events_pb2.REGISTRY_EVENT_KIND_ALIAS_SET,
+                        events_pb2.REGISTRY_EVENT_KIND_VERSION_ARCHIVED})
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def event_problem(event: events_pb2.RegistryEvent) -> str | None:
+    """Why ``event`` cannot be about anything serving could load, or None when it may be."""
+    if not event.model_name:
+        return "it names no model"
+    if event.kind in _VERSIONED and event.version < 1:
+        return f"version {event.version} of {event.model_name!r}: versions start at 1"
+    sha256 = event.artifact.sha256 if event.HasField("artifact") else ""
+    # An empty sha256 is left to the loader, which refuses to load what it cannot verify.
+    if sha256 and not (len(sha256) == 64 and set(sha256) <= _HEX):
+        return f"the artifact's sha256 {sha256[:80]!r} is not 64 hex digits"
+    return None
 
 
 def _short(exc: BaseException) -> str:
