@@ -15,17 +15,21 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 from support.kafka import fast_kafka
 from support.services import fast_settings, running
 from support.waiting import wait_until
 
+from gyre_cli.main import run as gyre
 from gyre_common import topics
+from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Consumer, DeadLetter, Envelope, Publisher, SeenEvents, ensure_topics
 from gyre_common.bus.headers import dead_letter_headers
 from gyre_common.deadletters import REPLAYED_FROM, DeadLetterTools, mount_dead_letter_routes, replay_group
@@ -33,6 +37,10 @@ from gyre_common.runner import ServiceContext, ServiceRunner
 from gyre_common.service import ServiceSpec
 from gyre_common.settings import KafkaSettings, ServiceSettings
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
+from gyre_trainer.bootstrap import Dependencies, wire
+from gyre_trainer.service import SPEC as TRAINER
+from gyre_trainer.settings import TrainerSettings
+from gyre_trainer.testing import FakeModelRegistry, FakeRunLogger, FakeTrainingDataSource
 
 pytestmark = pytest.mark.integration
 
@@ -293,3 +301,71 @@ async def test_http_validation(service: Running, unique: str) -> None:
     # an empty topic replays nothing
     code, body = await status("POST", f"{base}/replay")
     assert code == 200 and body["replayed"] == 0
+
+
+@deadline
+async def test_trainer_serves_its_dead_letters_and_the_cli_replays(
+        bootstrap_servers: str, database_url: str, unique: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A real service (the trainer, wired by its own ``wire``) answers for its group's dead letters;
+    replay needs its token; ``gyre dlq`` finds, shows and replays the same record on the broker."""
+    kafka = fast_kafka(bootstrap_servers, f"t{unique}.", default_partitions=1)
+    settings = TrainerSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
+                               consumer_group=f"trainer-{unique}", auth_tokens=SecretStr("ops:s3cret"))
+    deps = Dependencies(source=FakeTrainingDataSource({}), runs=FakeRunLogger(), registry=FakeModelRegistry(),
+                        artifacts=LocalArtifactStore(tmp_path / "artifacts"))
+    consumers: list[Consumer] = []
+
+    async def build(ctx: ServiceContext) -> None:
+        await wire(ctx, deps)
+        consumers.extend(task for _, task in ctx.tasks if isinstance(task, Consumer))
+
+    async with running(TRAINER, build, settings, kafka=kafka, database_url=database_url) as runner, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{runner.http_port}", timeout=30) as http:
+        [consumer] = consumers
+        await consumer.wait_assigned()
+        dlq = consumer.dead_letter_topic
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+        await producer.start()
+        try:  # not protobuf, not JSON: a poison record
+            await producer.send_and_wait(f"{kafka.topic_prefix}{topics.TRAINING_REQUESTS}", b"\xff\x00garbage",
+                                         key=b"m", headers=[("content-type", b"application/protobuf")])
+        finally:
+            await producer.stop()
+        await wait_until(lambda: dead_letter_count(http), what="the poison record dead-lettered by the trainer")
+
+        listed = (await http.get("/api/v1/dead-letters")).json()["dead_letters"]
+        assert [(t["topic"], t["count"]) for t in listed] == [(dlq, 1)]
+        shown = (await http.get(f"/api/v1/dead-letters/{dlq}/0/0")).json()
+        assert shown["reason"] == "decode_error"
+        assert shown["payload"]["encoding"] == "base64"
+        assert shown["payload"]["event_type"] == "gyre.events.v1.TrainingRequest"
+        assert "invalid protobuf" in shown["payload"]["decode_error"]
+        refused = await http.post(f"/api/v1/dead-letters/{dlq}/replay")
+        assert refused.status_code == 401
+
+        env = ["--bootstrap-servers", bootstrap_servers, "--topic-prefix", kafka.topic_prefix]
+        capsys.readouterr()
+        assert await asyncio.to_thread(gyre, ["dlq", *env, "--output", "json", "list"]) == 0
+        topics_out = json.loads(capsys.readouterr().out)["dead_letters"]
+        assert (dlq, 1) in [(t["topic"], t["count"]) for t in topics_out]
+        assert await asyncio.to_thread(gyre, ["dlq", *env, "show", dlq, "0", "0"]) == 0
+        text = capsys.readouterr().out
+        assert "gyre_dlq_reason: decode_error" in text and "payload (base64" in text
+        assert await asyncio.to_thread(gyre, ["dlq", *env, "show", dlq, "0", "9"]) == 2
+        assert "no record at offset 9" in capsys.readouterr().err
+        assert await asyncio.to_thread(gyre, ["dlq", *env, "list", f"{kafka.topic_prefix}x.events"]) == 2
+
+        # still poison: replayed once, dead-lettered again, and a second replay resends nothing new
+        assert await asyncio.to_thread(gyre, ["dlq", *env, "--output", "json", "replay", dlq]) == 0
+        assert json.loads(capsys.readouterr().out)["replayed"] == 1
+        await wait_until(lambda: _count_is(http, 2), what="the replayed poison record dead-lettered again")
+        replayed_again = await http.post(f"/api/v1/dead-letters/{dlq}/replay", json={"to_offset": 0},
+                                         headers={"authorization": "Bearer s3cret"})
+        assert replayed_again.status_code == 200 and replayed_again.json()["replayed"] == 0
+        page = (await http.get(f"/api/v1/dead-letters/{dlq}", params={"partition": 0, "offset": 1})).json()
+        assert [r["replayed_from"] for r in page["records"]] == [f"{dlq}/0/0"]
+
+
+async def _count_is(http: httpx.AsyncClient, count: int) -> bool:
+    return await dead_letter_count(http) == count

@@ -9,6 +9,9 @@ twice.
 Environment: ``GYRE_TRAINER_ADDRESS`` (host:port of the trainer's gRPC API, default
 ``127.0.0.1:7301``) and ``GYRE_TOKEN`` (bearer token, when the trainer requires one).
 
+``gyre dlq list|show|replay`` looks at and replays dead letters on the Kafka broker
+(:mod:`gyre_cli.dlq` has its environment and exit codes).
+
 Exit codes: 0 queued (or, with ``--wait``, succeeded); 1 the job failed; 2 bad arguments or the
 trainer refused the request; 3 the trainer could not be reached or ``--wait`` timed out.
 """
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import json_format
 
+from gyre_cli import dlq
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
@@ -76,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     job = commands.add_parser("job", help="show one training job")
     job.add_argument("job_id", help="job id (as printed by `gyre train`)")
+
+    dlq.add_parser(commands)
     return parser
 
 
@@ -118,6 +124,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run ``gyre`` with ``argv``; the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "dlq":
+        return dlq.run(args)
     metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     with grpc.insecure_channel(args.trainer) as channel:
         stub = pb_grpc.TrainerServiceStub(channel)

@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, ensure_topics
+from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
 from gyre_common.topics import FEEDBACK_EVENTS, INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
@@ -81,4 +82,5 @@ def bootstrap(ctx: ServiceContext) -> None:
                  name="inference-consumer")
     ctx.add_task(consumer(settings.feedback_consumer_group, FEEDBACK_EVENTS,
                           handler=FeedbackEventsAdapter(handlers)), name="feedback-consumer")
+    mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the three consumers' groups
 

@@ -6,6 +6,7 @@ import logging
 
 from gyre_common.artifacts import ArtifactSettings, LocalArtifactStore
 from gyre_common.bus import Consumer, Publisher, ensure_topics
+from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
@@ -66,3 +67,4 @@ def bootstrap(ctx: ServiceContext) -> None:
     ctx.add_task(Consumer(ctx.kafka, group=settings.consumer_group, topics=[INFERENCE_EVENTS],
                           service=ctx.spec.name, batch_handler=InferenceEventsAdapter(handlers)),
                  name="inference-consumer")
+    mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for both consumers' groups

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import cast
 
 from gyre_common.artifacts import ArtifactSettings
+from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2_grpc as pb_grpc
@@ -51,3 +52,4 @@ async def bootstrap(ctx: ServiceContext) -> None:
     ctx.add_servicer(pb_grpc.add_TrackingServiceServicer_to_server, TrackingServicer(handlers), name=SERVICE_NAME)
     if settings.consume_events:
         ctx.add_task(TrackingEventsConsumer(handlers, ctx.kafka, settings.consumer_group), name="tracking-ingester")
+    mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the consumer's group

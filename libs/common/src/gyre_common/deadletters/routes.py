@@ -13,14 +13,18 @@ A topic that is not one of this service's groups' dead-letter topics answers 404
 on the broker. Bad parameters answer 422 (type, range: FastAPI's validation) or 400 (a combination,
 e.g. ``offset`` without ``partition``), a missing topic/partition/offset 404, a broker that does not
 answer 503. Wired by :func:`mount_dead_letter_routes` in each consuming service's bootstrap.
+
+Authentication: a service that authenticates its own writes passes ``authorize`` (called with the
+``authorization`` header before a replay; it raises :class:`~gyre_common.errors.Unauthenticated`
+for 401); Gyre has no shared token scheme yet, so the reads follow the service's other reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gyre_common.bus.consumer import Consumer
@@ -45,8 +49,14 @@ class ReplayRequest(BaseModel):
     to_offset: int | None = Field(default=None, ge=0, description="last offset, inclusive (default: the end now)")
 
 
-def dead_letter_router(tools: DeadLetterTools, groups: Iterable[str]) -> APIRouter:
-    """The routes above for the dead-letter topics of ``groups`` (consumer groups without prefix)."""
+Authorize = Callable[[str | None], object]
+"""Checks an ``authorization`` header value; raises (e.g. :class:`~gyre_common.errors.Unauthenticated`) to refuse."""
+
+
+def dead_letter_router(tools: DeadLetterTools, groups: Iterable[str], *,
+                       authorize: Authorize | None = None) -> APIRouter:
+    """The routes above for the dead-letter topics of ``groups`` (consumer groups without prefix);
+    ``authorize`` guards replay."""
     own = sorted({tools.topic_of(group) for group in groups})
     router = APIRouter(prefix=PREFIX, tags=["dead letters"])
 
@@ -77,7 +87,10 @@ def dead_letter_router(tools: DeadLetterTools, groups: Iterable[str]) -> APIRout
         return record_json(record, tools.prefix)
 
     @router.post("/{topic}/replay")
-    async def replay(topic: str, request: Annotated[ReplayRequest | None, Body()] = None) -> dict[str, Any]:
+    async def replay(topic: str, request: Annotated[ReplayRequest | None, Body()] = None,
+                     authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        if authorize is not None:
+            authorize(authorization)
         wanted = request or ReplayRequest()
         result = await tools.replay(check(topic), partition=wanted.partition, from_offset=wanted.from_offset,
                                     to_offset=wanted.to_offset)
@@ -92,12 +105,12 @@ def consumer_groups(tasks: Sequence[tuple[str, object]]) -> list[str]:
     return list(dict.fromkeys(groups))
 
 
-def mount_dead_letter_routes(ctx: ServiceContext) -> list[str]:
+def mount_dead_letter_routes(ctx: ServiceContext, *, authorize: Authorize | None = None) -> list[str]:
     """Add the dead-letter routes for every bus :class:`~gyre_common.bus.Consumer` the service has
     added with ``ctx.add_task`` so far (call it last in ``bootstrap``). Returns the groups; adds
-    nothing when there are none."""
+    nothing when there are none. ``authorize`` guards replay (see the module docstring)."""
     groups = consumer_groups(ctx.tasks)
     if groups:
         tools = DeadLetterTools(ctx.kafka, client_id=f"{ctx.kafka.client_id}-{ctx.spec.name}-dlq")
-        ctx.app.include_router(dead_letter_router(tools, groups))
+        ctx.app.include_router(dead_letter_router(tools, groups, authorize=authorize))
     return groups
