@@ -209,7 +209,7 @@ async def test_handler_failing_every_time_is_dead_lettered_with_its_error(
         nonlocal attempts
         attempts += 1
         if env.message.entity_id == "bad":
-            raise ValueError("cannot handle bad")
+            raise RuntimeError("cannot handle bad")  # an unknown failure: bounded retries
 
     await publisher.publish(FEATURES_EVENTS, feature("bad"), key="same")
     await publisher.publish(FEATURES_EVENTS, feature("good"), key="same")
@@ -222,6 +222,29 @@ async def test_handler_failing_every_time_is_dead_lettered_with_its_error(
     assert b"cannot handle bad" in headers["gyre_dlq_error"]
     assert headers["gyre_dlq_attempts"] == str(settings.max_retries + 1).encode()
     assert ev.FeatureEvent.FromString(dead.value).entity_id == "bad"
+
+
+async def test_invalid_content_is_dead_lettered_at_once_without_retries(
+    settings: KafkaSettings, publisher: Publisher
+) -> None:
+    calls: list[str] = []
+
+    async def validating(env: Envelope) -> None:
+        calls.append(env.message.entity_id)
+        if env.message.entity_id == "bad":
+            raise ValueError("x must be positive")  # permanent: retrying cannot help
+
+    await publisher.publish(FEATURES_EVENTS, feature("bad"), key="same")
+    await publisher.publish(FEATURES_EVENTS, feature("good"), key="same")
+    async with Consumer(settings, group="g", topics=[FEATURES_EVENTS], service="t", handler=validating) as consumer:
+        await wait_until(lambda: consumer.stats.handled == 1 and consumer.stats.dead_lettered == 1, what="results")
+        assert consumer.stats.retries == 0
+    assert calls == ["bad", "good"]
+    [dead] = await read_topic(settings, dead_letter_topic("g", settings.topic_prefix), 1)
+    headers = dict(dead.headers)
+    assert headers["gyre_dlq_reason"] == b"invalid_content"
+    assert headers["gyre_dlq_error"] == b"ValueError: x must be positive"
+    assert headers["gyre_dlq_attempts"] == b"1"
 
 
 async def test_batch_handler_gets_batches_and_falls_back_to_single_records(

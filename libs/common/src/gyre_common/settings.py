@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +64,11 @@ class KafkaSettings(GyreSettings):
 
     batch_max_records: int = 500
     """Most records a consumer hands to its handler in one batch."""
+
+    consumer_stall_after_s: float = Field(default=60.0, gt=0)
+    """Seconds a consumer may hold records without finishing any (waiting for the database or the
+    broker to come back, retrying) before the service reports not ready; the time is exported as
+    `gyre_bus_consumer_stalled_seconds`."""
 
     linger_ms: int = 5
     """How long the producer waits to fill a batch before sending, in milliseconds."""

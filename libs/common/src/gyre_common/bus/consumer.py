@@ -7,7 +7,15 @@ loss; handlers must therefore be idempotent (see :mod:`gyre_common.bus.idempoten
 Lifecycle: :meth:`Consumer.start` returns at once and runs everything in a background task, which
 connects (retrying with capped back-off while the broker is unreachable), joins the group and
 polls; :meth:`Consumer.stop` finishes the in-flight batch, commits and leaves. So a consumer is a
-runner background component as it is: ``ctx.add_task(consumer)``.
+runner background component as it is: ``ctx.add_task(consumer)``; :func:`add_consumer` also adds
+its progress to the service's readiness.
+
+Failures are sorted by :func:`gyre_common.bus.failures.classify_failure`: transient ones (the
+database or broker away) are waited out with back-off, for as long as it takes, never dead-lettered;
+permanent ones (invalid content) are dead-lettered at once; unknown ones get bounded retries, then
+the dead-letter topic. A failing batch is split in halves until the failing record is alone, so one
+record never holds back the others. While records wait without progress the stall clock runs
+(``gyre_bus_consumer_stalled_seconds``); past ``consumer_stall_after_s`` readiness says not ready.
 """
 
 from __future__ import annotations
@@ -15,25 +23,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from opentelemetry import trace
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import TracerProvider
 
 from gyre_common.bus import tracing
 from gyre_common.bus.admin import ensure_topics
 from gyre_common.bus.codec import EventDecodeError, topic_spec
-from gyre_common.bus.deadletter import DeadLetter, Rejected
+from gyre_common.bus.deadletter import Rejected
 from gyre_common.bus.envelope import Envelope, decode_record
-from gyre_common.bus.headers import dead_letter_headers
+from gyre_common.bus.failures import Failure, classify_failure, failure_detail, failure_reason
+from gyre_common.bus.headers import DLQ_CUT, DLQ_ERROR_MAX_CHARS, Headers, dead_letter_headers
+from gyre_common.bus.metrics import METER_NAME, BusMetrics, bus_metrics
 from gyre_common.bus.publisher import producer_config
-from gyre_common.bus.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from gyre_common.bus.retry import RetryPolicy
+from gyre_common.health import Check
+from gyre_common.retry import backoff_s
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import dead_letter_topic, full_name
 
@@ -48,22 +69,54 @@ the records it rejects (dead-lettered at once, the rest count as handled)."""
 HANDLER_FAILED = "handler_failed"
 """``gyre_dlq_reason`` of a record whose handler kept failing; decode failures have their own."""
 
-# Wait between attempts when the broker is unreachable, in seconds (doubling, capped).
-_BROKER_BACKOFF_S = (0.2, 5.0)
+# Wait between attempts while the broker is unreachable, in seconds (doubling, capped).
+_BROKER_FIRST_WAIT_S = 0.2
+_BROKER_MAX_WAIT_S = 5.0
+# Longest pause between attempts while a transient failure (database, broker) lasts: short enough
+# that the consumer resumes within seconds of the dependency coming back.
+_TRANSIENT_MAX_WAIT_S = 5.0
+_TRANSIENT_FIRST_WAIT_S = 0.1
+
+DEAD_LETTER_MAX_BYTES = 1_000_000
+"""Largest dead-letter record the consumer sends as it is, in bytes (key + value + headers). Below
+aiokafka's ``max_request_size`` (1 MiB) and Apache Kafka's default ``message.max.bytes``
+(1 MiB + 12 B); a bigger record goes with its value cut (header ``gyre_dlq_cut`` says so)."""
+_MINIMAL_KEY_BYTES = 1024
+"""A key kept in the last-resort dead letter only up to this many bytes."""
 
 
-def _backoff_s(failures: int) -> float:
-    first, ceiling = _BROKER_BACKOFF_S
-    return float(min(first * 2 ** min(max(failures, 1) - 1, 10), ceiling))
+def _broker_backoff_s(failures: int) -> float:
+    return backoff_s(failures, first_s=_BROKER_FIRST_WAIT_S, max_s=_BROKER_MAX_WAIT_S)
+
+
+class _Abandoned(Exception):
+    """Stop was requested while the batch waited; its unfinished records are redelivered later."""
+
+
+class ConsumerStalled(RuntimeError):
+    """Readiness detail of a consumer that made no progress for longer than ``consumer_stall_after_s``."""
 
 
 @dataclass
 class ConsumerStats:
-    """Counters of one consumer since it was made (for metrics and tests)."""
+    """Counters of one consumer since it was made (for metrics and tests).
+
+    Attributes:
+        handled: records whose handler succeeded.
+        retries: repeated handler calls after an unknown failure (bounded by the retry policy).
+        transient_waits: pauses while a transient failure (database or broker away) lasted.
+        splits: failing batches split in two to isolate the failing record.
+        dead_lettered: records sent to the dead-letter topic.
+        dead_letters_cut: of those, records sent with their value cut to fit the size limit.
+        commits, broker_errors, connect_attempts: broker-side work.
+    """
 
     handled: int = 0
     retries: int = 0
+    transient_waits: int = 0
+    splits: int = 0
     dead_lettered: int = 0
+    dead_letters_cut: int = 0
     commits: int = 0
     broker_errors: int = 0
     connect_attempts: int = 0
@@ -79,13 +132,15 @@ class Consumer:
     in a service. While the broker is unreachable the task retries with capped back-off, logging
     one line per attempt; the service keeps running (its broker readiness check says not ready).
 
-    Per record: decode (poison -> dead-letter topic at once), call the handler inside a CONSUMER span
-    parented by the producer's trace context, retry failures ``max_retries`` times with exponential
-    back-off, then dead-letter the original bytes and move on. A handler raising :class:`DeadLetter`
-    (or a batch handler returning :class:`Rejected` records) dead-letters at once, without retries.
-    A failing batch call falls back to one call per record, so one bad record does not sink the
-    batch. Offsets are committed after each batch. Broker errors are logged and retried with
-    back-off; the loop never dies of them.
+    Per record: decode (any failure -> poison -> dead-letter topic at once), call the handler inside
+    a CONSUMER span parented by the producer's trace context, and on failure act on its class
+    (:func:`~gyre_common.bus.failures.classify_failure`): transient -> wait with back-off and call
+    again, indefinitely; permanent (including :class:`DeadLetter`, or :class:`Rejected` records
+    returned by a batch handler) -> dead-letter at once; unknown -> retry ``max_retries`` times with
+    exponential back-off, then dead-letter the original bytes and move on. A batch call failing
+    for a non-transient reason is split in halves, recursively, until the failing record is alone,
+    so one bad record does not sink the batch. Offsets are committed after each batch. Broker
+    errors are logged and retried with back-off; the loop never dies of them.
     """
 
     def __init__(
@@ -101,6 +156,9 @@ class Consumer:
         create_topics: bool = True,
         poll_timeout_ms: int = 200,
         tracer_provider: TracerProvider | None = None,
+        meter: Meter | None = None,
+        stall_after_s: float | None = None,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
         **consumer_options: object,
     ) -> None:
         """
@@ -118,6 +176,12 @@ class Consumer:
             poll_timeout_ms: longest wait for records in one poll; bounds how long :meth:`stop` waits
                 for an idle loop.
             tracer_provider: where spans go; the global provider when omitted.
+            meter: where the bus metrics go (:mod:`gyre_common.bus.metrics`); the global meter
+                provider when omitted (:func:`add_consumer` passes the service's).
+            stall_after_s: seconds without progress on held records before :meth:`check_progress`
+                fails; ``settings.consumer_stall_after_s`` when omitted.
+            dead_letter_max_bytes: largest dead-letter record sent whole, in bytes; bigger ones
+                go with their value cut.
             consumer_options: extra ``AIOKafkaConsumer`` keyword arguments (e.g. session_timeout_ms).
 
         Raises:
@@ -156,6 +220,18 @@ class Consumer:
         self._commit_task: asyncio.Task[None] | None = None
         self._assigned = asyncio.Event()
         self._polling = False
+        self._stall_after_s = stall_after_s if stall_after_s is not None else settings.consumer_stall_after_s
+        self._dead_letter_max_bytes = dead_letter_max_bytes
+        self._metrics: BusMetrics | None = None
+        if meter is not None:
+            self.use_meter(meter)
+        # The stall clock (monotonic seconds): set when records arrive while none were held, moved
+        # on by every finished record, cleared when a batch is done. Not cleared when a batch is
+        # read again after an unexpected error, so being stuck on the same offsets shows.
+        self._holding_since: float | None = None
+        self._last_progress = 0.0
+        self._last_failure = ""
+        self._stuck_at = ""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -178,11 +254,41 @@ class Consumer:
         """Wait until the group gave this member partitions. Raises ``TimeoutError`` after ``within_s``."""
         await asyncio.wait_for(self._assigned.wait(), within_s)
 
+    def use_meter(self, meter: Meter) -> None:
+        """Export this consumer's metrics (stall gauge, dead-letter counter) through ``meter``."""
+        self._metrics = bus_metrics(meter)
+        self._metrics.watch(self)
+
+    def _use_global_meter(self) -> None:
+        self._metrics = bus_metrics(None)
+        self._metrics.watch(self)
+
+    def stalled_s(self) -> float:
+        """Seconds this consumer has held records without finishing any (0 while idle or keeping up)."""
+        if self._holding_since is None:
+            return 0.0
+        return max(0.0, time.monotonic() - max(self._holding_since, self._last_progress))
+
+    async def check_progress(self) -> None:
+        """A readiness check (:data:`gyre_common.health.Check`): passes unless the consumer has held
+        records without progress for longer than ``stall_after_s``.
+
+        Raises:
+            ConsumerStalled: the message says for how long, where, and the last failure seen.
+        """
+        stalled = self.stalled_s()
+        if stalled > self._stall_after_s:
+            where = f" at {self._stuck_at}" if self._stuck_at else ""
+            why = f"; last failure: {self._last_failure}" if self._last_failure else ""
+            raise ConsumerStalled(f"consumer group {self.group_id} made no progress for {stalled:.0f}s{where}{why}")
+
     async def start(self) -> None:
         """Start the background task (connect, join, poll) and return at once; never raises for
         broker trouble. Calling it while running does nothing."""
         if self.running:
             return
+        if self._metrics is None:
+            self._use_global_meter()
         self._stopping.clear()
         self._task = asyncio.create_task(self._main(), name=f"gyre-consumer-{self.group}")
 
@@ -272,7 +378,7 @@ class Consumer:
                 await self._close_clients()
                 failures += 1
                 self.stats.broker_errors += 1
-                delay = _backoff_s(failures)
+                delay = _broker_backoff_s(failures)
                 log.warning("broker %s unreachable, retrying in %.1fs (consumer group %s: %s)",
                             servers, delay, self.group_id, exc)
                 await self._sleep_unless_stopping(delay)
@@ -342,19 +448,23 @@ class Consumer:
                 failures += 1
                 self.stats.broker_errors += 1
                 log.warning("polling %s failed, backing off: %r", self.topics, exc)
-                await self._sleep_unless_stopping(_backoff_s(failures))
+                await self._sleep_unless_stopping(_broker_backoff_s(failures))
                 continue
             if batch:
                 async with self._batch_lock:
                     try:
                         await self._process(batch)
-                    except Exception:
-                        # A bug, not a handler failure (those are caught per record). Go back to the
-                        # first unfinished record so nothing is committed past it, and try again.
+                    except _Abandoned:
+                        self._rewind(consumer, batch)  # stopping: the unfinished records are redelivered
+                    except Exception as exc:
+                        # A bug in the bus, not a handler failure (those are classified per call).
+                        # Go back to the first unfinished record so nothing is committed past it,
+                        # and try again; the stall clock keeps running, so readiness shows it.
                         failures += 1
+                        self._last_failure = failure_detail(exc)[:200]
                         log.exception("consumer %s failed on a batch; it will be read again", self.group_id)
                         self._rewind(consumer, batch)
-                        await self._sleep_unless_stopping(_backoff_s(failures))
+                        await self._sleep_unless_stopping(_broker_backoff_s(failures))
             self._commit_soon()
 
     def _rewind(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -382,6 +492,9 @@ class Consumer:
     # -- processing -------------------------------------------------------------------------
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        now = time.monotonic()
+        if self._holding_since is None:
+            self._holding_since = now
         prefix = self.settings.topic_prefix
         decoded: list[tuple[ConsumerRecord, Envelope | EventDecodeError]] = []
         for records in batch.values():
@@ -390,6 +503,8 @@ class Consumer:
                     decoded.append((record, decode_record(record, prefix)))
                 except EventDecodeError as exc:
                     decoded.append((record, exc))
+                except Exception as exc:  # decode_record wraps everything; this guards the guard
+                    decoded.append((record, EventDecodeError("decode_error", failure_detail(exc))))
         if self._batch_handler is not None:
             good: list[tuple[ConsumerRecord, Envelope]] = []
             poison: list[ConsumerRecord] = []
@@ -401,43 +516,54 @@ class Consumer:
                     poison.append(record)
                 else:
                     good.append((record, item))
-            await self._process_batch(good)
+            await self._run_batch(good)
             for record in poison:
                 self._done(record)
-            return
-        for record, item in decoded:
-            if isinstance(item, EventDecodeError):
-                await self._dead_letter(record, item.reason, item.detail, attempts=0)
-            else:
-                await self._handle_with_retries(record, item)
-            self._done(record)
+        else:
+            for record, item in decoded:
+                if isinstance(item, EventDecodeError):
+                    await self._dead_letter(record, item.reason, item.detail, attempts=0)
+                else:
+                    await self._handle_one(record, item)
+                self._done(record)
+        self._holding_since = None
+        self._last_failure = self._stuck_at = ""
 
-    async def _process_batch(self, decoded: list[tuple[ConsumerRecord, Envelope]]) -> None:
-        if not decoded:
+    async def _run_batch(self, items: list[tuple[ConsumerRecord, Envelope]]) -> None:
+        """One batch-handler call for ``items``; a transient failure is waited out and the same
+        call made again, any other failure splits the batch in halves (each handled the same way)
+        until the failing record is alone, which then gets the per-record treatment."""
+        if not items:
             return
-        envelopes = [env for _, env in decoded]
-        try:
-            rejects = await self._invoke(envelopes)
-        except asyncio.CancelledError:
-            raise
-        except DeadLetter as exc:
-            if len(decoded) != 1:
-                # Which records? Ask one at a time; each single call may dead-letter its record.
-                log.info("batch of %d from %s refused (%r); retrying record by record",
-                         len(envelopes), self.topics, exc)
-                await self._one_by_one(decoded)
+        envelopes = [env for _, env in items]
+        transient = 0
+        while True:
+            try:
+                rejects = await self._invoke(envelopes)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                kind = classify_failure(exc)
+                if kind is Failure.TRANSIENT:
+                    transient += 1
+                    await self._wait_out(exc, transient, items[0][0])
+                    continue
+                if len(items) == 1:
+                    await self._handle_one(items[0][0], items[0][1], first_failure=exc)
+                    self._done(items[0][0])
+                    return
+                self.stats.splits += 1
+                half = len(items) // 2
+                log.info("batch of %d from %s failed (%s); splitting it to find the failing record",
+                         len(items), self.topics, failure_detail(exc)[:200])
+                # Left half first: records of one partition stay in offset order.
+                await self._run_batch(items[:half])
+                await self._run_batch(items[half:])
                 return
-            await self._dead_letter(decoded[0][0], exc.reason, exc.detail, attempts=1)
-            self._done(decoded[0][0])
-            return
-        except Exception as exc:
-            log.warning("batch of %d from %s failed (%r); retrying record by record",
-                        len(envelopes), self.topics, exc)
-            await self._one_by_one(decoded)
-            return
         chosen: list[tuple[ConsumerRecord, Rejected]] = []
         if rejects:
-            records = {(r.topic, r.partition, r.offset): r for r, _ in decoded}
+            records = {(r.topic, r.partition, r.offset): r for r, _ in items}
             for reject in rejects:
                 env = reject.envelope
                 record = records.pop((env.topic, env.partition, env.offset), None)
@@ -449,42 +575,85 @@ class Consumer:
             await asyncio.gather(*(self._dead_letter(record, r.reason, r.detail, attempts=1) for record, r in chosen))
         self.stats.handled += len(envelopes) - len(chosen)
         last: dict[tuple[str, int], ConsumerRecord] = {}
-        for record, _ in decoded:
+        for record, _ in items:
             last[(record.topic, record.partition)] = record  # offsets rise within a partition
         for record in last.values():
             self._done(record)
 
-    async def _one_by_one(self, decoded: list[tuple[ConsumerRecord, Envelope]]) -> None:
-        for record, env in decoded:
-            await self._handle_with_retries(record, env)
-            self._done(record)
+    async def _handle_one(self, record: ConsumerRecord, env: Envelope, *,
+                          first_failure: Exception | None = None) -> None:
+        """Handle one record until it succeeds or is dead-lettered (the caller marks it done).
 
-    async def _handle_with_retries(self, record: ConsumerRecord, env: Envelope) -> None:
-        calls = 0
-        verdict: DeadLetter | None = None
+        ``first_failure`` is the error of a call already made for it alone (a batch split down to
+        this record); it counts as the first attempt.
 
-        async def attempt() -> None:
-            nonlocal calls, verdict
-            calls += 1
-            if calls > 1:
-                self.stats.retries += 1
-            try:
-                rejects = await self._invoke([env])
-            except DeadLetter as exc:
-                verdict = exc  # not an error to retry: the handler's final word
+        Raises:
+            _Abandoned: stop was requested while waiting; the record is not finished.
+        """
+        attempts = 0
+        unknown = 0
+        transient = 0
+        failure = first_failure
+        while True:
+            if failure is None:
+                attempts += 1
+                try:
+                    rejects = await self._invoke([env])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failure = exc
+                else:
+                    if rejects:
+                        await self._dead_letter(record, rejects[0].reason, rejects[0].detail, attempts=attempts)
+                    else:
+                        self.stats.handled += 1
+                    return
+            else:
+                attempts = max(attempts, 1)
+            kind = classify_failure(failure)
+            if kind is Failure.TRANSIENT:
+                transient += 1
+                await self._wait_out(failure, transient, record)
+            elif kind is Failure.PERMANENT:
+                await self._dead_letter(record, failure_reason(failure), failure_detail(failure), attempts=attempts)
                 return
-            if rejects:
-                verdict = DeadLetter(rejects[0].reason, rejects[0].detail)
+            else:
+                unknown += 1
+                transient = 0
+                if unknown >= self._policy.attempts:
+                    await self._dead_letter(record, HANDLER_FAILED, failure_detail(failure), attempts=attempts)
+                    return
+                log.warning("handler for %s[%d]@%d failed (attempt %d of %d), retrying: %s", record.topic,
+                            record.partition, record.offset, unknown, self._policy.attempts, failure_detail(failure))
+                self._note_failure(failure, record)
+                self.stats.retries += 1
+                await self._pause(self._policy.delay_s(unknown))
+            failure = None
 
-        try:
-            await call_with_retries(attempt, self._policy, describe=f"handler for {env.topic}@{env.offset}")
-        except RetriesExhausted as exc:
-            await self._dead_letter(record, HANDLER_FAILED, repr(exc.last), attempts=exc.attempts)
-            return
-        if verdict is not None:
-            await self._dead_letter(record, verdict.reason, verdict.detail, attempts=calls)
-        else:
-            self.stats.handled += 1
+    async def _wait_out(self, exc: BaseException, failures: int, record: ConsumerRecord) -> None:
+        """Pause after a transient failure (back-off, capped at a few seconds); never gives up.
+
+        Raises:
+            _Abandoned: stop was requested meanwhile.
+        """
+        self.stats.transient_waits += 1
+        self._note_failure(exc, record)
+        first = max(self._policy.backoff_ms / 1000.0, _TRANSIENT_FIRST_WAIT_S)
+        delay = backoff_s(failures, first_s=first, max_s=_TRANSIENT_MAX_WAIT_S)
+        if failures == 1 or failures % 20 == 0:
+            log.warning("consumer %s waits for a dependency (%s) at %s; retrying every <= %.1fs, not dead-lettering",
+                        self.group_id, failure_detail(exc)[:300], self._stuck_at, _TRANSIENT_MAX_WAIT_S)
+        await self._pause(delay)
+
+    async def _pause(self, delay_s: float) -> None:
+        await self._sleep_unless_stopping(delay_s)
+        if self._stopping.is_set():
+            raise _Abandoned
+
+    def _note_failure(self, exc: BaseException, record: ConsumerRecord) -> None:
+        self._last_failure = failure_detail(exc)[:300]
+        self._stuck_at = f"{record.topic}[{record.partition}]@{record.offset}"
 
     async def _invoke(self, envelopes: list[Envelope]) -> Sequence[Rejected]:
         """Call the handler in a CONSUMER span; the records a batch handler rejected (or none)."""
@@ -512,11 +681,19 @@ class Consumer:
 
     def _done(self, record: ConsumerRecord) -> None:
         tp = TopicPartition(record.topic, record.partition)
-        # max(): a batch's fallback path may mark records done after later (poison) ones were.
+        # max(): a batch's split path may mark records done after later (poison) ones were.
         self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
+        self._last_progress = time.monotonic()
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, error: str, *, attempts: int) -> None:
-        """Send the original record to the group's dead-letter topic; retried until acknowledged."""
+        """Send the original record to the group's dead-letter topic; retried until acknowledged.
+
+        A record too big for the producer or the broker (``MessageSizeTooLargeError`` and kin, or
+        over ``dead_letter_max_bytes`` before sending) goes with its value cut, and then, if even
+        that is refused, with no value and only the ``gyre_dlq_*`` and CloudEvents headers; header
+        ``gyre_dlq_cut`` says what was cut. If the broker refuses even that, the record is logged
+        and skipped: a size error never loops.
+        """
         producer = self._producer
         assert producer is not None
         headers = dead_letter_headers(
@@ -529,24 +706,62 @@ class Consumer:
             group=self.group_id,
             attempts=attempts,
         )
+        key, value = record.key, record.value
+        original_size = _record_size(key, value, headers)
+        stage = 0
+        if original_size > self._dead_letter_max_bytes:
+            stage = 1
+            key, value, headers = self._cut(record, headers, stage, original_size, "over the size limit")
         failures = 0
         while True:
             try:
-                await producer.send_and_wait(
-                    self.dead_letter_topic, record.value, key=record.key, headers=headers
-                )
+                await producer.send_and_wait(self.dead_letter_topic, value, key=key, headers=headers)
                 break
+            except (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError) as exc:
+                stage += 1
+                if stage > 2:
+                    log.error("dead letter of %s[%d]@%d refused even without its payload (%r); skipped",
+                              record.topic, record.partition, record.offset, exc)
+                    return
+                key, value, headers = self._cut(record, headers, stage, original_size, type(exc).__name__)
             except KafkaError as exc:
                 # Committing past a record that is not safely dead-lettered would lose it.
                 failures += 1
                 self.stats.broker_errors += 1
+                self._note_failure(exc, record)
                 log.error("dead-lettering %s@%d failed, retrying: %r", record.topic, record.offset, exc)
-                await asyncio.sleep(_backoff_s(failures))
+                await asyncio.sleep(_broker_backoff_s(failures))
         self.stats.dead_lettered += 1
+        if stage:
+            self.stats.dead_letters_cut += 1
+        if self._metrics is not None:
+            self._metrics.dead_lettered.add(1, {"group": self.group_id, "reason": reason})
         log.warning(
             "dead-lettered %s[%d]@%d to %s: %s: %s",
-            record.topic, record.partition, record.offset, self.dead_letter_topic, reason, error,
+            record.topic, record.partition, record.offset, self.dead_letter_topic, reason, error[:500],
         )
+
+    def _cut(self, record: ConsumerRecord, headers: Headers, stage: int, original_size: int,
+             why: str) -> tuple[bytes | None, bytes, Headers]:
+        """The dead letter cut down: stage 1 keeps as much of the value as fits, stage 2 keeps no
+        value, the original key only when short, and only the CloudEvents and dead-letter headers."""
+        value = record.value or b""
+        kept = [(k, v) for k, v in headers if k != DLQ_CUT]
+        key = record.key
+        if stage >= 2:
+            kept = [(k, v) for k, v in kept if k.startswith(("gyre_dlq_", "ce_")) or k == "content-type"]
+            kept = [(k, v[:DLQ_ERROR_MAX_CHARS] if v else v) for k, v in kept]
+            if key is not None and len(key) > _MINIMAL_KEY_BYTES:
+                key = key[:_MINIMAL_KEY_BYTES]
+            new_value = b""
+        else:
+            room = self._dead_letter_max_bytes - _record_size(key, b"", kept) - 256
+            new_value = value[:max(room, 0)]
+        note = (f"value cut from {len(value)} to {len(new_value)} bytes ({why}; the whole record was "
+                f"{original_size} bytes); read the original at {record.topic}[{record.partition}]@{record.offset}")
+        kept.append((DLQ_CUT, note.encode()))
+        log.warning("dead letter of %s[%d]@%d: %s", record.topic, record.partition, record.offset, note)
+        return key, new_value, kept
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         consumer = self._consumer
@@ -572,6 +787,30 @@ class Consumer:
                 del self._pending[tp]
 
 
+class ServiceWiring(Protocol):
+    """What :func:`add_consumer` needs of a service's wiring context (the runner's ``ServiceContext``)."""
+
+    def add_task(self, task: Consumer, *, name: str | None = None) -> None: ...
+    def add_check(self, name: str, check: Check) -> None: ...
+
+
+def add_consumer(ctx: ServiceWiring, consumer: Consumer, *, name: str | None = None) -> Consumer:
+    """Run ``consumer`` as a background task of the service and make its progress part of readiness.
+
+    Adds the task (started after the servers, stopped in reverse order, committing on stop), a
+    readiness check ``consumer:<group>`` (:meth:`Consumer.check_progress`: not ready while the
+    consumer holds records without progress for longer than ``consumer_stall_after_s``), and
+    exports the bus metrics through the service's meter when the context has telemetry.
+    Returns ``consumer``.
+    """
+    telemetry = getattr(ctx, "telemetry", None)
+    if telemetry is not None and hasattr(telemetry, "meter"):
+        consumer.use_meter(telemetry.meter(METER_NAME))
+    ctx.add_task(consumer, name=name or f"consumer-{consumer.group}")
+    ctx.add_check(f"consumer:{consumer.group}", consumer.check_progress)
+    return consumer
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Commits what was handled before partitions move, after the in-flight batch finished."""
 
@@ -591,3 +830,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if assigned:
             self.owner._assigned.set()
+
+
+def _record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """Bytes of a record's key, value and headers (what counts against the broker's size limit,
+    give or take a few bytes of framing)."""
+    return (len(key or b"") + len(value or b"")
+            + sum(len(k.encode()) + len(v or b"") + 4 for k, v in headers))

@@ -199,9 +199,21 @@ def decode_record(record: RecordLike, prefix: str) -> Envelope:
 
     Raises:
         EventDecodeError: a poison record: unknown topic, ``ce_type`` not the topic's event type,
-            JSON on a topic that does not allow it, an unsupported content type, or bad payload.
-            ``reason`` says which.
+            JSON on a topic that does not allow it, an unsupported content type, a bad payload or
+            a bad header or timestamp. ``reason`` says which. It is the ONLY exception this
+            raises: whatever else goes wrong while reading a record (an overflowing date, a header
+            of the wrong type, a recursion limit in a JSON parser) is wrapped as ``decode_error``,
+            so one odd record is dead-lettered instead of stopping its consumer.
     """
+    try:
+        return _decode(record, prefix)
+    except EventDecodeError:
+        raise
+    except Exception as exc:
+        raise EventDecodeError("decode_error", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _decode(record: RecordLike, prefix: str) -> Envelope:
     # This runs once per consumed record: bytes are compared before anything is decoded.
     headers = dict(record.headers) if record.headers else {}
     codec = _codec(record.topic, prefix)
@@ -237,10 +249,13 @@ def decode_record(record: RecordLike, prefix: str) -> Envelope:
         # Parsed here (not lazily): a bad ce_time is a poison record, refused before the handler.
         try:
             time = h.parse_time(raw_time.decode("ascii"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, OverflowError, AttributeError, TypeError) as exc:
             raise EventDecodeError("bad_header", f"ce_time {raw_time!r}: {exc}") from None
     else:
         stamp = record.timestamp
-        time = datetime.fromtimestamp(stamp / 1000, UTC) if stamp and stamp > 0 else datetime.now(UTC)
+        try:
+            time = datetime.fromtimestamp(stamp / 1000, UTC) if stamp and stamp > 0 else datetime.now(UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise EventDecodeError("bad_timestamp", f"record timestamp {stamp!r}: {exc}") from None
     return Envelope(message, spec.event_type, time, record.topic, record.partition, record.offset, headers,
                     h.JSON if is_json else h.PROTOBUF, record.key, record.timestamp)

@@ -42,6 +42,8 @@ DLQ_OFFSET = "gyre_dlq_offset"
 DLQ_GROUP = "gyre_dlq_group"
 DLQ_ATTEMPTS = "gyre_dlq_attempts"
 DLQ_TIME = "gyre_dlq_time"
+DLQ_CUT = "gyre_dlq_cut"
+"""Present when a dead letter was too big for the broker: what was cut (value, headers) and why."""
 # Longest error text kept in a dead-letter header; a traceback can be huge and brokers cap record size.
 DLQ_ERROR_MAX_CHARS = 2000
 
@@ -99,12 +101,16 @@ def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp into an aware UTC datetime.
 
     Raises:
-        ValueError: the text is not an RFC 3339 timestamp with an offset.
+        ValueError: the text is not an RFC 3339 timestamp with an offset, or the instant is not
+            representable in UTC (``9999-12-31T23:59:59-23:59`` is past year 9999 there).
     """
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(f"ce_time {text!r} has no UTC offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"ce_time {text!r} is out of range in UTC") from None
 
 
 def media_type(content_type: str | None) -> str | None:

@@ -1,4 +1,9 @@
-"""Bounded retries with exponential back-off for handlers, without any I/O of its own."""
+"""Bounded retries with exponential back-off for handlers, without any I/O of its own.
+
+The curve itself is :func:`gyre_common.retry.backoff_s` (re-exported here), the codebase's only
+back-off; :class:`RetryPolicy` adds how many attempts an *unknown* failure gets before its record
+is dead-lettered (see :mod:`gyre_common.bus.failures` for which failures are retried at all).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from gyre_common.retry import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +45,7 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (1-based): backoff * 2^(retry-1), capped."""
         if retry < 1:
             raise ValueError("retry numbers start at 1")
-        # min() before the power would overflow nothing, but a huge exponent is pointless work.
-        exponent = min(retry - 1, 32)
-        return min(self.backoff_ms * (2**exponent), self.max_backoff_ms) / 1000.0
+        return backoff_s(retry, first_s=self.backoff_ms / 1000.0, max_s=self.max_backoff_ms / 1000.0)
 
     @property
     def attempts(self) -> int:
