@@ -172,7 +172,9 @@ def _text(args: argparse.Namespace, body: dict[str, Any]) -> str:
     if args.dlq_command == "show":
         lines = [f"{body['topic']} partition {body['partition']} offset {body['offset']}  {body['timestamp']}",
                  f"key: {body.get('key')}", "headers:"]
-        lines += [f"  {h['name']}: {h.get('value', '(base64) ' + h.get('value_base64', ''))}" for h in body["headers"]]
+        for h in body["headers"]:
+            value = h["value"] if "value" in h else f"(base64) {h['value_base64']}"
+            lines.append(f"  {h['name']}: " + value.replace("\n", "\n    "))
         payload = body["payload"]
         kind = payload["encoding"] + (f" {payload['event_type']}" if payload.get("event_type") else "")
         lines.append(f"payload ({kind}, {payload['size']} bytes):")
