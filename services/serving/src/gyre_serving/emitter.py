@@ -13,12 +13,18 @@ broker answers again, moving the spool's cursor only after the broker acknowledg
 anything, new events are appended behind it rather than queued, so they are sent in the order
 they were answered. :class:`DroppingOverflow` (no spool, or the spool full or failing) counts the
 events in ``gyre_serving_inference_events_dropped{reason}`` and logs at most every few seconds.
+
+The drainer is supervised: if it fails unexpectedly (a bug, a disk error while reading the spool)
+the failure is logged with its traceback, counted in
+``gyre_serving_inference_event_drainer_restarts``, and the drainer starts again after a back-off
+(doubling from ``reconnect_delay_s`` to 5 s). Requests never notice: they only append to the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -43,6 +49,7 @@ BROKER_ERROR = "broker_error"
 SHUTDOWN = "shutdown"
 BACKLOG = "backlog"
 SPOOL_FULL = "spool_full"
+DISK_FULL = "disk_full"
 SPOOL_ERROR = "spool_error"
 
 
@@ -97,9 +104,10 @@ class DroppingOverflow(EventOverflow):
 class SpoolingOverflow(EventOverflow):
     """Keeps events in a :class:`DiskSpool` until the broker takes them.
 
-    Spilling builds the batch's events and appends them in one write. When the spool is full or
-    the disk fails, the events go to ``fallback`` (dropped and counted as ``spool_full`` /
-    ``spool_error``): a prediction never fails or waits because of the spool.
+    Spilling builds the batch's events and appends them in one write. When the spool is full
+    (``spool_max_bytes``), the disk is full (ENOSPC) or the disk fails otherwise, the events go to
+    ``fallback`` (dropped and counted as ``spool_full`` / ``disk_full`` / ``spool_error``): a
+    prediction never fails or waits because of the spool.
     """
 
     def __init__(self, spool: DiskSpool, fallback: DroppingOverflow | None = None) -> None:
@@ -114,9 +122,12 @@ class SpoolingOverflow(EventOverflow):
         except SpoolFullError:
             self.fallback.spill(batch, SPOOL_FULL)
             return
-        except OSError:
-            log.exception("writing inference events to the spool failed")
-            self.fallback.spill(batch, SPOOL_ERROR)
+        except OSError as exc:
+            metrics.EVENT_SPOOL_ERRORS.labels("write").inc()
+            disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            if not disk_full:
+                log.exception("writing inference events to the spool failed")
+            self.fallback.spill(batch, DISK_FULL if disk_full else SPOOL_ERROR)
             return
         metrics.EVENTS_SPOOLED.labels(reason).inc(batch.rows)
         metrics.EVENT_SPOOL_EVENTS.set(self.spool.pending)
@@ -147,6 +158,8 @@ class EmitterStats:
     drained: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     """Events handed to the overflow, by reason (spooled or dropped, as the overflow decides)."""
+    restarts: int = 0
+    """Times the drainer failed unexpectedly and was restarted."""
 
 
 class InferenceEmitter:
@@ -205,7 +218,7 @@ class InferenceEmitter:
 
     async def start(self) -> None:
         """Start the background drainer (it connects to the broker on its own, retrying)."""
-        self._task = asyncio.create_task(self._run(), name="gyre-serving-inference-events")
+        self._task = asyncio.create_task(self._supervised(), name="gyre-serving-inference-events")
 
     async def stop(self) -> None:
         """Deliver what is queued (bounded by the caller's deadline), then disconnect.
@@ -230,6 +243,26 @@ class InferenceEmitter:
             self.overflow.close()
 
     # -- the drainer ---------------------------------------------------------------------------
+
+    async def _supervised(self) -> None:
+        """Run the drainer; restart it after an unexpected failure (see the module docstring)."""
+        restarts = 0
+        while True:
+            try:
+                await self._run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                restarts += 1
+                self.stats.restarts += 1
+                metrics.EVENT_DRAINER_RESTARTS.inc()
+                if self._stopping:  # stop() spills what is still queued
+                    log.exception("the inference event drainer failed while stopping")
+                    return
+                log.exception("the inference event drainer failed; restarting it (restart %d)", restarts)
+                await self._drop_publisher()
+                await self._backoff(restarts)
 
     async def _run(self) -> None:
         failures = 0
@@ -284,15 +317,27 @@ class InferenceEmitter:
         publisher = await self._connected()
         if publisher is None:
             return False
-        chunk = self.overflow.read(self.batch_rows)
-        if not chunk.events:
-            return True
         try:
-            events = [events_pb2.InferenceEvent.FromString(spooled.payload) for spooled in chunk.events]
-            delivery = await publisher.send_batch(INFERENCE_EVENTS, [
-                (event.prediction_id, event, spooled.ce_id or None)
-                for event, spooled in zip(events, chunk.events, strict=True)])
-            await delivery
+            chunk = self.overflow.read(self.batch_rows)
+        except OSError as exc:
+            metrics.EVENT_SPOOL_ERRORS.labels("read").inc()
+            log.error("reading spooled inference events failed, retrying: %s", exc)
+            return False
+        if not chunk.events:
+            self.overflow.commit(chunk)  # may move past records the spool set aside
+            return True
+        records = []
+        for spooled in chunk.events:
+            try:
+                event = events_pb2.InferenceEvent.FromString(spooled.payload)
+            except Exception as exc:  # sound on disk but not an event: re-sending it would never succeed
+                metrics.EVENT_SPOOL_QUARANTINED.labels("undecodable").inc()
+                log.error("skipping spooled inference event %s: not an InferenceEvent (%s)", spooled.ce_id, exc)
+                continue
+            records.append((event.prediction_id, event, spooled.ce_id or None))
+        try:
+            if records:
+                await (await publisher.send_batch(INFERENCE_EVENTS, records))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -26,7 +26,8 @@ SERVED_VERSION = Gauge("gyre_serving_model_version", "Version being served, by m
 EVENTS_PUBLISHED = Counter("gyre_serving_inference_events_published", "Inference events the broker acknowledged.")
 EVENTS_DROPPED = Counter(
     "gyre_serving_inference_events_dropped",
-    "Inference events dropped, by reason (queue_full, broker_error, shutdown).", ["reason"],
+    "Inference events dropped, by reason (queue_full, broker_error, shutdown, spool_full, disk_full, spool_error).",
+    ["reason"],
 )
 EVENTS_SPOOLED = Counter(
     "gyre_serving_inference_events_spooled",
@@ -35,6 +36,20 @@ EVENTS_SPOOLED = Counter(
 )
 EVENTS_DRAINED = Counter("gyre_serving_inference_events_drained",
                          "Spooled inference events the broker acknowledged.")
+EVENT_SPOOL_ERRORS = Counter(
+    "gyre_serving_inference_event_spool_errors",
+    "Disk trouble of the inference event spool, by operation (short_write, write, rollback, fsync, cursor, "
+    "delete, roll, read, quarantine); none of it fails a prediction.", ["operation"],
+)
+EVENT_SPOOL_QUARANTINED = Counter(
+    "gyre_serving_inference_event_spool_quarantined",
+    "Unsound stretches of the inference event spool set aside in its quarantine folder, by reason "
+    "(crc, truncated, undecodable).", ["reason"],
+)
+EVENT_DRAINER_RESTARTS = Counter(
+    "gyre_serving_inference_event_drainer_restarts",
+    "Times the inference event drainer failed unexpectedly and was restarted.",
+)
 EVENT_SPOOL_EVENTS = Gauge("gyre_serving_inference_event_spool_events",
                            "Inference events in the disk spool waiting for the broker.")
 SHADOW_PREDICTIONS = Counter("gyre_serving_shadow_predictions",
@@ -43,7 +58,8 @@ SHADOW_PREDICTIONS = Counter("gyre_serving_shadow_predictions",
 BATCHES = Counter("gyre_serving_batches", "Combined predict calls of adaptive batching, by model.", ["model"])
 EVENT_QUEUE_ROWS = Gauge("gyre_serving_inference_event_queue_rows", "Inference events waiting for the broker.")
 REGISTRY_EVENTS = Counter(
-    "gyre_serving_registry_events", "registry.events records seen, by outcome (applied, ignored, undecodable).",
+    "gyre_serving_registry_events",
+    "registry.events records seen, by outcome (applied, ignored, undecodable, invalid, failed).",
     ["outcome"],
 )
 
