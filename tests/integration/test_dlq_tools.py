@@ -32,7 +32,14 @@ from gyre_common import topics
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Consumer, DeadLetter, Envelope, Publisher, SeenEvents, ensure_topics
 from gyre_common.bus.headers import dead_letter_headers
-from gyre_common.deadletters import REPLAYED_FROM, DeadLetterTools, mount_dead_letter_routes, replay_group
+from gyre_common.deadletters import (
+    REPLAYED_FROM,
+    DeadLetterTools,
+    dead_letter_router,
+    mount_dead_letter_routes,
+    replay_group,
+)
+from gyre_common.http import create_app
 from gyre_common.runner import ServiceContext, ServiceRunner
 from gyre_common.service import ServiceSpec
 from gyre_common.settings import KafkaSettings, ServiceSettings
@@ -369,3 +376,21 @@ async def test_trainer_serves_its_dead_letters_and_the_cli_replays(
 
 async def _count_is(http: httpx.AsyncClient, count: int) -> bool:
     return await dead_letter_count(http) == count
+
+
+@deadline
+async def test_broker_away_is_503_and_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing listens on port 1: the routes answer 503 (never 500), the CLI exits 3."""
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", request_timeout_ms=2000)
+    app = create_app("dlq-test")
+    app.include_router(dead_letter_router(DeadLetterTools(kafka), ["g"]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        for method, path in [("GET", "/api/v1/dead-letters"), ("GET", "/api/v1/dead-letters/gyre.g.dlq"),
+                             ("GET", "/api/v1/dead-letters/gyre.g.dlq/0/0"),
+                             ("POST", "/api/v1/dead-letters/gyre.g.dlq/replay")]:
+            answer = await http.request(method, path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert "127.0.0.1:1" in answer.json()["detail"]
+    code = await asyncio.to_thread(gyre, ["dlq", "--bootstrap-servers", "127.0.0.1:1", "list"])
+    assert code == 3
+    assert "did not answer" in capsys.readouterr().err
