@@ -12,9 +12,10 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.services import running
 from support.waiting import wait_until
 
-from gyre_common.runner import ServiceContext, ServiceRunner
+from gyre_common.runner import TASK_RESTARTS, RestartPolicy, ServiceContext, ServiceRunner
 from gyre_common.service import ServiceSpec
 from gyre_common.settings import ServiceSettings, TelemetrySettings
 from gyre_common.telemetry import setup_telemetry
@@ -67,21 +68,89 @@ async def test_service_checks_drive_readyz_and_grpc_health() -> None:
         await runner.stop()
 
 
-async def test_a_background_task_that_dies_stops_the_service_with_exit_code_1() -> None:
+def restarts(task: str) -> float:
+    return float(TASK_RESTARTS.labels("inproc", task)._value.get())
+
+
+async def test_a_background_task_that_dies_is_restarted_and_the_service_keeps_running() -> None:
+    calls: list[int] = []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("consumer lost its mind")
+        if len(calls) == 3:
+            return  # ending on its own is a failure too
+        await asyncio.Event().wait()  # the fourth run lives on
+
+    def build(ctx: ServiceContext) -> None:
+        ctx.task_policy = RestartPolicy(first_delay_s=0.01, max_delay_s=0.05, unready_after=10)
+        ctx.add_task(flaky)
+
+    before = restarts("flaky")
+    async with running(SPEC, build, settings()) as runner:
+        assert runner.context is not None
+        await wait_until(lambda: len(calls) == 4, 10, what="three restarts")
+        assert restarts("flaky") == before + 3
+        await wait_until(lambda: runner.context is not None and runner.context.readiness.is_ready, 5)
+        assert not runner._stop_requested.is_set() and runner.exit_code == 0
+
+
+async def test_a_task_that_keeps_dying_makes_the_service_not_ready(caplog: pytest.LogCaptureFixture) -> None:
     async def doomed() -> None:
-        await asyncio.sleep(0.05)
         raise RuntimeError("consumer lost its mind")
 
     def build(ctx: ServiceContext) -> None:
+        ctx.task_policy = RestartPolicy(first_delay_s=0.01, max_delay_s=0.02, unready_after=3)
         ctx.add_task(doomed)
 
-    runner = ServiceRunner(SPEC, build, settings=settings(), telemetry_settings=TelemetrySettings())
-    await runner.start()
-    try:
-        await asyncio.wait_for(runner.wait_stop_requested(), 5)
-        assert runner.exit_code == 1
-    finally:
-        await runner.stop()
+    async with running(SPEC, build, settings()) as runner:
+        assert runner.context is not None
+        readiness = runner.context.readiness
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runner.http_port}") as client:
+            async def failing() -> bool:
+                body = (await client.get("/readyz")).json()
+                return "background-tasks" in body["failing"]
+
+            await wait_until(failing, 10, what="background-tasks failing")
+            detail = (await client.get("/readyz")).json()["checks"]["background-tasks"]["detail"]
+        assert "doomed failed" in detail and "RuntimeError: consumer lost its mind" in detail
+        assert not readiness.is_ready and runner.exit_code == 0 and not runner._stop_requested.is_set()
+    logged = [r for r in caplog.records if r.getMessage().startswith("background task doomed failed")]
+    assert logged and logged[0].exc_info is not None  # with its traceback
+
+
+class Component:
+    """A start()/stop() component whose own task can die (``running`` turns False)."""
+
+    def __init__(self) -> None:
+        self.alive = True
+
+    @property
+    def running(self) -> bool:
+        return self.alive
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_a_component_that_stops_running_makes_the_service_not_ready() -> None:
+    component = Component()
+
+    def build(ctx: ServiceContext) -> None:
+        ctx.add_task(component, name="consumer")
+
+    async with running(SPEC, build, settings()) as runner:
+        assert runner.context is not None
+        readiness = runner.context.readiness
+        await wait_until(lambda: readiness.is_ready, 5, what="ready")
+        component.alive = False
+        await wait_until(lambda: not readiness.is_ready, 5, what="not ready")
+        component.alive = True
+        await wait_until(lambda: readiness.is_ready, 5, what="ready again")
 
 
 def test_add_task_refuses_what_it_cannot_run() -> None:

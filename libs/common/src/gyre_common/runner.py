@@ -22,7 +22,8 @@ Lifecycle (docs/runtime.md has the full story):
 2. structured logging and telemetry;
 3. when ``spec.schema`` is set: the asyncpg pool and the service's migrations;
 4. ``build(ctx)``: the service wires routes, servicers, background tasks and checks;
-5. gRPC and HTTP start listening (port 0 picks a free port), background tasks start, readiness
+5. gRPC and HTTP start listening (port 0 picks a free port), background tasks start (supervised:
+   a dead ``async def`` task is restarted with back-off, see :class:`RestartPolicy`), readiness
    polling starts, and one ``ready`` log line gives the endpoints;
 6. SIGTERM/SIGINT: not ready at once (gRPC NOT_SERVING, ``/readyz`` 503); HTTP and gRPC stop
    accepting and finish in-flight requests; then background tasks stop (consumers commit) in
@@ -49,6 +50,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 from grpc_health.v1 import health_pb2_grpc
+from prometheus_client import Counter
 
 from gyre_common.db import DatabaseUnavailable, MigrationError, create_pool, migrate
 from gyre_common.health import BrokerCheck, Check, Readiness, database_check, grpc_health_servicer
@@ -77,35 +79,92 @@ class Lifecycle(Protocol):
     async def stop(self) -> None: ...
 
 
-class _CoroutineTask:
-    """Adapts ``async def run()`` to :class:`Lifecycle`: started as a task, cancelled at stop.
+TASK_RESTARTS = Counter(
+    "gyre_background_task_restarts",
+    "Background tasks (async functions given to add_task) restarted after they failed or returned on their "
+    "own, by service and task.", ["service", "task"],
+)
 
-    If the coroutine ends or fails on its own while the service runs, the runner shuts down with
-    exit code 1: a background loop that died silently would leave a live but useless process.
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the runner restarts a background ``async def`` task that died (docs/runtime.md).
+
+    Attributes:
+        first_delay_s: wait before the first restart, in seconds; doubles with each failure in a row.
+        max_delay_s: ceiling of one wait, in seconds.
+        healthy_after_s: a run that lasts this long (seconds) ends the run of failures: the back-off
+            starts again from ``first_delay_s`` and the service is ready again.
+        unready_after: failures in a row after which the service reports not ready (readiness check
+            ``background-tasks``), while the task goes on being restarted.
     """
 
-    def __init__(self, name: str, run: Callable[[], Awaitable[None]],
-                 on_exit: Callable[[str, BaseException | None], None]) -> None:
+    first_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    healthy_after_s: float = 60.0
+    unready_after: int = 5
+
+
+class _CoroutineTask:
+    """Adapts ``async def run()`` to :class:`Lifecycle`: run as a supervised task, cancelled at stop.
+
+    If the coroutine raises (or returns) while the service runs, the failure is logged with its
+    traceback, counted in ``gyre_background_task_restarts{service,task}`` and ``run()`` is called
+    again after a back-off (:class:`RestartPolicy`). After ``unready_after`` failures in a row
+    :attr:`healthy` turns False, which the ``background-tasks`` readiness check reports, until a
+    run lasts ``healthy_after_s``. A task is never given up: a live process must keep trying.
+    """
+
+    def __init__(self, name: str, run: Callable[[], Awaitable[None]], service: str, policy: RestartPolicy) -> None:
         self.name = name
         self._run = run
-        self._on_exit = on_exit
+        self._policy = policy
+        self._restarts = TASK_RESTARTS.labels(service, name)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._running_since: float | None = None
+        self.failures = 0
+        """Failures in a row (reset by a run that lasted ``healthy_after_s``)."""
+        self.restarts = 0
+        self.last_error = ""
+
+    @property
+    def healthy(self) -> bool:
+        """False after ``unready_after`` failures in a row, until a run lasts ``healthy_after_s``."""
+        if self.failures < self._policy.unready_after:
+            return True
+        since = self._running_since
+        return since is not None and asyncio.get_running_loop().time() - since >= self._policy.healthy_after_s
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._guarded(), name=self.name)
+        self._task = asyncio.create_task(self._supervise(), name=self.name)
 
-    async def _guarded(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not self._stopping:
-                self._on_exit(self.name, exc)
-            return
-        if not self._stopping:
-            self._on_exit(self.name, None)
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        policy = self._policy
+        while True:
+            self._running_since = started = loop.time()
+            error: Exception | None = None
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+            self._running_since = None
+            if self._stopping:
+                return
+            if loop.time() - started >= policy.healthy_after_s:
+                self.failures = 0
+            self.failures += 1
+            self.restarts += 1
+            self._restarts.inc()
+            self.last_error = f"{type(error).__name__}: {error}" if error is not None else "returned on its own"
+            delay = min(policy.first_delay_s * 2 ** min(self.failures - 1, 30), policy.max_delay_s)
+            log.error("background task %s %s; restarting it in %.1fs (failure %d in a row)", self.name,
+                      "failed" if error is not None else "ended on its own", delay, self.failures,
+                      exc_info=error, extra={"task": self.name, "failures": self.failures})
+            await asyncio.sleep(delay)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -142,7 +201,8 @@ class ServiceContext:
     telemetry: Telemetry
     readiness: Readiness
     tasks: list[tuple[str, Lifecycle]] = field(default_factory=list)
-    _on_task_exit: Callable[[str, BaseException | None], None] = lambda name, exc: None
+    task_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    """How dead ``async def`` tasks are restarted; set it before :meth:`add_task` to change it."""
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -166,14 +226,33 @@ class ServiceContext:
     def add_task(self, task: Lifecycle | Callable[[], Awaitable[None]], *, name: str | None = None) -> None:
         """Run a background component: an object with ``async start()``/``async stop()`` (e.g. a bus
         consumer, which commits its offsets in ``stop()``), or an ``async def`` function run as a
-        task and cancelled at shutdown. Started in order after the servers, stopped in reverse."""
+        task and cancelled at shutdown. Started in order after the servers, stopped in reverse.
+
+        An ``async def`` task that fails or returns is restarted with back-off (:class:`RestartPolicy`);
+        a component supervises its own tasks, and one with a ``running`` attribute that turns False
+        makes the service not ready. Both show in the ``background-tasks`` readiness check.
+        """
         label = name or getattr(task, "__name__", None) or type(task).__name__
         if isinstance(task, Lifecycle):
             self.tasks.append((label, task))
         elif callable(task):
-            self.tasks.append((label, _CoroutineTask(label, task, self._on_task_exit)))
+            self.tasks.append((label, _CoroutineTask(label, task, self.spec.name, self.task_policy)))
         else:
             raise TypeError(f"add_task needs start()/stop() methods or an async function, got {task!r}")
+        if len(self.tasks) == 1:
+            self.readiness.add_check("background-tasks", self._tasks_alive)
+
+    async def _tasks_alive(self) -> None:
+        """Readiness: raises naming the tasks that keep failing and the components not running."""
+        troubled = []
+        for name, task in self.tasks:
+            if isinstance(task, _CoroutineTask):
+                if not task.healthy:
+                    troubled.append(f"{name} failed {task.failures} times in a row (last: {task.last_error})")
+            elif getattr(task, "running", True) is False:
+                troubled.append(f"{name} is not running")
+        if troubled:
+            raise RuntimeError("; ".join(troubled))
 
     def add_check(self, name: str, check: Check) -> None:
         """Add a readiness check: an async callable that passes unless it returns False or raises."""
@@ -285,7 +364,6 @@ class ServiceRunner:
 
         self.context = ctx = ServiceContext(spec, settings, self.kafka, self.database, self._pool, app,
                                             self._grpc, telemetry, readiness)
-        ctx._on_task_exit = self._task_exited
         if self._pool is not None:
             readiness.add_check("database", database_check(self._pool, settings.readiness_timeout_s))
         if spec.consumes or spec.produces:
@@ -343,15 +421,8 @@ class ServiceRunner:
         self._stop_requested.set()
 
     async def wait_stop_requested(self) -> None:
-        """Return once a stop was requested (signal, :meth:`request_stop`, or a dead background task)."""
+        """Return once a stop was requested (signal or :meth:`request_stop`)."""
         await self._stop_requested.wait()
-
-    def _task_exited(self, name: str, exc: BaseException | None) -> None:
-        if exc is None:
-            log.error("background task %s ended on its own; stopping the service", name)
-        else:
-            log.error("background task %s failed; stopping the service", name, exc_info=exc)
-        self.request_stop(1)
 
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), stop; return the exit code."""
