@@ -15,7 +15,7 @@ PYTEST_TMP = --basetemp="$$(mktemp -d -t gyre-pytest-XXXXXX)"
 # The development workspace also installs optional extras, so their code is tested too.
 EDITABLE := $(foreach p,$(filter-out libs/common,$(PACKAGES)),-e $(p)) -e 'libs/common[faust]'
 
-.PHONY: help install up down logs status demo test test-unit test-integration test-e2e generate docs lint typecheck bench clean
+.PHONY: help install up down logs status demo test test-unit test-integration test-e2e test-chaos generate docs lint typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-integration: install ## Integration tests (real Tansu, real PostgreSQL, rea
 
 test-e2e: install ## End-to-end tests: the closed loop with every service as a real process
 	$(PY) -m pytest -q $(PYTEST_TMP) tests/e2e
+
+test-chaos: install ## Chaos tests: kill every service, pause the broker, stop PostgreSQL during the loop (docs/reliability.md)
+	$(PY) -m pytest -q $(PYTEST_TMP) tests/chaos
 
 generate: install ## Generate typed Python code from proto/ into libs/contracts
 	$(PY) scripts/generate_contracts.py
