@@ -299,6 +299,9 @@ async def test_http_validation(service: Running, unique: str) -> None:
     code, body = await status("GET", f"{base}/0/5")
     assert code == 404 and "no record at offset 5" in body["detail"]
     assert (await status("GET", f"{base}/0/-1"))[0] == 422
+    assert (await status("GET", f"{base}/0/{2**64}"))[0] == 422
+    assert (await status("GET", base, params={"partition": 2**31}))[0] == 422
+    assert (await status("POST", f"{base}/replay", json={"to_offset": 2**63}))[0] == 422
     code, body = await status("POST", f"{base}/replay", json={"from_offset": 5, "to_offset": 2})
     assert code == 400 and "after to_offset" in body["detail"]
     assert (await status("POST", f"{base}/replay", json={"partition": -1}))[0] == 422

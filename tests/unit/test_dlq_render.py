@@ -116,6 +116,10 @@ async def test_arguments_are_checked_before_the_broker_is_asked() -> None:
         await tools.replay("gyre.x.dlq", from_offset=4, to_offset=3)
     with pytest.raises(InvalidArgument, match="0 or more"):
         await tools.record("gyre.x.dlq", -1, 0)
+    with pytest.raises(InvalidArgument, match="at most"):
+        await tools.record("gyre.x.dlq", 2**31, 0)
+    with pytest.raises(InvalidArgument, match="at most"):
+        await tools.replay("gyre.x.dlq", to_offset=2**63)
 
 
 def test_consumer_groups_come_from_bus_consumers_only() -> None:

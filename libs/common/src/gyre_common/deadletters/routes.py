@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gyre_common.bus.consumer import Consumer
 from gyre_common.deadletters.render import record_json
-from gyre_common.deadletters.tools import DEFAULT_LIMIT, MAX_LIMIT, DeadLetterTools
+from gyre_common.deadletters.tools import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, MAX_PARTITION, DeadLetterTools
 from gyre_common.errors import NotFound
 
 if TYPE_CHECKING:
@@ -43,10 +43,11 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    partition: int | None = Field(default=None, ge=0, description="only this partition")
-    from_offset: int | None = Field(default=None, ge=0,
+    partition: int | None = Field(default=None, ge=0, le=MAX_PARTITION, description="only this partition")
+    from_offset: int | None = Field(default=None, ge=0, le=MAX_OFFSET,
                                     description="first offset, in each chosen partition (default: replay progress)")
-    to_offset: int | None = Field(default=None, ge=0, description="last offset, inclusive (default: the end now)")
+    to_offset: int | None = Field(default=None, ge=0, le=MAX_OFFSET,
+                                  description="last offset, inclusive (default: the end now)")
 
 
 Authorize = Callable[[str | None], object]
@@ -73,16 +74,16 @@ def dead_letter_router(tools: DeadLetterTools, groups: Iterable[str], *,
     @router.get("/{topic}")
     async def list_records(
         topic: str,
-        partition: Annotated[int | None, Query(ge=0, description="only this partition")] = None,
-        offset: Annotated[int | None, Query(ge=0, description="first offset (needs partition)")] = None,
+        partition: Annotated[int | None, Query(ge=0, le=MAX_PARTITION, description="only this partition")] = None,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="first offset (needs partition)")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="records in the page")] = DEFAULT_LIMIT,
     ) -> dict[str, Any]:
         page = await tools.records(check(topic), partition=partition, offset=offset, limit=limit)
         return page.to_json()
 
     @router.get("/{topic}/{partition}/{offset}")
-    async def show_record(topic: str, partition: Annotated[int, Path(ge=0)],
-                          offset: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
+    async def show_record(topic: str, partition: Annotated[int, Path(ge=0, le=MAX_PARTITION)],
+                          offset: Annotated[int, Path(ge=0, le=MAX_OFFSET)]) -> dict[str, Any]:
         record = await tools.record(check(topic), partition, offset)
         return record_json(record, tools.prefix)
 

@@ -601,10 +601,18 @@ class DeadLetterTools:
         return original, ""
 
 
+MAX_PARTITION = 2**31 - 1
+"""Kafka partitions are int32 and offsets int64: larger numbers are refused, never sent."""
+MAX_OFFSET = 2**63 - 1
+
+
 def _non_negative(**values: int | None) -> None:
     for name, value in values.items():
         if value is not None and value < 0:
             raise InvalidArgument(f"{name} must be 0 or more, got {value}")
+        ceiling = MAX_PARTITION if name == "partition" else MAX_OFFSET
+        if value is not None and value > ceiling:
+            raise InvalidArgument(f"{name} must be at most {ceiling}, got {value}")
 
 
 def _iso(moment: datetime) -> str:
