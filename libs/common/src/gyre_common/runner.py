@@ -56,6 +56,7 @@ from gyre_common.db import DatabaseUnavailable, MigrationError, create_pool, mig
 from gyre_common.health import BrokerCheck, Check, Readiness, database_check, grpc_health_servicer
 from gyre_common.http import create_app, health_router
 from gyre_common.logging import setup_logging
+from gyre_common.retry import backoff_s
 from gyre_common.service import ServiceSpec
 from gyre_common.settings import (
     DatabaseSettings,
@@ -160,7 +161,7 @@ class _CoroutineTask:
             self.restarts += 1
             self._restarts.inc()
             self.last_error = f"{type(error).__name__}: {error}" if error is not None else "returned on its own"
-            delay = min(policy.first_delay_s * 2 ** min(self.failures - 1, 30), policy.max_delay_s)
+            delay = backoff_s(self.failures, first_s=policy.first_delay_s, max_s=policy.max_delay_s)
             log.error("background task %s %s; restarting it in %.1fs (failure %d in a row)", self.name,
                       "failed" if error is not None else "ended on its own", delay, self.failures,
                       exc_info=error, extra={"task": self.name, "failures": self.failures})

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gyre_common.bus import EventDecodeError, decode_record, ensure_topics
+from gyre_common.retry import backoff_s
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import REGISTRY_EVENTS, full_name
 from gyre_contracts.gyre.events.v1 import events_pb2
@@ -112,7 +113,7 @@ class RegistryEventsFollower:
                 await consumer.stop()
 
     def _delay(self, failures: int) -> float:
-        return float(min(self._retry_delay_s * 2 ** min(failures - 1, 10), 5.0))
+        return backoff_s(failures, first_s=self._retry_delay_s, max_s=5.0)
 
     async def _connect(self) -> AIOKafkaConsumer:
         failures = 0

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gyre_common.bus import Publisher
+from gyre_common.retry import backoff_s
 from gyre_common.topics import INFERENCE_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
@@ -40,6 +41,9 @@ from gyre_serving.domain.events import ServedBatch, inference_events
 from gyre_serving.spool import DiskSpool, SpoolChunk, SpoolFullError
 
 log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+"""Longest wait between attempts at the broker (and between drainer restarts), in seconds."""
 
 BUILD_SLICE_ROWS = 32
 """Events built and handed to the producer between two yields to the event loop."""
@@ -354,7 +358,7 @@ class InferenceEmitter:
 
     async def _backoff(self, failures: int) -> None:
         """Wait before trying the broker again (woken early by stop)."""
-        delay = min(self._reconnect_delay_s * 2 ** (failures - 1), 5.0)
+        delay = backoff_s(failures, first_s=self._reconnect_delay_s, max_s=MAX_BACKOFF_S)
         if self._stopping:
             return
         with contextlib.suppress(TimeoutError):
@@ -383,7 +387,7 @@ class InferenceEmitter:
 
     async def _connected(self) -> Publisher | None:
         """The started publisher; None when stopping before the broker could be reached."""
-        delay = self._reconnect_delay_s
+        attempts = 0
         while self._publisher is None:
             if self._stopping:
                 return None
@@ -397,12 +401,13 @@ class InferenceEmitter:
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await publisher.stop()
+                attempts += 1
+                delay = backoff_s(attempts, first_s=self._reconnect_delay_s, max_s=MAX_BACKOFF_S)
                 log.warning("inference events: broker unreachable (%r), retrying in %.1fs; %d queued",
                             exc, delay, self._queued_rows)
                 # Not woken by new events (they arrive at request rate): only stop cuts the wait short.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), delay)
-                delay = min(delay * 2, 5.0)
         return self._publisher
 
     async def _deliver(self, publisher: Publisher, batches: list[ServedBatch]) -> bool:
