@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         from gyre_common.deadletters import DeadLetterTools
         from gyre_common.settings import KafkaSettings, SettingsError, load_settings
     except ImportError as exc:
-        print(f"gyre dlq: needs the gyre-common package ({exc})", file=sys.stderr)
+        print(f"gyre dlq: needs the gyre-common package: pip install 'gyre-cli[dlq]' ({exc})", file=sys.stderr)
         return EXIT_BAD_REQUEST
     overrides = {name: value for name, value in (("bootstrap_servers", args.bootstrap_servers),
                                                  ("topic_prefix", args.topic_prefix)) if value is not None}
