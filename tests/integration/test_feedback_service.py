@@ -14,7 +14,7 @@ import grpc
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from support.kafka import fast_kafka, read_all
+from support.kafka import fast_kafka, read_all, read_topic
 from support.services import fast_settings, running
 from support.waiting import wait_until
 
@@ -27,6 +27,7 @@ from gyre_common.topics import (
     MONITOR_ALERTS,
     REGISTRY_EVENTS,
     TRAINING_REQUESTS,
+    dead_letter_topic,
     full_name,
 )
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
@@ -261,6 +262,32 @@ async def test_invalid_input_gets_clear_errors(service: ServiceRunner, http: htt
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetPredictionFeedback(pb.GetPredictionFeedbackRequest())
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_invalid_feedback_from_kafka_is_dead_lettered_at_once_and_the_rest_is_stored(
+        service: ServiceRunner, http: httpx.AsyncClient, kafka: KafkaSettings, db: asyncpg.Connection) -> None:
+    invalid = events_pb2.FeedbackEvent(prediction_id="has space", feedback_id="fb-bad", stars=9)
+    valid = events_pb2.FeedbackEvent(prediction_id="p-ok", feedback_id="fb-ok", stars=4)
+    async with Publisher(kafka, service="ui") as pub:
+        await pub.publish(FEEDBACK_EVENTS, invalid, key=invalid.prediction_id)
+        await pub.publish(FEEDBACK_EVENTS, valid, key=valid.prediction_id)
+    await wait_until(lambda: has_count(db, "SELECT count(*) FROM feedback.feedback WHERE feedback_id = 'fb-ok'", 1),
+                     what="the valid feedback behind the invalid one")
+    dead = await read_topic(kafka, dead_letter_topic("feedback", kafka.topic_prefix), 1, exact=True)
+    headers = dict(dead[0].headers)
+    assert headers["gyre_dlq_reason"] == b"invalid_feedback"
+    assert headers["gyre_dlq_attempts"] == b"1"  # no retry loop for content that cannot succeed
+    assert b"prediction_id" in headers["gyre_dlq_error"] and b"stars" in headers["gyre_dlq_error"]
+    # Each consumer's progress is part of readiness, and the dead letter is counted.
+    checks = (await http.get("/readyz")).json()["checks"]
+    assert {"consumer:feedback", "consumer:feedback-inference", "consumer:feedback-registry"} <= set(checks)
+    metrics = (await http.get("/metrics")).text
+    group = f"{kafka.topic_prefix}feedback"
+    dead_lettered = [line for line in metrics.splitlines() if line.startswith("gyre_bus_dead_lettered_records_total{")
+                     and f'group="{group}"' in line and 'reason="invalid_feedback"' in line]
+    assert len(dead_lettered) == 1 and dead_lettered[0].endswith(" 1.0")
+    assert any(line.startswith("gyre_bus_consumer_stalled_seconds{") and f'group="{group}"' in line
+               for line in metrics.splitlines())
 
 
 async def test_quality_drop_requests_retraining_once(service: ServiceRunner, http: httpx.AsyncClient,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from gyre_common.bus import add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.runner import ServiceContext
 from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
@@ -24,5 +25,6 @@ def bootstrap(ctx: ServiceContext) -> None:
     if settings.consume_events:
         ingester = FeatureEventsConsumer(handlers, ctx.kafka, settings.consumer_group,
                                          meter=ctx.telemetry.meter("gyre_features"))
-        ctx.add_task(ingester, name="features-ingester")
+        # A background task whose progress is part of readiness (a stalled ingester is not ready).
+        add_consumer(ctx, ingester, name="features-ingester")
     mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the consumer's group

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, ensure_topics
+from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, add_consumer, ensure_topics
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
@@ -67,7 +67,8 @@ def bootstrap(ctx: ServiceContext) -> None:
 
     def consumer(group: str, topic: str, *, handler: EventHandler | None = None,
                  batch_handler: BatchHandler | None = None) -> Consumer:
-        # A Consumer is a runner background component: start() consumes in the background.
+        # A Consumer is a runner background component: start() consumes in the background;
+        # add_consumer also makes its progress part of readiness.
         return Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
                         batch_handler=batch_handler, tracer_provider=ctx.telemetry.active_tracer_provider)
 
@@ -75,12 +76,12 @@ def bootstrap(ctx: ServiceContext) -> None:
     # last pass, so events their last transactions queued are still published at shutdown or next start.
     ctx.add_task(relay, name="outbox-relay")
     ctx.add_task(prune, name="prune")
-    ctx.add_task(consumer(settings.registry_consumer_group, REGISTRY_EVENTS,
-                          handler=RegistryEventsAdapter(handlers)), name="registry-consumer")
-    ctx.add_task(consumer(settings.inference_consumer_group, INFERENCE_EVENTS,
-                          batch_handler=InferenceEventsAdapter(handlers, settings.label_output)),
+    add_consumer(ctx, consumer(settings.registry_consumer_group, REGISTRY_EVENTS,
+                               handler=RegistryEventsAdapter(handlers)), name="registry-consumer")
+    add_consumer(ctx, consumer(settings.inference_consumer_group, INFERENCE_EVENTS,
+                               batch_handler=InferenceEventsAdapter(handlers, settings.label_output)),
                  name="inference-consumer")
-    ctx.add_task(consumer(settings.feedback_consumer_group, FEEDBACK_EVENTS,
-                          handler=FeedbackEventsAdapter(handlers)), name="feedback-consumer")
+    add_consumer(ctx, consumer(settings.feedback_consumer_group, FEEDBACK_EVENTS,
+                               handler=FeedbackEventsAdapter(handlers)), name="feedback-consumer")
     mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the three consumers' groups
 

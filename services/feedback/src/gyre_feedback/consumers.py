@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from gyre_common.bus import Envelope
+from gyre_common.bus import DeadLetter, Envelope
 from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_feedback.domain.feedback import InvalidFeedback
 from gyre_feedback.events import feedback_from_event, prediction_from_event
 from gyre_feedback.handlers import FeedbackHandlers
 from gyre_feedback.store import Lineage
 
 log = logging.getLogger(__name__)
+
+INVALID_FEEDBACK = "invalid_feedback"
+"""``gyre_dlq_reason`` of a feedback event that fails validation."""
 
 
 class InferenceEventsAdapter:
@@ -40,8 +44,10 @@ class InferenceEventsAdapter:
 class FeedbackEventsAdapter:
     """Per-event handler of ``feedback.events``.
 
-    Invalid feedback raises :class:`~gyre_feedback.domain.feedback.InvalidFeedback`, so after the
-    bus's bounded retries the record lands in the group's dead-letter topic with the reason.
+    Invalid feedback can never succeed: it is dead-lettered at once, without retries, with
+    ``gyre_dlq_reason`` = ``invalid_feedback`` and every field problem in ``gyre_dlq_error``. A
+    database outage is not the record's fault: the bus waits it out (see
+    :mod:`gyre_common.bus.failures`), so good feedback is never dead-lettered for it.
     """
 
     def __init__(self, handlers: FeedbackHandlers) -> None:
@@ -50,7 +56,11 @@ class FeedbackEventsAdapter:
     async def __call__(self, env: Envelope) -> None:
         message = env.message
         assert isinstance(message, events_pb2.FeedbackEvent)
-        await self.handlers.ingest_feedback(env.ce_id, feedback_from_event(message, now=env.time))
+        try:
+            feedback = feedback_from_event(message, now=env.time)
+        except InvalidFeedback as exc:
+            raise DeadLetter(INVALID_FEEDBACK, str(exc)) from exc
+        await self.handlers.ingest_feedback(env.ce_id, feedback)
 
 
 class RegistryEventsAdapter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from gyre_common.artifacts import ArtifactSettings, LocalArtifactStore
-from gyre_common.bus import Consumer, Publisher, ensure_topics
+from gyre_common.bus import Consumer, Publisher, add_consumer, ensure_topics
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
@@ -61,10 +61,10 @@ def bootstrap(ctx: ServiceContext) -> None:
     # Started in this order, stopped in reverse: consumers stop (and commit) before the relay makes
     # its last pass.
     ctx.add_task(relay, name="outbox-relay")
-    ctx.add_task(Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
-                          service=ctx.spec.name, handler=RegistryEventsAdapter(handlers)),
+    add_consumer(ctx, Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
+                               service=ctx.spec.name, handler=RegistryEventsAdapter(handlers)),
                  name="registry-consumer")
-    ctx.add_task(Consumer(ctx.kafka, group=settings.consumer_group, topics=[INFERENCE_EVENTS],
-                          service=ctx.spec.name, batch_handler=InferenceEventsAdapter(handlers)),
+    add_consumer(ctx, Consumer(ctx.kafka, group=settings.consumer_group, topics=[INFERENCE_EVENTS],
+                               service=ctx.spec.name, batch_handler=InferenceEventsAdapter(handlers)),
                  name="inference-consumer")
     mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for both consumers' groups

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import cast
 
 from gyre_common.artifacts import ArtifactSettings
+from gyre_common.bus import add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
@@ -51,5 +52,6 @@ async def bootstrap(ctx: ServiceContext) -> None:
     mlflow_artifacts_api.install(ctx.app, files)
     ctx.add_servicer(pb_grpc.add_TrackingServiceServicer_to_server, TrackingServicer(handlers), name=SERVICE_NAME)
     if settings.consume_events:
-        ctx.add_task(TrackingEventsConsumer(handlers, ctx.kafka, settings.consumer_group), name="tracking-ingester")
+        add_consumer(ctx, TrackingEventsConsumer(handlers, ctx.kafka, settings.consumer_group),
+                     name="tracking-ingester")
     mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the consumer's group

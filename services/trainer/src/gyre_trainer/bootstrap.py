@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gyre_common.artifacts import ArtifactSettings, ArtifactStore, LocalArtifactStore
-from gyre_common.bus import Publisher, ensure_topics
+from gyre_common.bus import Publisher, add_consumer, ensure_topics
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
@@ -111,6 +111,6 @@ async def wire(ctx: ServiceContext, deps: Dependencies | None = None) -> Wiring:
     # then the consumer; stop runs in reverse, so the consumer commits before the worker drains.
     ctx.add_task(relay, name="outbox-relay")
     ctx.add_task(worker, name="job-worker")
-    ctx.add_task(training_request_consumer(ctx.kafka, service, group=settings.consumer_group), name="consumer")
+    add_consumer(ctx, training_request_consumer(ctx.kafka, service, group=settings.consumer_group), name="consumer")
     mount_dead_letter_routes(ctx, authorize=auth.subject)  # replay is a write: same tokens as SubmitTraining
     return Wiring(service, worker, relay, store)
