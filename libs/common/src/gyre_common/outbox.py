@@ -48,8 +48,12 @@ from google.protobuf.message import DecodeError, Message
 from prometheus_client import Counter
 
 from gyre_common.bus import Publisher, UnknownTopicError, message_class, topic_spec
+from gyre_common.retry import backoff_s
 
 log = logging.getLogger(__name__)
+
+_FIRST_BACKOFF_S = 0.1
+"""Wait after the first failed relay pass, in seconds; doubles up to ``max_backoff_s``."""
 
 DEAD_EVENTS = Counter(
     "gyre_outbox_dead_events",
@@ -327,7 +331,7 @@ class OutboxRelay:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        backoff = 0.0
+        failures = 0
         while True:
             self._wake.clear()
             try:
@@ -335,18 +339,18 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                backoff = min(self.max_backoff_s, max(0.1, backoff * 2))
+                failures += 1
                 text = f"{type(exc).__name__}: {exc}"
                 if self.last_error is None:
                     log.warning("outbox relay cannot publish, retrying every <= %.1fs: %s", self.max_backoff_s, text)
                 self.last_error = text
                 await self._drop_publisher()
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(backoff_s(failures, first_s=_FIRST_BACKOFF_S, max_s=self.max_backoff_s))
                 continue
             if self.last_error is not None:
                 log.info("outbox relay publishing again")
                 self.last_error = None
-            backoff = 0.0
+            failures = 0
             if sent >= self.batch_size:
                 continue  # more are waiting
             if loop.time() - self._last_prune > 3600:
