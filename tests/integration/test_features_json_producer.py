@@ -20,10 +20,13 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 from sklearn.datasets import load_breast_cancer
+from support.kafka import read_topic
 from support.services import running
+from support.waiting import wait_until
 
 from gyre_common.runner import ServiceRunner
 from gyre_common.settings import KafkaSettings
+from gyre_common.topics import dead_letter_topic
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
 from gyre_features.bootstrap import bootstrap
@@ -112,3 +115,45 @@ async def test_plain_json_producer_breast_cancer(service: ServiceRunner) -> None
     # Rows come in event-time order, which is the dataset's order here: the values are bit-exact.
     np.testing.assert_array_equal(features, data.data)
     np.testing.assert_array_equal(labels, data.target)
+
+
+async def test_a_poison_ce_time_is_dead_lettered_and_the_events_behind_it_are_stored(service: ServiceRunner) -> None:
+    """The reported case: one JSON event with ``ce_time: 9999-12-31T23:59:59-23:59`` used to stop the
+    ingester for good (OverflowError, batch read again forever, /readyz still 200)."""
+    base = f"http://127.0.0.1:{service.http_port}/api/v1"
+    view = {"name": "poison_view", "entity": "thing", "ttl_seconds": 0, "features": [{"name": "x", "type": "float"}]}
+    kafka = service.kafka
+    topic = f"{kafka.topic_prefix}features.events"
+
+    def event(entity: str) -> bytes:
+        return json.dumps({"featureView": "poison_view", "entityId": entity, "eventTime": "2025-01-01T00:00:00Z",
+                           "values": {"x": {"doubleValue": 1.0}}}).encode()
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.post(f"{base}/feature-views", json=view)).status_code == 201
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", enable_idempotence=False)
+        await producer.start()
+        try:
+            json_type = ("content-type", b"application/json")
+            # One partition, so the good events really queue behind the poison one.
+            await producer.send_and_wait(topic, event("before"), key=b"k", partition=0, headers=[json_type])
+            poison = await producer.send_and_wait(topic, event("poison"), key=b"k", partition=0,
+                                                  headers=[json_type, ("ce_time", b"9999-12-31T23:59:59-23:59")])
+            await producer.send_and_wait(topic, event("after"), key=b"k", partition=0, headers=[json_type])
+        finally:
+            await producer.stop()
+
+        async def stored() -> bool:
+            profile = (await client.get(f"{base}/feature-views/poison_view/profile")).json()
+            return bool(profile["rows"] == 2)
+
+        await wait_until(stored, what="the events before and after the poison")
+        online = (await client.post(f"{base}/online-features", json={
+            "feature_view": "poison_view", "entity_ids": ["before", "poison", "after"]})).json()
+        assert [set(row["statuses"].values()) for row in online["rows"]] == [{"PRESENT"}, {"NOT_FOUND"}, {"PRESENT"}]
+        dead = await read_topic(kafka, dead_letter_topic("features", kafka.topic_prefix), 1, exact=True)
+        headers = dict(dead[0].headers)
+        assert headers["gyre_dlq_reason"] == b"bad_header"
+        assert headers["gyre_dlq_offset"] == str(poison.offset).encode()
+        ready = await client.get(f"http://127.0.0.1:{service.http_port}/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["consumer:features"]["ok"]
