@@ -107,7 +107,9 @@ def infra(tmp_path: Path) -> Iterator[Infra]:
 def stack(infra: Infra, tmp_path: Path) -> Iterator[Stack]:
     # Every window of the run is kept, so the monitor's rows can be counted against what was served.
     started = Stack(infra.broker.bootstrap_servers, f"chaos{uuid.uuid4().hex[:8]}.", infra.database_url,
-                    tmp_path / "artifacts", overrides={"monitor": {"KEEP_WINDOWS": "100000"}})
+                    tmp_path / "artifacts", overrides={"monitor": {"KEEP_WINDOWS": "100000"},
+                                         # a killed trainer's job is picked up again once its lease lapses
+                                         "trainer": {"JOB_LEASE_S": "6"}})
     try:
         yield started
     finally:
@@ -370,6 +372,34 @@ async def kill_and_restart(stack: Stack, name: str) -> None:
         await serving_answers(stack)
 
 
+async def kill_trainer_mid_job(stack: Stack, ledger: Ledger, outcome: dict[str, Any]) -> None:
+    """Ask for a training of MODEL, kill the trainer after its first trial, restart it, wait for the job's end."""
+    request_id = f"chaos-train-{uuid.uuid4().hex[:8]}"
+    command = [*demo.gyre_cli(), "--trainer", stack.endpoints["trainer"].grpc, "train", "--model", MODEL,
+               "--feature-view", VIEW, "--label", "target", "--start", demo.rfc3339(demo.T0),
+               "--end", demo.rfc3339(demo.T0 + timedelta(days=1)), "--max-evals", "20", "--request-id", request_id]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, f"gyre train: {err.decode()} {out.decode()}"
+
+    async def job() -> list[asyncpg.Record]:
+        return await ledger._fetch("SELECT status, trials_completed FROM trainer.jobs WHERE request_id = $1",
+                                   request_id)
+
+    async def training() -> bool:
+        rows = await job()
+        return bool(rows) and rows[0]["status"] == "running" and rows[0]["trials_completed"] >= 1
+    await wait_for(training, 120, f"job of {request_id} to complete a trial")
+    await kill_and_restart(stack, "trainer")
+
+    async def ended() -> bool:
+        rows = await job()
+        outcome.update(request_id=request_id, jobs=len(rows), status=rows[0]["status"] if rows else None)
+        return bool(rows) and rows[0]["status"] in ("succeeded", "failed")
+    await wait_for(ended, 180, f"job of {request_id} to end after the trainer's restart")
+
+
 async def pause_broker(broker: Broker) -> None:
     os.kill(broker.process.pid, signal.SIGSTOP)
     try:
@@ -467,8 +497,10 @@ async def test_faults(infra: Infra, stack: Stack) -> None:
         await traffic.start()
         await work_done(traffic, traffic.phase, "at baseline")
 
-        faults: list[tuple[str, Any]] = [(f"kill {name}", lambda name=name: kill_and_restart(stack, name))
-                                         for name in demo.SERVICES]
+        trained: dict[str, Any] = {}
+        faults: list[tuple[str, Any]] = [
+            (f"kill {name}", lambda name=name: kill_trainer_mid_job(stack, ledger, trained) if name == "trainer"
+             else kill_and_restart(stack, name)) for name in demo.SERVICES]
         faults += [(f"broker paused {OUTAGE_S:.0f} s", lambda: pause_broker(infra.broker)),
                    (f"postgres stopped {OUTAGE_S:.0f} s", lambda: stop_postgres(infra.postgres))]
         for name, inject in faults:
@@ -509,6 +541,7 @@ async def test_faults(infra: Infra, stack: Stack) -> None:
     refused = {p.name: (p.feedback_failed, p.errors) for p in traffic.phases
                if p.feedback_failed and p.name not in ("kill feedback", f"postgres stopped {OUTAGE_S:.0f} s")}
     print(table(traffic.phases))
+    print(f"training interrupted by the trainer's crash: {trained}")
     for p in traffic.phases:
         if p.errors:
             print(f"{p.name}: first errors {p.errors}")
@@ -525,6 +558,8 @@ async def test_faults(infra: Infra, stack: Stack) -> None:
     clock(f"after every fault the loop closed again: v2 promoted by {summary['promotion']}")
 
     assert not jobs, f"training requests applied twice: {jobs}"
+    assert trained.get("status") == "succeeded" and trained.get("jobs") == 1, \
+        f"the training interrupted by the trainer's crash: {trained}"
     assert counted == held, f"the monitor counted {counted} rows for {held} distinct predictions"
     assert not failed_sends, f"feature events not acknowledged: {failed_sends}"
     assert not failed_calls, f"inference calls failed while another component was away: {failed_calls}"
