@@ -17,7 +17,7 @@ what was sent, what arrived, which calls failed and how long recovery took is pr
 into docs/reliability.md). At the end the whole loop of scripts/demo.py runs once more on a fresh
 model: drift -> one retraining request -> version 2 served.
 
-Run it alone with ``make test-chaos`` (about 1.5 minutes on 2 cores); docs/reliability.md has a measured run.
+Run it alone with ``make test-chaos`` (about 2 minutes on 2 cores); docs/reliability.md has a measured run.
 """
 
 from __future__ import annotations
