@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Response
-from fastapi.responses import JSONResponse
+from typing import Any
 
-from gyre_common.errors import install_http_errors
+import asyncpg
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from gyre_common.errors import InvalidArgument, error_body, install_http_errors
 from gyre_common.health import Readiness
+from gyre_common.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from gyre_common.telemetry import Telemetry
 
 
@@ -38,17 +43,65 @@ def health_router(readiness: Readiness, telemetry: Telemetry) -> APIRouter:
     return router
 
 
-def create_app(title: str, version: str = "0.1.0", *, http_metrics: bool = False) -> FastAPI:
+class _ServiceApp(FastAPI):
+    """FastAPI with the body limit as the outermost middleware of its own, whatever a service adds
+    later (the MLflow gateways are middleware too, and must not read bodies past the limit)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        self.user_middleware.sort(key=lambda middleware: middleware.cls is not BodyLimitMiddleware)
+        return super().build_middleware_stack()
+
+
+def _document_error_bodies(app: FastAPI) -> None:
+    """The OpenAPI document says what a 422 may carry: FastAPI's list of validation errors, or the
+    shared ``{"detail": "<message>", "reason": "<slug>"}`` of a domain error that maps to 422
+    (features' invalid input, the trainer's ``{"detail": {"field", "message"}}``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            error = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+            if error is not None:
+                detail = error.setdefault("properties", {}).get("detail", {})
+                error["properties"]["detail"] = {"anyOf": [detail, {"type": "string"}, {"type": "object"}],
+                                                 "title": "Detail"}
+                error["properties"]["reason"] = {"type": "string", "title": "Reason"}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def _unstorable_argument(request: Request, exc: Exception) -> Response:
+    """400 when asyncpg could not encode a request value as a query argument (text with a lone
+    UTF-16 surrogate, which JSON allows and UTF-8 does not; an integer beyond bigint): the input is
+    wrong, not the service. Any other database data error stays a 500."""
+    cause = exc.__cause__
+    if not isinstance(cause, ValueError | OverflowError):
+        raise exc
+    problem = "text that is not valid Unicode" if isinstance(cause, UnicodeError) else "a value out of range"
+    error = InvalidArgument(f"the request carries {problem}")
+    return JSONResponse(error_body(error), status_code=error.http_status)
+
+
+def create_app(title: str, version: str = "0.1.0", *, http_metrics: bool = False,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """An empty FastAPI app for a service; the runner adds the health routes, the service its own.
 
     A :class:`~gyre_common.errors.GyreError` a route raises answers with its status and the body
-    ``{"detail": ..., "reason": ...}`` (see :mod:`gyre_common.errors`).
+    ``{"detail": ..., "reason": ...}`` (see :mod:`gyre_common.errors`). A request body above
+    ``max_body_bytes`` (or above the route's own :func:`~gyre_common.limits.body_limit`) answers
+    413 with that body, ``reason`` ``too_large`` (:class:`~gyre_common.limits.BodyLimitMiddleware`).
 
     Args:
         http_metrics: FastAPI's native per-request HTTP metrics (``GYRE_TELEMETRY_HTTP_METRICS``).
             Its request spans follow the global tracer provider, which is set only when spans are
             exported (:func:`gyre_common.telemetry.setup_telemetry`).
     """
-    app = FastAPI(title=title, version=version, telemetry={"metrics": http_metrics})
+    app = _ServiceApp(title=title, version=version, telemetry={"metrics": http_metrics})
     install_http_errors(app)
+    app.add_exception_handler(asyncpg.DataError, _unstorable_argument)
+    _document_error_bodies(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app

@@ -356,11 +356,18 @@ class ServiceRunner:
                                                 health, [spec.name])
         self._grpc = grpc.aio.server(
             interceptors=telemetry.grpc_server_interceptors(),
-            # Without this, port 0 or a port held by another process could be shared silently.
-            options=[("grpc.so_reuseport", 0)],
+            # Without so_reuseport 0, port 0 or a port held by another process could be shared
+            # silently. The size limits refuse an oversized message with RESOURCE_EXHAUSTED before
+            # a handler sees it; maximum_concurrent_rpcs refuses calls beyond it the same way
+            # instead of queueing them without bound.
+            options=[("grpc.so_reuseport", 0),
+                     ("grpc.max_receive_message_length", settings.grpc_max_receive_message_bytes),
+                     ("grpc.max_send_message_length", settings.grpc_max_send_message_bytes)],
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         health_pb2_grpc.add_HealthServicer_to_server(health, self._grpc)
-        app = create_app(f"gyre-{spec.name}", http_metrics=self.telemetry_settings.http_metrics)
+        app = create_app(f"gyre-{spec.name}", http_metrics=self.telemetry_settings.http_metrics,
+                         max_body_bytes=settings.http_max_body_bytes)
         app.include_router(health_router(readiness, telemetry))
 
         self.context = ctx = ServiceContext(spec, settings, self.kafka, self.database, self._pool, app,

@@ -101,6 +101,11 @@ class DatabaseSettings(GyreSettings):
     connect_timeout_s: float = 5.0
     """Seconds to wait for a connection before the database counts as unreachable."""
 
+    statement_timeout_s: float = Field(default=30.0, ge=0)
+    """Seconds one SQL statement may run before PostgreSQL cancels it (the pool's
+    `statement_timeout`; 0 turns it off), so a runaway query fails instead of holding a connection.
+    Migrations run without it; the features service's training-set stream too (the trainer bounds it)."""
+
 
 class TelemetrySettings(GyreSettings):
     """Traces and metrics. The standard `OTEL_*` variables of the OpenTelemetry SDK also apply."""
@@ -142,6 +147,22 @@ class ServiceSettings(GyreSettings):
 
     readiness_timeout_s: float = 2.0
     """Seconds one readiness check (broker, database, ...) may take before it counts as failing."""
+
+    http_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
+    """Largest HTTP request body in bytes (4 MiB); a larger one, declared or streamed in chunks,
+    gets 413 `too_large`. Routes that document another limit (e.g. artifact uploads) keep theirs."""
+
+    grpc_max_receive_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest gRPC request message in bytes (gRPC's own default, 4 MiB); a larger one fails with
+    RESOURCE_EXHAUSTED before any handler runs."""
+
+    grpc_max_send_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest gRPC response message in bytes (4 MiB, what gRPC clients accept by default); a
+    handler answering more fails the call with RESOURCE_EXHAUSTED. Large results are streamed in chunks."""
+
+    grpc_max_concurrent_rpcs: int = Field(default=1000, ge=1)
+    """Most gRPC calls the server handles at once; a call beyond it is refused at once with
+    RESOURCE_EXHAUSTED rather than queued without bound."""
 
 
 class SettingsError(SystemExit):

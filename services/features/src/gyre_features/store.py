@@ -373,6 +373,9 @@ class PostgresStore(Store):
         if view.ttl_seconds > 0:
             args.append(float(view.ttl_seconds))
         async with self.pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+            # A big join may take longer than the pool's statement timeout before its first row;
+            # the trainer bounds the whole stream (GYRE_TRAINER_TRAINING_SET_TIMEOUT_S) instead.
+            await conn.execute("SET LOCAL statement_timeout = 0")
             # A server-side cursor streams the join: memory stays bounded by batch_rows whatever
             # the size of the set, and the snapshot keeps the rows consistent across batches.
             cursor = await conn.cursor(sql, *args)

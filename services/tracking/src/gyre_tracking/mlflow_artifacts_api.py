@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from gyre_common.limits import body_limit
 from gyre_tracking.mlflow_api import MlflowRoute
 from gyre_tracking.store.files import ProxiedArtifactFiles
 
@@ -43,7 +44,8 @@ def router(files: ProxiedArtifactFiles, prefix: str = PREFIX) -> APIRouter:
             listed.append(item)
         return {"files": listed}
 
-    @api.put("/artifacts/{path:path}")
+    # Streamed to disk chunk by chunk, so the service's request-body limit does not apply.
+    @api.put("/artifacts/{path:path}", openapi_extra=body_limit(None))
     async def upload(path: str, request: Request) -> JSONResponse:
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in request.stream():

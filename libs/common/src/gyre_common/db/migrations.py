@@ -109,6 +109,10 @@ async def migrate(dsn_or_pool: str | asyncpg.Pool, schema: str, package: str) ->
 
 async def _migrate_on(connection: asyncpg.Connection, schema: str, package: str,
                       migrations: list[Migration]) -> list[str]:
+    # No statement timeout while migrating (the pool's GYRE_DATABASE_STATEMENT_TIMEOUT_S is for
+    # requests): rewriting a big table may take long, and so may waiting for the lock below while
+    # another replica migrates. RESET in the finally restores the pool's value.
+    await connection.execute("SET statement_timeout = 0")
     # A session lock (not a transaction one) because each file gets its own transaction and the
     # lock must cover them all; it goes away by itself if this connection dies.
     await connection.execute("SELECT pg_advisory_lock($1::int, hashtext($2))", _LOCK_CLASS, schema)
@@ -117,6 +121,7 @@ async def _migrate_on(connection: asyncpg.Connection, schema: str, package: str,
     finally:
         try:
             await connection.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", _LOCK_CLASS, schema)
+            await connection.execute("RESET statement_timeout")
         except BaseException:
             # A pooled connection is not reset on release (gyre_common.db.pool.keep_session):
             # close it rather than hand it back still holding the lock.

@@ -61,7 +61,8 @@ async def create_pool(settings: DatabaseSettings, schema: str | None = None, *,
     """Open a pool to ``settings.url`` whose connections use ``schema`` first on their search path.
 
     Args:
-        settings: where the database is, pool sizes, connect timeout (seconds).
+        settings: where the database is, pool sizes, connect timeout and statement timeout
+            (seconds; a statement running longer fails with ``asyncpg.QueryCanceledError``).
         schema: the service's schema; it need not exist yet (:func:`migrate` creates it).
         application_name: shown in ``pg_stat_activity`` (e.g. ``gyre-registry``).
 
@@ -75,6 +76,9 @@ async def create_pool(settings: DatabaseSettings, schema: str | None = None, *,
         server_settings["search_path"] = f"{check_identifier(schema)}, public"
     if application_name:
         server_settings["application_name"] = application_name
+    # Server-side rather than asyncpg's command_timeout: PostgreSQL itself stops the statement and
+    # frees its locks and memory, and code that needs longer says so with SET LOCAL.
+    server_settings["statement_timeout"] = str(round(settings.statement_timeout_s * 1000))
     timeout = settings.connect_timeout_s
     try:
         # wait_for bounds the whole start (several connections, DNS) and not only each connect.
