@@ -28,7 +28,7 @@ from gyre_features.domain import (
     TrainingSetQuery,
     ValueType,
 )
-from gyre_features.handlers import MAX_WRITE_EVENTS, FeaturesHandlers
+from gyre_features.handlers import MAX_PAGE_SIZE, MAX_WRITE_EVENTS, FeaturesHandlers
 
 PREFIX = "/api/v1"
 
@@ -131,7 +131,10 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
         return {"feature_view": view_json(stored), "created": created}
 
     @api.get("/feature-views")
-    async def list_views(page_size: int = 0, page_token: str = "") -> dict[str, Any]:
+    async def list_views(
+        page_size: Annotated[int, Query(ge=0, le=MAX_PAGE_SIZE, description="1 to 1000; 0 means 100.")] = 0,
+        page_token: str = "",
+    ) -> dict[str, Any]:
         """A page of feature views, by name."""
         views, token = await handlers.list_views(page_size, page_token)
         return {"feature_views": [view_json(v) for v in views], "next_page_token": token}

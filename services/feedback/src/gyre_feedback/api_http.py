@@ -14,12 +14,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import StrictStr as _StrictStr
 
+from gyre_common.limits import INT64_MAX, STORABLE
 from gyre_feedback.domain.feedback import InvalidFeedback, validate_feedback
 from gyre_feedback.handlers import FeedbackHandlers, QualityReport
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+StrictStr = Annotated[_StrictStr, STORABLE]
+"""A JSON string only (no number turned into text), storable (no lone surrogate)."""
 
 
 class FeedbackBody(BaseModel):
@@ -33,11 +38,11 @@ class FeedbackBody(BaseModel):
     """Client-chosen idempotency key; a retry with the same id is stored once. Generated when absent."""
     model_name: StrictStr = ""
     """Model that made the prediction, if the UI knows it (the inference event is authoritative)."""
-    model_version: StrictInt = 0
+    model_version: Annotated[StrictInt, Field(ge=0, le=INT64_MAX)] = 0
     """Version that made the prediction, if known."""
     thumbs_up: StrictBool | None = None
     """Thumbs up (true) or down (false)."""
-    stars: StrictInt | None = None
+    stars: Annotated[StrictInt, Field(ge=-INT64_MAX, le=INT64_MAX)] | None = None
     """Star rating, 1 to 5."""
     score: StrictFloat | StrictInt | None = None
     """Score normalised to [0, 1]."""

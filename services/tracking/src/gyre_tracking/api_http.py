@@ -14,8 +14,9 @@ Routes (prefix ``/api/v1``):
   ``order_by``, ``page_size``, ``page_token``); ``GET /runs/search`` takes the same as query
   parameters (repeat ``experiment_ids`` / ``order_by``).
 
-Errors: 400 invalid input, 404 unknown experiment or run, 409 conflict; the body is
-``{"detail": "...", "reason": "..."}`` (gyre_common.errors).
+Errors: 400 invalid input (a malformed page token too), 404 unknown experiment or run, 409 conflict;
+the body is ``{"detail": "...", "reason": "..."}`` (gyre_common.errors). 422 (FastAPI's validation
+list) for a query parameter out of its documented range (``page_size`` above 1000).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from google.protobuf.message import Message
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
 from gyre_tracking.convert import experiment_to_proto, metric_to_proto, run_to_proto
 from gyre_tracking.domain.errors import InvalidArgument
-from gyre_tracking.handlers import TrackingHandlers
+from gyre_tracking.handlers import MAX_SEARCH_RESULTS, TrackingHandlers
 
 PREFIX = "/api/v1"
+
+PageSize = Annotated[int, Query(ge=0, le=MAX_SEARCH_RESULTS, description="Items per page; 0 for the default (100).")]
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def router(handlers: TrackingHandlers) -> APIRouter:
     api = APIRouter(prefix=PREFIX, tags=["tracking"])
 
     @api.get("/experiments")
-    async def list_experiments(page_size: int = 0, page_token: str = "") -> JSONResponse:
+    async def list_experiments(page_size: PageSize = 0, page_token: str = "") -> JSONResponse:
         experiments, token = await handlers.list_experiments(page_size, page_token)
         return _reply(pb.ListExperimentsResponse(experiments=[experiment_to_proto(e) for e in experiments],
                                                  next_page_token=token))
@@ -83,7 +86,7 @@ def router(handlers: TrackingHandlers) -> APIRouter:
     @api.get("/runs/search")
     async def search_runs_get(experiment_ids: Annotated[list[str], Query()],
                               order_by: Annotated[list[str] | None, Query()] = None,
-                              filter: str = "", page_size: int = 0, page_token: str = "") -> JSONResponse:
+                              filter: str = "", page_size: PageSize = 0, page_token: str = "") -> JSONResponse:
         return await search(pb.SearchRunsRequest(experiment_ids=experiment_ids, filter=filter,
                                                  order_by=order_by or [], page_size=page_size,
                                                  page_token=page_token))
