@@ -15,6 +15,7 @@ from support.waiting import wait_until
 
 from gyre_common.bus import Consumer, ConsumerStalled, DeadLetter, Envelope, Rejected
 from gyre_common.bus import headers as h
+from gyre_common.bus.consumer import _Listener
 from gyre_common.bus.retry import RetryPolicy
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import FEATURES_EVENTS
@@ -180,11 +181,30 @@ async def test_stop_during_an_outage_leaves_the_records_for_redelivery() -> None
     c = consumer(FakeProducer(), handler=handle)
     task = asyncio.create_task(c._process(batch(record(0, "a"))))
     await wait_until(lambda: c.stats.transient_waits >= 1, what="a wait", interval_s=0.005)
-    c._stopping.set()
+    await c.stop()
     with pytest.raises(Exception) as caught:
         await asyncio.wait_for(task, 10)
     assert type(caught.value).__name__ == "_Abandoned"
     assert c._pending == {}
+
+
+async def test_a_rebalance_during_an_outage_is_not_blocked_by_the_wait() -> None:
+    async def handle(envs: list[Envelope]) -> None:
+        raise asyncpg.TooManyConnectionsError("sorry, too many clients already")
+
+    c = consumer(FakeProducer(), batch_handler=handle)
+
+    async def poll_once() -> None:  # what the poll loop does: the batch runs under the batch lock
+        async with c._batch_lock:
+            await c._process(batch(record(0, "a")))
+
+    task = asyncio.create_task(poll_once())
+    await wait_until(lambda: c.stats.transient_waits >= 2, what="waits", interval_s=0.005)
+    await asyncio.wait_for(_Listener(c).on_partitions_revoked({TopicPartition(TOPIC, 0)}), 10)
+    with pytest.raises(Exception) as caught:
+        await task
+    assert type(caught.value).__name__ == "_Abandoned"
+    assert not c._interrupt.is_set()  # the next batch waits normally again
 
 
 async def test_a_dead_letter_too_large_for_the_broker_is_cut_not_retried_for_ever() -> None:

@@ -216,6 +216,10 @@ class Consumer:
         # Held while a batch is processed and committed; a rebalance waits for it (see _Listener).
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        # Set by stop() and by a rebalance taking partitions away: a wait between attempts (an
+        # outage, a retry) ends at once and the batch is left for redelivery, so neither a
+        # shutdown nor the group's rebalance waits for the database to come back.
+        self._interrupt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._commit_task: asyncio.Task[None] | None = None
         self._assigned = asyncio.Event()
@@ -290,6 +294,7 @@ class Consumer:
         if self._metrics is None:
             self._use_global_meter()
         self._stopping.clear()
+        self._interrupt.clear()
         self._task = asyncio.create_task(self._main(), name=f"gyre-consumer-{self.group}")
 
     async def run(self) -> None:
@@ -316,6 +321,7 @@ class Consumer:
                 that follow take at most ``request_timeout_ms`` each.
         """
         self._stopping.set()
+        self._interrupt.set()
         task, self._task = self._task, None
         if task is not None:
             if not self._polling:
@@ -340,6 +346,7 @@ class Consumer:
         for tests of redelivery; use :meth:`stop` for a normal shutdown.
         """
         self._stopping.set()
+        self._interrupt.set()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -455,7 +462,10 @@ class Consumer:
                     try:
                         await self._process(batch)
                     except _Abandoned:
-                        self._rewind(consumer, batch)  # stopping: the unfinished records are redelivered
+                        # Stopping, or the partitions are moving: the unfinished records are
+                        # redelivered (here or to the member that gets them).
+                        self._rewind(consumer, batch)
+                        self._holding_since = None
                     except Exception as exc:
                         # A bug in the bus, not a handler failure (those are classified per call).
                         # Go back to the first unfinished record so nothing is committed past it,
@@ -647,9 +657,16 @@ class Consumer:
         await self._pause(delay)
 
     async def _pause(self, delay_s: float) -> None:
-        await self._sleep_unless_stopping(delay_s)
-        if self._stopping.is_set():
-            raise _Abandoned
+        """Wait ``delay_s`` seconds between attempts.
+
+        Raises:
+            _Abandoned: stop or a rebalance interrupted the wait.
+        """
+        try:
+            await asyncio.wait_for(self._interrupt.wait(), delay_s)
+        except TimeoutError:
+            return
+        raise _Abandoned
 
     def _note_failure(self, exc: BaseException, record: ConsumerRecord) -> None:
         self._last_failure = failure_detail(exc)[:300]
@@ -820,7 +837,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         owner = self.owner
         owner._assigned.clear()
+        if revoked:
+            owner._interrupt.set()  # a batch waiting out an outage gives way instead of blocking the group
         async with owner._batch_lock:
+            if not owner._stopping.is_set():
+                owner._interrupt.clear()
             if owner._commit_task is not None:
                 await asyncio.wait({owner._commit_task})
             await owner._commit(set(revoked))
