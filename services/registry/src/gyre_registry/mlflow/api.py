@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
@@ -69,7 +70,35 @@ def error_response(exc: errors.GyreError) -> JSONResponse:
     return JSONResponse({"error_code": "INTERNAL_ERROR", "message": str(exc)}, status_code=500)
 
 
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+"""A JSON escape of NUL or of a UTF-16 surrogate (a simple pattern: no nested quantifiers)."""
+_UNSTORABLE = "NUL characters and unpaired surrogates cannot be stored in text"
+
+
+def _check_storable_text(value: object) -> None:
+    """Refuse any string in ``value`` (keys included) that PostgreSQL text cannot hold: one with a
+    NUL character or an unpaired UTF-16 surrogate (walked with a stack: depth does not matter).
+    The same check as tracking's ``mlflow_json.check_storable_text`` (services share no code)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise errors.InvalidArgument(f"body: {_UNSTORABLE}") from None
+            if "\x00" in item:
+                raise errors.InvalidArgument(f"body: {_UNSTORABLE}")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 async def _request_fields(request: Request) -> Json:
+    if b"%00" in request.scope.get("query_string", b""):
+        raise errors.InvalidArgument(f"query: {_UNSTORABLE} (%00)")
     if request.method == "GET":
         fields: Json = {}
         for key, value in request.query_params.multi_items():
@@ -87,8 +116,13 @@ async def _request_fields(request: Request) -> Json:
         data = json.loads(raw)
     except ValueError as exc:
         raise errors.InvalidArgument(f"body: not JSON: {exc}") from None
+    except RecursionError:
+        # Arrays or objects nested deeper than the decoder recurses: refused, not a 500.
+        raise errors.InvalidArgument("body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise errors.InvalidArgument("body: must be a JSON object")
+    if b"\x00" in raw or _SUSPECT_ESCAPE.search(raw):
+        _check_storable_text(data)
     return data
 
 

@@ -43,8 +43,18 @@ MLFLOW_FORMAT = "mlflow"
 """``artifact.format`` of versions created through the MLflow API."""
 
 MAX_MODEL_RESULTS = 1000
+"""Largest page of SearchRegisteredModels (MLflow's threshold too)."""
 MAX_VERSION_RESULTS = 10000
+"""Largest page of SearchModelVersions (MLflow's default; its own server allows up to 200,000)."""
 DEFAULT_MODEL_RESULTS = 100
+"""Page size of SearchRegisteredModels when the request gives none (MLflow's default)."""
+MAX_VERSION_NUMBER = 2**63 - 1
+"""Largest version number (PostgreSQL bigint); a larger one names no version."""
+_BIGINT_DIGITS = len(str(MAX_VERSION_NUMBER))
+MAX_PAGE_OFFSET = 2**53 - 1
+"""Largest offset a page token may hold (rows), far beyond any result and inside bigint."""
+MAX_PAGE_TOKEN_LENGTH = 256
+"""Longest page token accepted (characters); this API writes about a dozen."""
 _MLFLOW_COMMENT = "through the MLflow API"
 
 
@@ -96,13 +106,23 @@ def required(body: Json, key: str) -> str:
 
 
 def version_param(body: Json, key: str = "version") -> int:
-    """A version number given as MLflow does (a string of digits)."""
+    """A version number given as MLflow does (a string of digits, or a JSON integer).
+
+    Raises:
+        InvalidArgument: missing, or not an integer (``"abc"``, ``"1e9"``, ``"1.0"``), as MLflow
+            answers (INVALID_PARAMETER_VALUE).
+        NotFound: an integer no version can have (below 1, or beyond PostgreSQL's bigint): MLflow
+            answers RESOURCE_DOES_NOT_EXIST for a version that is not there, whatever its number.
+    """
     raw = required(body, key)
-    try:
-        number = int(raw)
-    except ValueError:
-        raise InvalidArgument(key, f"must be a version number, got {raw[:40]!r}") from None
-    return validation.version_number(number, key)
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise InvalidArgument(key, f"must be an integer version number, got {raw[:40]!r}")
+    # Compared as text first: int() of thousands of digits is slow and then refused by Python.
+    number = int(raw) if len(digits) <= _BIGINT_DIGITS else None
+    if number is None or not 1 <= number <= MAX_VERSION_NUMBER:
+        raise NotFound(f"registered model {str(body.get('name'))[:200]!r} has no version {raw[:40]}")
+    return number
 
 
 def _tags(body: Json) -> dict[str, str]:
@@ -119,20 +139,70 @@ def _tags(body: Json) -> dict[str, str]:
 
 
 def _page(body: Json, default: int, maximum: int) -> tuple[int, int]:
-    raw = body.get("max_results") or default
-    try:
-        size = int(raw)
-    except (TypeError, ValueError):
-        raise InvalidArgument("max_results", f"must be an integer, got {str(raw)[:40]!r}") from None
+    """``(page size, offset)`` from ``max_results`` (0 or absent: ``default``) and ``page_token``.
+
+    Raises:
+        InvalidArgument: a size that is not an integer in 1..``maximum``, or a token this API did not
+            write (not base64 JSON of ``{"o": offset}`` with 0 <= offset <= :data:`MAX_PAGE_OFFSET`).
+    """
+    raw = body.get("max_results")
+    size = default if raw is None or raw == "" or raw == 0 else _integer(raw)
+    if size is None:
+        raise InvalidArgument("max_results", f"must be an integer, got {str(raw)[:40]!r}")
     if not 1 <= size <= maximum:
-        raise InvalidArgument("max_results", f"must be 1 to {maximum}, got {size}")
-    position = paging.decode_token(str(body.get("page_token") or ""), ("o",))
-    return size, int(position["o"]) if position else 0
+        raise InvalidArgument("max_results", f"must be 1 to {maximum}, got {str(raw)[:40]}")
+    token = body.get("page_token") or ""
+    if not isinstance(token, str) or len(token) > MAX_PAGE_TOKEN_LENGTH:
+        raise InvalidArgument("page_token", "is not a page token returned by this API")
+    position = paging.decode_token(token, ("o",))
+    if position is None:
+        return size, 0
+    offset = position["o"]
+    if type(offset) is not int or not 0 <= offset <= MAX_PAGE_OFFSET:
+        raise InvalidArgument("page_token", "is not a page token returned by this API")
+    return size, offset
+
+
+def _integer(raw: object) -> int | None:
+    """An integer from JSON or a query string (``5``, ``5.0``, ``"5"``), None for anything else;
+    one of more than 20 digits is returned as the first integer past int64 (no slow int())."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        return int(raw) if raw.is_integer() else None
+    if not isinstance(raw, str):
+        return None
+    text = raw.strip()
+    digits = text[1:] if text.startswith("-") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(text) if len(digits) <= 20 else (-1 if text.startswith("-") else 1) * 2**63
+
+
+def _text(body: Json, key: str) -> str:
+    """An optional string field ("" when absent)."""
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidArgument(key, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _strings(body: Json, key: str) -> list[str]:
+    """A repeated string field: a list of strings, or one string."""
+    raw = body.get(key) or []
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise InvalidArgument(key, "must be a list of strings")
+    return raw
 
 
 def _order_by(body: Json) -> list[str]:
-    raw = body.get("order_by") or []
-    return [raw] if isinstance(raw, str) else [str(x) for x in raw]
+    return _strings(body, "order_by")
 
 
 class MlflowRegistryHandlers:
@@ -202,7 +272,7 @@ class MlflowRegistryHandlers:
         """SearchRegisteredModels (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
         Errors: InvalidArgument."""
         size, offset = _page(body, DEFAULT_MODEL_RESULTS, MAX_MODEL_RESULTS)
-        where = filters.to_sql(filters.parse_filter(str(body.get("filter") or ""), "model"), _order_by(body), "model")
+        where = filters.to_sql(filters.parse_filter(_text(body, "filter"), "model"), _order_by(body), "model")
         async with self.store.pool.acquire() as conn:
             found = await sql.search_models(conn, where, size + 1, offset)
         out: Json = {"registered_models": [model_json(m) for m in found[:size]]}
@@ -213,8 +283,7 @@ class MlflowRegistryHandlers:
     async def get_latest_versions(self, body: Json) -> Json:
         """GetLatestVersions: the newest version per stage (``None``, ``Archived``). Errors: NotFound."""
         name = required(body, "name")
-        stages = body.get("stages") or []
-        wanted = {str(s).lower() for s in ([stages] if isinstance(stages, str) else stages)}
+        wanted = {stage.lower() for stage in _strings(body, "stages")}
         await self._model(name)
         async with self.store.pool.acquire() as conn:
             versions = await sql.search_versions(
@@ -327,8 +396,7 @@ class MlflowRegistryHandlers:
         """SearchModelVersions (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
         Errors: InvalidArgument."""
         size, offset = _page(body, MAX_VERSION_RESULTS, MAX_VERSION_RESULTS)
-        where = filters.to_sql(filters.parse_filter(str(body.get("filter") or ""), "version"), _order_by(body),
-                               "version")
+        where = filters.to_sql(filters.parse_filter(_text(body, "filter"), "version"), _order_by(body), "version")
         async with self.store.pool.acquire() as conn:
             found = await sql.search_versions(conn, where, size + 1, offset)
         out: Json = {"model_versions": [version_json(v) for v in found[:size]]}
