@@ -89,3 +89,35 @@ def test_plain_metric_points_read_what_the_checked_path_reads_or_leave_it_to_it(
                 {"key": "a", "value": 1.0, "timestamp": 1, "step": None}, {"value": 1.0, "timestamp": 1}):
         assert mj.plain_metric_points([points[0], odd]) is None, odd
     assert mj.plain_metric_points(None) is None and mj.plain_metric_points([1]) is None
+
+
+def test_times_beyond_what_a_datetime_holds_are_invalid_arguments() -> None:
+    for millis in (2**63 - 1, -(2**63), 10**30, 253_402_300_800_000):  # the last: year 10000
+        with pytest.raises(InvalidArgument, match=r"'start_time'.*years 1 to 9999"):
+            mj.from_millis(millis, "start_time")
+    # The inline log-batch path leaves such a point to the checked one (which words the error).
+    assert mj.plain_metric_points([{"key": "m", "value": 1.0, "timestamp": 2**62}]) is None
+    assert mj.plain_metric_points([{"key": "m", "value": 10**400, "timestamp": 1}]) is None
+
+
+def test_odd_numbers_are_invalid_arguments_not_crashes() -> None:
+    fields = mj.Fields({"status": "²", "view": "²", "value": 10**400, "deep": [[[[["x" * 10_000]]]]]})
+    with pytest.raises(InvalidArgument, match="'status'"):
+        fields.status()
+    with pytest.raises(InvalidArgument, match="'view'"):
+        fields.view_type("view")
+    with pytest.raises(InvalidArgument, match="expected a number"):
+        fields.number("value")
+    with pytest.raises(InvalidArgument) as info:
+        fields.string("deep")
+    assert len(str(info.value)) < 300  # the value is shown shortened, not echoed whole
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\ud800", {"k": ["x", "\udfff"]}, {"\x00": 1}])
+def test_text_postgresql_cannot_hold_is_refused(value: object) -> None:
+    with pytest.raises(InvalidArgument, match="NUL characters and unpaired surrogates"):
+        mj.check_storable_text({"field": value})
+
+
+def test_storable_text_passes() -> None:
+    mj.check_storable_text({"a": ["é", "\U0001F600", 1, None, {"b": "c"}], "deep": [[[[]]]] * 3})

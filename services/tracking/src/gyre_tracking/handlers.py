@@ -490,18 +490,26 @@ class TrackingHandlers:
 
     async def metric_history_page(self, run_id: str, key: str, page_size: int = 0, page_token: str = "", *,
                                   max_page_size: int = 25_000) -> tuple[list[Metric], str]:
-        """A page of :meth:`metric_history` (``page_size`` 0: every point) and the next page's token.
+        """A page of :meth:`metric_history` and the next page's token ("" on the last page).
+
+        Args:
+            page_size: points per page; 0 means ``max_page_size``, so that no answer is unbounded.
+            max_page_size: the largest page (MLflow's client asks for 25,000 points).
 
         Raises:
             NotFound, InvalidArgument (bad run id, empty key, bad token or size).
         """
-        offset = search.decode_page_token(page_token)
-        points = await self.metric_history(run_id, key)
-        if page_size == 0 and not page_token:
-            return points, ""
+        validation.validate_run_id(run_id)
+        if not key:
+            raise InvalidArgument("metric key must not be empty")
         limit = search.page_size(page_size, default=max_page_size, maximum=max_page_size)
-        token = search.encode_page_token(offset + limit) if len(points) > offset + limit else ""
-        return points[offset:offset + limit], token
+        offset = search.decode_page_token(page_token)
+        async with self.store.session() as s:
+            handle = await self._handle(s, run_id)
+            # One point more than the page: its presence says whether there is a next page.
+            points = await s.metric_history(handle, key, limit=limit + 1, offset=offset)
+        token = search.encode_page_token(offset + limit) if len(points) > limit else ""
+        return points[:limit], token
 
     async def list_run_artifacts(self, run_id: str, path: str = "") -> tuple[str, list[FileEntry]]:
         """The artifact root URI of a run and the entries under ``path`` in it, for runs whose

@@ -224,7 +224,7 @@ def routes(handlers: TrackingHandlers) -> dict[str, Route]:
         start = f.integer("start_time")
         run = await handlers.create_run(
             f.string("experiment_id", default=handlers.default_experiment_id), run_name=f.string("run_name"),
-            start_time=None if start is None else mj.from_millis(start), tags=f.key_values("tags"),
+            start_time=None if start is None else mj.from_millis(start, "start_time"), tags=f.key_values("tags"),
             user=f.string("user_id"))
         return {"run": mj.run_json(run)}
 
@@ -236,7 +236,7 @@ def routes(handlers: TrackingHandlers) -> dict[str, Route]:
     async def update_run(f: mj.Fields) -> dict[str, Any]:
         end = f.integer("end_time")
         info = await handlers.update_run(f.run_id(), status=f.status(),
-                                         end_time=None if end is None else mj.from_millis(end),
+                                         end_time=None if end is None else mj.from_millis(end, "end_time"),
                                          run_name=f.string("run_name") or None)
         return {"run_info": mj.run_info_json(info)}
 

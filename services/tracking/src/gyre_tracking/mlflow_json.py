@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +29,17 @@ from gyre_tracking.domain.model import Experiment, Metric, Run, RunInfo, RunStat
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel = 3
+
+
+def _shown(value: Any) -> str:
+    """A short repr of a request value for an error message (bounded in length and depth, so a
+    deeply nested or huge value can neither flood the message nor overflow the stack)."""
+    return _SHOWN.repr(value)
+
+
 _STATUS_NUMBERS = {1: RunStatus.RUNNING, 2: RunStatus.SCHEDULED, 3: RunStatus.FINISHED, 4: RunStatus.FAILED,
                    5: RunStatus.KILLED}
 _VIEW_NUMBERS = {1: ViewType.ACTIVE_ONLY, 2: ViewType.DELETED_ONLY, 3: ViewType.ALL}
@@ -37,9 +50,17 @@ def to_millis(moment: datetime) -> int:
     return (moment - _EPOCH) // _MS
 
 
-def from_millis(millis: int) -> datetime:
-    """The aware UTC datetime of a count of milliseconds since the Unix epoch."""
-    return _EPOCH + millis * _MS
+def from_millis(millis: int, name: str = "timestamp") -> datetime:
+    """The aware UTC datetime of a count of milliseconds since the Unix epoch.
+
+    Raises:
+        InvalidArgument: outside the years 1 to 9999 (what a datetime holds), naming ``name``.
+    """
+    try:
+        return _EPOCH + millis * _MS
+    except OverflowError:
+        raise InvalidArgument(f"Invalid value {millis} for parameter '{name}' supplied: milliseconds since the "
+                              f"Unix epoch must fall in the years 1 to 9999") from None
 
 
 def _float_json(value: float) -> float | str:
@@ -117,6 +138,8 @@ async def read_fields(request: Request) -> Fields:
     """
     if request.method in ("GET", "DELETE"):
         data: dict[str, Any] = {}
+        if b"%00" in request.scope.get("query_string", b""):
+            raise InvalidArgument(f"the query string holds a NUL character (%00): {_UNSTORABLE}")
         for key, value in request.query_params.multi_items():
             if key in data:
                 previous = data[key]
@@ -132,9 +155,46 @@ async def read_fields(request: Request) -> Fields:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"malformed JSON request body: {exc}") from None
+    except RecursionError:
+        # Arrays or objects nested deeper than the decoder recurses: refused, not a 500.
+        raise InvalidArgument("malformed JSON request body: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object")
+    # Only bodies that may hold such text are walked: \u0000 or \uD800-\uDFFF escapes, or NUL
+    # bytes (a UTF-16/32 body); a plain log-batch is not slowed down.
+    if b"\x00" in raw or _SUSPECT_ESCAPE.search(raw):
+        check_storable_text(body)
     return Fields(body)
+
+
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+"""A JSON escape of NUL or of a UTF-16 surrogate (a simple pattern: no nested quantifiers)."""
+_UNSTORABLE = "NUL characters and unpaired surrogates cannot be stored in text"
+
+
+def check_storable_text(value: Any) -> None:
+    """Refuse any string in ``value`` (a decoded JSON value, keys included) that PostgreSQL text
+    cannot hold: one with a NUL character or an unpaired UTF-16 surrogate. Walked with a stack, not
+    recursion, so nesting depth does not matter.
+
+    Raises:
+        InvalidArgument: naming the first such string.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgument(f"Invalid value {_shown(item)} supplied: {_UNSTORABLE}") from None
+            if "\x00" in item:
+                raise InvalidArgument(f"Invalid value {_shown(item)} supplied: {_UNSTORABLE}")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 class Fields:
@@ -167,7 +227,7 @@ class Fields:
                 raise InvalidArgument(f"Missing value for required parameter '{name}'")
             return default
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: expected a string")
+            raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: expected a string")
         return str(value)
 
     def run_id(self) -> str:
@@ -185,7 +245,7 @@ class Fields:
                 raise InvalidArgument(f"Missing value for required parameter '{name}'")
             return default
         if isinstance(value, bool):
-            raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: expected an integer")
+            raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: expected an integer")
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, int):
@@ -195,7 +255,7 @@ class Fields:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: expected an integer")
+        raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: expected an integer")
 
     def number(self, name: str, *, required: bool = True) -> float:
         """A double parameter; ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` are accepted as strings."""
@@ -209,7 +269,7 @@ class Fields:
         items = value if isinstance(value, list) else [value]
         for item in items:
             if isinstance(item, bool) or not isinstance(item, str | int):
-                raise InvalidArgument(f"Invalid value {item!r} in parameter '{name}' supplied: expected strings")
+                raise InvalidArgument(f"Invalid value {_shown(item)} in parameter '{name}' supplied: expected strings")
         return [str(item) for item in items]
 
     def objects(self, name: str) -> list[Fields]:
@@ -237,9 +297,10 @@ class Fields:
             return RunStatus[value.upper()]
         if isinstance(value, int) and not isinstance(value, bool) and value in _STATUS_NUMBERS:
             return _STATUS_NUMBERS[value]
-        if isinstance(value, str) and value.isdigit() and int(value) in _STATUS_NUMBERS:
-            return _STATUS_NUMBERS[int(value)]
-        raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: use one of "
+        number = _small_number(value) if isinstance(value, str) else None
+        if number is not None and number in _STATUS_NUMBERS:
+            return _STATUS_NUMBERS[number]
+        raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: use one of "
                               f"{', '.join(RunStatus.__members__)}")
 
     def view_type(self, name: str) -> ViewType:
@@ -250,11 +311,17 @@ class Fields:
         if isinstance(value, str) and value.upper() in ViewType.__members__:
             return ViewType[value.upper()]
         number = value if isinstance(value, int) and not isinstance(value, bool) else \
-            int(value) if isinstance(value, str) and value.isdigit() else None
+            _small_number(value) if isinstance(value, str) else None
         if number in _VIEW_NUMBERS:
             return _VIEW_NUMBERS[number]
-        raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: use ACTIVE_ONLY, "
+        raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: use ACTIVE_ONLY, "
                               "DELETED_ONLY or ALL")
+
+
+def _small_number(text: str) -> int | None:
+    """An enum number written as one or two ASCII digits ("3"), else None (``str.isdigit`` also
+    holds for "²", which int() refuses)."""
+    return int(text) if len(text) <= 2 and text.isascii() and text.isdigit() else None
 
 
 def plain_metric_points(value: Any) -> list[tuple[str, float, int, datetime]] | None:
@@ -270,18 +337,23 @@ def plain_metric_points(value: Any) -> list[tuple[str, float, int, datetime]] | 
     if type(value) is not list:
         return None
     points: list[tuple[str, float, int, datetime]] = []
-    for point in value:
-        if type(point) is not dict:
-            return None
-        key, number, stamp, step = point.get("key"), point.get("value"), point.get("timestamp"), point.get("step", 0)
-        if type(key) is not str or not key or type(stamp) is not int or type(step) is not int:
-            return None
-        if type(number) is float:
-            points.append((key, number, step, _EPOCH + stamp * _MS))
-        elif type(number) is int:  # not bool: type() is exact
-            points.append((key, float(number), step, _EPOCH + stamp * _MS))
-        else:
-            return None
+    try:
+        for point in value:
+            if type(point) is not dict:
+                return None
+            key, number, stamp, step = (point.get("key"), point.get("value"), point.get("timestamp"),
+                                        point.get("step", 0))
+            if type(key) is not str or not key or type(stamp) is not int or type(step) is not int:
+                return None
+            if type(number) is float:
+                points.append((key, number, step, _EPOCH + stamp * _MS))
+            elif type(number) is int:  # not bool: type() is exact
+                points.append((key, float(number), step, _EPOCH + stamp * _MS))
+            else:
+                return None
+    except OverflowError:
+        # A timestamp no datetime holds (or an int value no float holds): the checked path words it.
+        return None
     return points
 
 
@@ -296,12 +368,12 @@ def as_number(value: Any, name: str, *, required: bool = True) -> float:
             raise InvalidArgument(f"Missing value for required parameter '{name}'")
         return 0.0
     if isinstance(value, bool):
-        raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: expected a number")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
+        raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: expected a number")
+    try:
+        if isinstance(value, int | float):
             return float(value)
-        except ValueError:
-            pass
-    raise InvalidArgument(f"Invalid value {value!r} for parameter '{name}' supplied: expected a number")
+        if isinstance(value, str):
+            return float(value)
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond any double
+        pass
+    raise InvalidArgument(f"Invalid value {_shown(value)} for parameter '{name}' supplied: expected a number")

@@ -173,8 +173,10 @@ class TrackingSession(abc.ABC):
         """Record an artifact unless its path is taken; returns what is stored at the path."""
 
     @abc.abstractmethod
-    async def metric_history(self, handle: RunHandle, key: str) -> list[Metric]:
-        """Every point of one metric of a run, ordered by (step, timestamp, value)."""
+    async def metric_history(self, handle: RunHandle, key: str, *, limit: int | None = None,
+                             offset: int = 0) -> list[Metric]:
+        """The points of one metric of a run, ordered by (step, timestamp, value): all of them, or
+        ``limit`` points after skipping ``offset``."""
 
     # -- ingest ------------------------------------------------------------------------------
 

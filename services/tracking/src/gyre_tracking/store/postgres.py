@@ -344,9 +344,11 @@ class PostgresSession(TrackingSession):
         assert row is not None
         return _artifact(row)
 
-    async def metric_history(self, handle: RunHandle, key: str) -> list[Metric]:
+    async def metric_history(self, handle: RunHandle, key: str, *, limit: int | None = None,
+                             offset: int = 0) -> list[Metric]:
+        # LIMIT NULL is no limit.
         rows = await self.conn.fetch("SELECT key, value, step, ts FROM metrics WHERE run_pk = $1 AND key = $2 "
-                                     "ORDER BY step, ts, value", handle.pk, key)
+                                     "ORDER BY step, ts, value LIMIT $3 OFFSET $4", handle.pk, key, limit, offset)
         return [Metric(row["key"], row["value"], row["step"], row["ts"]) for row in rows]
 
     # -- ingest ------------------------------------------------------------------------------
