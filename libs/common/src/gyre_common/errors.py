@@ -1,12 +1,13 @@
-"""Domain errors every service shares, and the one place they become gRPC and HTTP status codes.
+"""Domain errors every service shares, in plain Python: no transport is imported here.
 
 A handler raises a subclass of :class:`GyreError`; the transports translate it without knowing
-the service: :func:`abort_grpc` / :func:`grpc_errors` end a gRPC call with the class's
-``grpc_status`` and the message as details, and the FastAPI handler installed by
-:func:`install_http_errors` (the runner does it for every app) answers with ``http_status`` and
-the body ``{"detail": "<message>", "reason": "<slug>"}``.
+the service, from the class's attributes: :mod:`gyre_common.grpc_errors` (``abort_grpc``,
+``grpc_errors``) ends a gRPC call with the status named by ``grpc_code`` and the message as
+details, and the FastAPI handler of :mod:`gyre_common.http` (installed by ``create_app`` for every
+app) answers with ``http_status`` and the body ``{"detail": "<message>", "reason": "<slug>"}``.
+So a service's ``domain`` package can raise these without depending on grpc or fastapi.
 
-| class | ``reason`` | gRPC | HTTP |
+| class | ``reason`` | gRPC (``grpc_code``) | HTTP |
 |---|---|---|---|
 | :class:`GyreError` | ``error`` | INTERNAL | 500 |
 | :class:`InvalidArgument` | ``invalid_argument`` | INVALID_ARGUMENT | 400 |
@@ -20,18 +21,18 @@ the body ``{"detail": "<message>", "reason": "<slug>"}``.
 
 A service's own error classes subclass these (shared class first among the bases, so its codes
 win over a service base class) and may override ``reason`` or, where the service's documented
-API says so, ``http_status`` (e.g. 422 for invalid input, 412 for a failed precondition).
+API says so, ``http_status`` (e.g. 422 for invalid input, 412 for a failed precondition) or
+``grpc_code`` (the name of a ``grpc.StatusCode`` member, e.g. ``"UNKNOWN"``).
+
+Besides these, an exception that :func:`gyre_common.failures.classify_failure` calls transient
+(the database or the broker away) answers 503 / UNAVAILABLE in every service (see
+:mod:`gyre_common.http` and :mod:`gyre_common.grpc_errors`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any, ClassVar, NoReturn
-
-import grpc
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from collections.abc import Mapping
+from typing import ClassVar
 
 
 class GyreError(Exception):
@@ -40,13 +41,13 @@ class GyreError(Exception):
     Attributes:
         reason: stable machine-readable slug (snake_case); a class attribute that an instance may
             override (e.g. a dead-letter reason).
-        grpc_status: the gRPC status code a call ends with.
+        grpc_code: the name of the ``grpc.StatusCode`` a gRPC call ends with (e.g. ``"NOT_FOUND"``).
         http_status: the HTTP status of the answer.
         http_headers: extra headers of the HTTP answer.
     """
 
     reason: str = "error"
-    grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    grpc_code: ClassVar[str] = "INTERNAL"
     http_status: ClassVar[int] = 500
     http_headers: ClassVar[Mapping[str, str]] = {}
 
@@ -55,7 +56,7 @@ class InvalidArgument(GyreError):
     """The request is malformed; the message says which field and why."""
 
     reason = "invalid_argument"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
     http_status = 400
 
 
@@ -63,7 +64,7 @@ class NotFound(GyreError):
     """What the request names does not exist."""
 
     reason = "not_found"
-    grpc_status = grpc.StatusCode.NOT_FOUND
+    grpc_code = "NOT_FOUND"
     http_status = 404
 
 
@@ -71,7 +72,7 @@ class AlreadyExists(GyreError):
     """The entity exists already (with other content, or the name is taken)."""
 
     reason = "already_exists"
-    grpc_status = grpc.StatusCode.ALREADY_EXISTS
+    grpc_code = "ALREADY_EXISTS"
     http_status = 409
 
 
@@ -79,7 +80,7 @@ class FailedPrecondition(GyreError):
     """The request is valid but the current state forbids it."""
 
     reason = "failed_precondition"
-    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    grpc_code = "FAILED_PRECONDITION"
     http_status = 409
 
 
@@ -87,7 +88,7 @@ class ResourceExhausted(GyreError):
     """A quota or queue is full; retrying later may succeed."""
 
     reason = "resource_exhausted"
-    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    grpc_code = "RESOURCE_EXHAUSTED"
     http_status = 429
 
 
@@ -102,7 +103,7 @@ class Unavailable(GyreError):
     """A dependency cannot answer right now; retrying later may succeed."""
 
     reason = "unavailable"
-    grpc_status = grpc.StatusCode.UNAVAILABLE
+    grpc_code = "UNAVAILABLE"
     http_status = 503
 
 
@@ -110,43 +111,11 @@ class Unauthenticated(GyreError):
     """No credentials, or ones that match no known subject."""
 
     reason = "unauthenticated"
-    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    grpc_code = "UNAUTHENTICATED"
     http_status = 401
     http_headers = {"WWW-Authenticate": "Bearer"}
-
-
-async def abort_grpc(context: grpc.aio.ServicerContext[Any, Any], exc: GyreError, message: str | None = None,
-                     ) -> NoReturn:
-    """End the gRPC call with ``exc``'s status; the details are ``message`` or else ``str(exc)``.
-
-    Raises:
-        Exception: always (``context.abort`` raises to end the call).
-    """
-    await context.abort(exc.grpc_status, str(exc) if message is None else message)
-    raise AssertionError("context.abort always raises")
-
-
-@asynccontextmanager
-async def grpc_errors(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-    """``async with grpc_errors(context): ...`` ends the call with the status of a :class:`GyreError`
-    raised in the block; other exceptions pass through."""
-    try:
-        yield
-    except GyreError as exc:
-        await abort_grpc(context, exc)
 
 
 def error_body(exc: GyreError) -> dict[str, str]:
     """The JSON body of an HTTP error answer: ``{"detail": <message>, "reason": <slug>}``."""
     return {"detail": str(exc), "reason": exc.reason}
-
-
-async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    """FastAPI exception handler for :class:`GyreError`: its status, headers and :func:`error_body`."""
-    assert isinstance(exc, GyreError)
-    return JSONResponse(error_body(exc), status_code=exc.http_status, headers=dict(exc.http_headers) or None)
-
-
-def install_http_errors(app: FastAPI) -> None:
-    """Answer every :class:`GyreError` a route raises with :func:`http_error_handler`."""
-    app.add_exception_handler(GyreError, http_error_handler)

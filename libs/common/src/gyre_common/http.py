@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from gyre_common.errors import InvalidArgument, error_body, install_http_errors
+from gyre_common.errors import GyreError, InvalidArgument, error_body
 from gyre_common.health import Readiness
 from gyre_common.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from gyre_common.telemetry import Telemetry
@@ -41,6 +41,19 @@ def health_router(readiness: Readiness, telemetry: Telemetry) -> APIRouter:
         return Response(payload, media_type=content_type)
 
     return router
+
+
+async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI exception handler for :class:`~gyre_common.errors.GyreError`: its ``http_status``,
+    ``http_headers`` and :func:`~gyre_common.errors.error_body`."""
+    assert isinstance(exc, GyreError)
+    return JSONResponse(error_body(exc), status_code=exc.http_status, headers=dict(exc.http_headers) or None)
+
+
+def install_http_errors(app: FastAPI) -> None:
+    """Answer every :class:`~gyre_common.errors.GyreError` a route raises with :func:`http_error_handler`
+    (:func:`create_app` does it; only an app built otherwise needs it)."""
+    app.add_exception_handler(GyreError, http_error_handler)
 
 
 class _ServiceApp(FastAPI):

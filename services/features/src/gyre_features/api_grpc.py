@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from gyre_common.errors import abort_grpc
+from gyre_common.grpc_errors import abort_grpc
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
 from gyre_features.convert import (

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
-
 from gyre_common import errors
 
 Scalar = float | int | str | bool
@@ -73,7 +71,7 @@ class FeatureStoreError(errors.GyreError):
     Anything not more specific is invalid input: gRPC INVALID_ARGUMENT, HTTP 422.
     """
 
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
     http_status = 422
 
 

@@ -10,7 +10,7 @@ from datetime import UTC
 
 import grpc
 
-from gyre_common.errors import grpc_errors
+from gyre_common.grpc_errors import grpc_errors
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as pb
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
 from gyre_feedback.events import feedback_from_event, timestamp

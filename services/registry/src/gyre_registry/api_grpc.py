@@ -14,7 +14,8 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 
-from gyre_common.errors import GyreError, abort_grpc
+from gyre_common.errors import GyreError
+from gyre_common.grpc_errors import abort_grpc
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from gyre_registry.auth import Authenticator

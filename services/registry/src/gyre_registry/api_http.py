@@ -51,7 +51,7 @@ M = TypeVar("M", bound=Message)
 
 def _error(exc: GyreError) -> JSONResponse:
     """The registry's REST error body: the gRPC code's name and the message, with the shared HTTP status."""
-    return JSONResponse({"error": {"code": exc.grpc_status.name, "message": str(exc)}},
+    return JSONResponse({"error": {"code": exc.grpc_code, "message": str(exc)}},
                         status_code=exc.http_status)
 
 

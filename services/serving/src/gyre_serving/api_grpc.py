@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from gyre_common.errors import abort_grpc
+from gyre_common.grpc_errors import abort_grpc
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2 as pb
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from gyre_serving import metrics
@@ -66,7 +66,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = await self.dataplane.infer(decoded, started_at=started)
             reply = encode_response(response, raw=raw)
         except ServingError as exc:
-            metrics.observe_request(label, "grpc", exc.grpc_status.name, time.perf_counter() - started)
+            metrics.observe_request(label, "grpc", exc.grpc_code, time.perf_counter() - started)
             await abort_grpc(context, exc)
         metrics.observe_request(label, "grpc", "OK", time.perf_counter() - started)
         return reply

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import grpc
 
-from gyre_common.errors import abort_grpc
+from gyre_common.grpc_errors import abort_grpc
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2_grpc as pb_grpc
 from gyre_tracking.convert import (

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import grpc
 
-from gyre_common.errors import abort_grpc, grpc_errors
+from gyre_common.grpc_errors import abort_grpc, grpc_errors
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc

@@ -12,15 +12,13 @@ status codes (the transports keep the Open Inference Protocol's body ``{"error":
 
 from __future__ import annotations
 
-import grpc
-
 from gyre_common import errors
 
 
 class ServingError(errors.GyreError):
     """Base of the errors a client can cause or see; the message is meant for the client."""
 
-    grpc_status = grpc.StatusCode.UNKNOWN
+    grpc_code = "UNKNOWN"
 
 
 class InvalidRequestError(errors.InvalidArgument, ServingError, ValueError):
@@ -42,7 +40,7 @@ class ModelUnavailableError(errors.Unavailable, ServingError):
 class PredictionError(ServingError):
     """The model failed on input that passed validation (a bug or an incompatible artifact)."""
 
-    grpc_status = grpc.StatusCode.INTERNAL
+    grpc_code = "INTERNAL"
 
 
 class ModelLoadError(Exception):

@@ -4,8 +4,6 @@ dead-letter reason of a rejected event)."""
 
 from __future__ import annotations
 
-import grpc
-
 from gyre_common import errors
 
 
@@ -13,7 +11,7 @@ class TrackingError(errors.GyreError):
     """Base of every expected failure; the message is meant for the caller (else INVALID_ARGUMENT, 400)."""
 
     reason = "tracking_error"
-    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    grpc_code = "INVALID_ARGUMENT"
     http_status = 400
 
 
