@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-PACKAGES := libs/contracts libs/common libs/stack libs/cli $(wildcard services/*)
+PACKAGES := libs/contracts libs/common libs/ml libs/stack libs/cli $(wildcard services/*)
 # Each test run gets its own temporary folder outside /tmp/pytest-of-<user>: pytest resets that
 # folder's permissions at every session start, which would cut the embedded PostgreSQL (running as
 # its own system user) off from its data while another session runs.
@@ -72,7 +72,7 @@ lint: install ## Lint protos (buf), Python (ruff) and fail when generated code i
 	$(VENV)/bin/ruff check libs services tests bench scripts
 
 typecheck: install ## Type-check the code we own (mypy)
-	$(VENV)/bin/mypy libs/common/src libs/stack/src libs/cli/src $(wildcard services/*/src)
+	$(VENV)/bin/mypy libs/common/src libs/ml/src libs/stack/src libs/cli/src $(wildcard services/*/src)
 
 bench: install ## Run the benchmarks in bench/ and print ratios against their peers
 	$(PY) bench/run.py

@@ -23,8 +23,12 @@ DEV_REQUIREMENTS = ROOT / "requirements-dev.txt"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 TRAINER = canonicalize_name("gyre-trainer")
+ML = canonicalize_name("gyre-ml")
+TORCH = canonicalize_name("torch")
 #: Heavy ML dependencies only the trainer may bring in.
-TRAINER_ONLY = {canonicalize_name("torch"), canonicalize_name("hyperopt")}
+TRAINER_ONLY = {canonicalize_name("hyperopt")}
+#: torch comes only through gyre-ml, which only the trainer requires; another service may offer it
+#: behind an optional extra (serving's and the monitor's text models), never by default.
 #: What deploy/Dockerfile installs next to a service: a service may depend on these of our libs only.
 SERVICE_IMAGE_LIBS = {canonicalize_name("gyre-contracts"), canonicalize_name("gyre-common")}
 
@@ -144,13 +148,19 @@ def _closure(root: OwnPackage) -> dict[NormalizedName, list[str]]:
 
 
 def test_heavy_ml_stays_in_the_trainer() -> None:
-    """Nothing but the trainer may pull torch or hyperopt, even through our own libraries."""
+    """Nothing but the trainer may pull hyperopt; torch only through gyre-ml, by default only in the
+    trainer (others behind an optional extra), even through our own libraries."""
     offenders = []
     for pkg in PACKAGES.values():
-        if pkg.name == TRAINER:
+        if pkg.name in (TRAINER, ML):
             continue
         closure = _closure(pkg)
         offenders += [" -> ".join(closure[name]) for name in sorted(TRAINER_ONLY & set(closure))]
+        if TORCH in closure and closure[TORCH][1] != ML:
+            offenders.append(" -> ".join(closure[TORCH]) + " (torch only through gyre-ml)")
+        default = _closure(OwnPackage(pkg.name, pkg.path, pkg.requires))
+        if TORCH in default:
+            offenders.append(" -> ".join(default[TORCH]) + " (without an extra)")
     assert not offenders, "trainer-only dependencies pulled in by: " + "; ".join(offenders)
 
 
@@ -192,7 +202,7 @@ def test_installed_versions_match_pins() -> None:
             installed = Version(metadata.version(name))
         except metadata.PackageNotFoundError:
             continue  # e.g. a trainer-only dependency in an environment without the trainer
-        if installed != pinned:
+        if Version(installed.public) != pinned:  # torch's local label: 2.13.0+cpu is the pinned 2.13.0
             drift.append(f"{name}: installed {installed}, pinned {pinned}")
     assert not drift, "run `make install` (or fix constraints.txt): " + "; ".join(drift)
 
