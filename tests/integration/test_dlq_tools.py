@@ -44,7 +44,7 @@ from gyre_common.runner import ServiceContext, ServiceRunner
 from gyre_common.service import ServiceSpec
 from gyre_common.settings import KafkaSettings, ServiceSettings
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
-from gyre_trainer.bootstrap import Dependencies, wire
+from gyre_trainer.bootstrap import Dependencies, bootstrap
 from gyre_trainer.service import SPEC as TRAINER
 from gyre_trainer.settings import TrainerSettings
 from gyre_trainer.testing import FakeModelRegistry, FakeRunLogger, FakeTrainingDataSource
@@ -317,7 +317,7 @@ async def test_http_validation(service: Running, unique: str) -> None:
 async def test_trainer_serves_its_dead_letters_and_the_cli_replays(
         bootstrap_servers: str, database_url: str, unique: str, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """A real service (the trainer, wired by its own ``wire``) answers for its group's dead letters;
+    """A real service (the trainer, wired by its own ``bootstrap``) answers for its group's dead letters;
     replay needs its token; ``gyre dlq`` finds, shows and replays the same record on the broker."""
     kafka = fast_kafka(bootstrap_servers, f"t{unique}.", default_partitions=1)
     settings = TrainerSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
@@ -327,7 +327,7 @@ async def test_trainer_serves_its_dead_letters_and_the_cli_replays(
     consumers: list[Consumer] = []
 
     async def build(ctx: ServiceContext) -> None:
-        await wire(ctx, deps)
+        await bootstrap(ctx, deps)
         consumers.extend(task for _, task in ctx.tasks if isinstance(task, Consumer))
 
     async with running(TRAINER, build, settings, kafka=kafka, database_url=database_url) as runner, \

@@ -147,7 +147,7 @@ async def test_features(kafka: KafkaSettings, database_url: str) -> None:
 
 async def test_trainer(kafka: KafkaSettings, database_url: str, tmp_path: Path, unique: str) -> None:
     from gyre_common.artifacts import LocalArtifactStore
-    from gyre_trainer.bootstrap import Dependencies, wire
+    from gyre_trainer.bootstrap import Dependencies, bootstrap
     from gyre_trainer.service import SPEC
     from gyre_trainer.settings import TrainerSettings
     from gyre_trainer.testing import (
@@ -162,7 +162,7 @@ async def test_trainer(kafka: KafkaSettings, database_url: str, tmp_path: Path, 
                         artifacts=LocalArtifactStore(tmp_path / "trainer-artifacts"))
 
     async def build(ctx: ServiceContext) -> None:
-        await wire(ctx, deps)
+        await bootstrap(ctx, deps)
 
     settings = fast_settings(TrainerSettings, consumer_group=f"trainer-{unique}", default_max_evals=1)
     async with running(SPEC, build, settings, kafka=kafka, database_url=database_url) as runner:

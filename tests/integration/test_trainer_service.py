@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -21,13 +22,13 @@ from gyre_cli.main import run as gyre_cli
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Consumer, Envelope, Publisher
 from gyre_common.models import load_model
-from gyre_common.runner import ServiceContext, ServiceRunner
+from gyre_common.runner import ServiceRunner
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import TRAINING_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
-from gyre_trainer.bootstrap import Dependencies, Wiring, wire
+from gyre_trainer.bootstrap import Dependencies, bootstrap
 from gyre_trainer.service import SPEC
 from gyre_trainer.settings import TrainerSettings
 from gyre_trainer.testing import FakeModelRegistry, FakeRunLogger, FakeTrainingDataSource, breast_cancer_training_set
@@ -38,7 +39,6 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Trainer:
     runner: ServiceRunner
-    wiring: Wiring
     kafka: KafkaSettings
     runs: FakeRunLogger
     registry: FakeModelRegistry
@@ -55,15 +55,10 @@ async def trainer(bootstrap_servers: str, database_url: str, unique: str, tmp_pa
     artifacts = LocalArtifactStore(tmp_path / "artifacts")
     deps = Dependencies(source=FakeTrainingDataSource({"patients": breast_cancer_training_set()}), runs=runs,
                         registry=registry, artifacts=artifacts)
-    built: list[Wiring] = []
-
-    async def build(ctx: ServiceContext) -> None:
-        built.append(await wire(ctx, deps))
-
-    async with running(SPEC, build, settings, kafka=kafka, database_url=database_url) as runner:
+    async with running(SPEC, partial(bootstrap, deps=deps), settings, kafka=kafka, database_url=database_url) as runner:
         assert runner.context is not None
         await wait_until(lambda: runner.context is not None and runner.context.readiness.is_ready, 30, "readiness")
-        yield Trainer(runner, built[0], kafka, runs, registry, artifacts, database_url)
+        yield Trainer(runner, kafka, runs, registry, artifacts, database_url)
 
 
 def training_request(request_id: str) -> ev.TrainingRequest:
@@ -143,6 +138,9 @@ async def test_a_request_on_the_topic_trains_registers_and_emits_events(trainer:
         assert [job["request"]["request_id"] for job in listing["jobs"]] == ["drift-1"]
         bad = await client.post("/v1/jobs", json={"request_id": "y", "model_name": "cancer"})
         assert bad.status_code == 422
+        # A page token this API did not issue is the caller's error, answered like every service's.
+        bad_token = await client.get("/v1/jobs", params={"page_token": "garbage!"})
+        assert bad_token.status_code == 400 and bad_token.json()["reason"] == "invalid_argument"
 
 
 async def test_the_cli_submits_over_grpc_and_waits(trainer: Trainer) -> None:
@@ -153,7 +151,10 @@ async def test_the_cli_submits_over_grpc_and_waits(trainer: Trainer) -> None:
     # The CLI is synchronous gRPC: run it off the event loop that serves it.
     code = await asyncio.to_thread(gyre_cli, argv)
     assert code == 0
-    job = await trainer.wiring.service.get_job(request_id="cli-1")
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await pb_grpc.TrainerServiceStub(channel).GetTrainingJob(
+            pb.GetTrainingJobRequest(request_id="cli-1"), timeout=5)
+    job = reply.job
     assert job.model_version == 1 and job.request.reason == ev.TRAINING_REASON_MANUAL
     assert job.request.window_end.ToJsonString() == "2026-03-01T00:00:00Z"
     assert await asyncio.to_thread(gyre_cli, argv) == 0  # the same request id: the same job, no new version

@@ -10,9 +10,8 @@ import asyncpg
 import pytest
 
 from gyre_common.db import migrate
-from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer import training_events as events
-from gyre_trainer.domain.jobs import JobStatus, job_id_for
+from gyre_trainer.domain.jobs import JobStatus, TrainingReason, TrainingRequest, job_id_for
 from gyre_trainer.store import EventClaim, InMemoryJobStore, JobStore, PendingEvent, PostgresJobStore, QueueFull
 
 pytestmark = pytest.mark.integration
@@ -37,9 +36,9 @@ async def store(request: pytest.FixtureRequest, postgres_admin_url: str) -> Asyn
         await admin.close()
 
 
-def request(request_id: str, model: str = "m") -> ev.TrainingRequest:
-    return ev.TrainingRequest(request_id=request_id, model_name=model, feature_view="v", label="y",
-                              reason=ev.TRAINING_REASON_MANUAL)
+def request(request_id: str, model: str = "m") -> TrainingRequest:
+    return TrainingRequest(request_id=request_id, model_name=model, feature_view="v", label="y",
+                           reason=TrainingReason.MANUAL)
 
 
 async def test_submit_is_idempotent_on_request_id_and_claim(store: JobStore) -> None:

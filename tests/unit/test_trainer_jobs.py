@@ -7,35 +7,40 @@ import pytest
 
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer.auth import TokenAuth, Unauthenticated
-from gyre_trainer.domain.jobs import InvalidRequest, JobStatus, job_id_for
-from gyre_trainer.handlers import JobAlreadyEnded, JobNotFound, JobService, TrainingPolicy
+from gyre_trainer.convert import request_from_proto
+from gyre_trainer.domain.jobs import InvalidRequest, JobStatus, TrainingPolicy, TrainingRequest, job_id_for
+from gyre_trainer.handlers import JobAlreadyEnded, JobNotFound, TrainerHandlers
 from gyre_trainer.store import EventClaim, InMemoryJobStore, QueueFull
 
 
-def request(request_id: str = "r1", **changes: object) -> ev.TrainingRequest:
-    message = ev.TrainingRequest(request_id=request_id, model_name="m", feature_view="v", label="y",
-                                 reason=ev.TRAINING_REASON_DRIFT)
+def message(request_id: str = "r1", **changes: object) -> ev.TrainingRequest:
+    built = ev.TrainingRequest(request_id=request_id, model_name="m", feature_view="v", label="y",
+                               reason=ev.TRAINING_REASON_DRIFT)
     for key, value in changes.items():
-        setattr(message, key, value)
-    return message
+        setattr(built, key, value)
+    return built
+
+
+def request(request_id: str = "r1", **changes: object) -> TrainingRequest:
+    return request_from_proto(message(request_id, **changes))
 
 
 @pytest.fixture
-def service() -> JobService:
-    return JobService(InMemoryJobStore(), TrainingPolicy(max_queued_jobs=3))
+def service() -> TrainerHandlers:
+    return TrainerHandlers(InMemoryJobStore(), TrainingPolicy(max_queued_jobs=3))
 
 
-async def test_a_request_id_makes_one_job(service: JobService) -> None:
+async def test_a_request_id_makes_one_job(service: TrainerHandlers) -> None:
     woken: list[int] = []
     service._wake = lambda: woken.append(1)
     job, duplicate = await service.submit(request())
     assert not duplicate and job.status is JobStatus.QUEUED and job.job_id == job_id_for("r1")
     again, duplicate = await service.submit(request())
     assert duplicate and again.job_id == job.job_id and woken == [1]
-    assert job.request.HasField("requested_at")
+    assert job.request.requested_at is not None
 
 
-async def test_a_redelivered_event_after_success_does_not_train_again(service: JobService) -> None:
+async def test_a_redelivered_event_after_success_does_not_train_again(service: TrainerHandlers) -> None:
     claim = EventClaim("trainer", "ce-1")
     await service.submit(request(), claim=claim)
     finished = await service.store.claim_next("w", 60)
@@ -55,30 +60,30 @@ async def test_a_redelivered_event_after_success_does_not_train_again(service: J
     ({"label": " "}, "label"),
     ({"reason": ev.TRAINING_REASON_UNSPECIFIED}, "reason"),
 ])
-async def test_invalid_requests_are_refused_by_the_api(service: JobService, changes: dict[str, object],
+async def test_invalid_requests_are_refused_by_the_api(service: TrainerHandlers, changes: dict[str, object],
                                                        field: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         await service.submit(request(**changes))
     assert info.value.field == field
 
 
-async def test_window_and_search_are_checked(service: JobService) -> None:
-    message = request()
-    message.window_start.FromJsonString("2026-02-01T00:00:00Z")
-    message.window_end.FromJsonString("2026-01-01T00:00:00Z")
+async def test_window_and_search_are_checked(service: TrainerHandlers) -> None:
+    bad = message()
+    bad.window_start.FromJsonString("2026-02-01T00:00:00Z")
+    bad.window_end.FromJsonString("2026-01-01T00:00:00Z")
     with pytest.raises(InvalidRequest, match="window_end"):
-        await service.submit(message)
-    message = request()
-    message.search.estimator_families.append("deep_magic")
+        await service.submit(request_from_proto(bad))
+    bad = message()
+    bad.search.estimator_families.append("deep_magic")
     with pytest.raises(InvalidRequest, match="deep_magic"):
-        await service.submit(message)
-    message = request()
-    message.search.max_evals = 10_000
+        await service.submit(request_from_proto(bad))
+    bad = message()
+    bad.search.max_evals = 10_000
     with pytest.raises(InvalidRequest, match="max_evals"):
-        await service.submit(message)
+        await service.submit(request_from_proto(bad))
 
 
-async def test_an_invalid_request_from_the_bus_becomes_a_failed_job_with_an_event(service: JobService) -> None:
+async def test_an_invalid_request_from_the_bus_becomes_a_failed_job_with_an_event(service: TrainerHandlers) -> None:
     job, duplicate = await service.submit(request(request_id="", reason=0), claim=EventClaim("trainer", "ce-9"))
     assert not duplicate and job.status is JobStatus.FAILED and "request_id" in job.error
     assert job.request_id == "ce:ce-9"
@@ -88,7 +93,7 @@ async def test_an_invalid_request_from_the_bus_becomes_a_failed_job_with_an_even
     assert duplicate
 
 
-async def test_the_queue_limit_applies_to_the_api_only(service: JobService) -> None:
+async def test_the_queue_limit_applies_to_the_api_only(service: TrainerHandlers) -> None:
     for i in range(3):
         await service.submit(request(f"r{i}"))
     with pytest.raises(QueueFull):
@@ -97,7 +102,7 @@ async def test_the_queue_limit_applies_to_the_api_only(service: JobService) -> N
     assert not duplicate
 
 
-async def test_listing_pages_newest_first(service: JobService) -> None:
+async def test_listing_pages_newest_first(service: TrainerHandlers) -> None:
     service.policy = TrainingPolicy(max_queued_jobs=100)
     for i in range(5):
         await service.submit(request(f"r{i}", model_name="a" if i % 2 else "b"))
@@ -111,7 +116,7 @@ async def test_listing_pages_newest_first(service: JobService) -> None:
         await service.list_jobs(page_token="garbage!")
 
 
-async def test_cancel(service: JobService) -> None:
+async def test_cancel(service: TrainerHandlers) -> None:
     job, _ = await service.submit(request())
     cancelled = await service.cancel(job.job_id)
     assert cancelled.status is JobStatus.FAILED and cancelled.error == "cancelled"
@@ -126,7 +131,7 @@ async def test_cancel(service: JobService) -> None:
     assert flagged.status is JobStatus.RUNNING and flagged.cancel_requested
 
 
-async def test_get_job(service: JobService) -> None:
+async def test_get_job(service: TrainerHandlers) -> None:
     job, _ = await service.submit(request())
     assert (await service.get_job(request_id="r1")).job_id == job.job_id
     with pytest.raises(JobNotFound):

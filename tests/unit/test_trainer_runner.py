@@ -12,11 +12,14 @@ from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.models import load_model
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as monitor_pb
+from gyre_trainer.convert import request_from_proto
 from gyre_trainer.domain.dataset import fingerprint
 from gyre_trainer.domain.holdout import holdout_id
-from gyre_trainer.domain.jobs import Job, JobStatus
-from gyre_trainer.handlers import CODE_VERSION, CancelToken, JobRunner, JobService, TrainingPolicy
+from gyre_trainer.domain.jobs import Job, JobStatus, TrainingPolicy
+from gyre_trainer.handlers import TrainerHandlers
 from gyre_trainer.ports import HoldoutEvaluation
+from gyre_trainer.registration import CODE_VERSION
+from gyre_trainer.runner import CancelToken, JobRunner
 from gyre_trainer.store import InMemoryJobStore
 from gyre_trainer.testing import (
     FakeModelRegistry,
@@ -38,12 +41,12 @@ class World:
         self.artifacts = LocalArtifactStore(root)
         self.profiles = StoreProfileSink(self.artifacts)
         self.policy = TrainingPolicy(**{"retry_delay_s": 0.0, **policy})  # type: ignore[arg-type]
-        self.service = JobService(self.store, self.policy)
+        self.service = TrainerHandlers(self.store, self.policy)
         self.runner = JobRunner(self.store, self.source, self.runs, self.registry, self.artifacts, self.profiles,
                                 self.policy)
 
     async def run(self, request: ev.TrainingRequest, token: CancelToken | None = None) -> Job:
-        await self.service.submit(request)
+        await self.service.submit(request_from_proto(request))
         job = await self.store.claim_next("w1", 60)
         assert job is not None
         await self.runner.run(job, token)
@@ -248,7 +251,7 @@ async def test_too_few_rows_fail_clearly(tmp_path: Path) -> None:
 async def test_a_cancelled_job_stops_between_trials(tmp_path: Path) -> None:
     world = World(tmp_path)
     message = request(max_evals=50)
-    await world.service.submit(message)
+    await world.service.submit(request_from_proto(message))
     job = await world.store.claim_next("w1", 60)
     assert job is not None
     # Cancel through the store, as another replica's API would: the runner sees it after a trial.
@@ -262,7 +265,7 @@ async def test_a_cancelled_job_stops_between_trials(tmp_path: Path) -> None:
 
 async def test_shutdown_puts_the_job_back_without_counting_the_attempt(tmp_path: Path) -> None:
     world = World(tmp_path)
-    await world.service.submit(request(max_evals=50))
+    await world.service.submit(request_from_proto(request(max_evals=50)))
     job = await world.store.claim_next("w1", 60)
     assert job is not None
     token = CancelToken()

@@ -7,28 +7,28 @@ Errors: INVALID_ARGUMENT (bad request, page token), NOT_FOUND (unknown job), FAI
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 
 from gyre_common.grpc_errors import abort_grpc, grpc_errors
-from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as pb
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
-from gyre_trainer.adapters.convert import job_to_proto
 from gyre_trainer.auth import TokenAuth, Unauthenticated
+from gyre_trainer.convert import job_to_proto, request_from_proto
 from gyre_trainer.domain.jobs import InvalidRequest
-from gyre_trainer.handlers import JobNotFound, JobService
+from gyre_trainer.handlers import TrainerHandlers
 from gyre_trainer.store import QueueFull
 
 SERVICE_NAME = "gyre.trainer.v1.TrainerService"
 
 
 class TrainerServicer(pb_grpc.TrainerServiceServicer):
-    """Thin adapter over :class:`JobService`; ``cancel_local`` stops a job running in this replica at once."""
+    """Thin adapter over :class:`TrainerHandlers`; ``cancel_local`` stops a job running in this replica at once."""
 
-    def __init__(self, service: JobService, auth: TokenAuth,
+    def __init__(self, handlers: TrainerHandlers, auth: TokenAuth,
                  cancel_local: Callable[[str], bool] | None = None) -> None:
-        self.service = service
+        self.handlers = handlers
         self.auth = auth
         self._cancel_local = cancel_local or (lambda job_id: False)
 
@@ -42,12 +42,11 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
     async def SubmitTraining(self, request: pb.SubmitTrainingRequest,
                              context: grpc.aio.ServicerContext) -> pb.SubmitTrainingResponse:
         subject = await self._subject(context)
-        training = ev.TrainingRequest()
-        training.CopyFrom(request.request)
+        training = request_from_proto(request.request)
         if not training.requested_by:
-            training.requested_by = subject
+            training = replace(training, requested_by=subject)
         try:
-            job, duplicate = await self.service.submit(training)
+            job, duplicate = await self.handlers.submit(training)
         except InvalidRequest as exc:
             await abort_grpc(context, exc, f"request.{exc}")
         except QueueFull as exc:
@@ -56,27 +55,21 @@ class TrainerServicer(pb_grpc.TrainerServiceServicer):
 
     async def GetTrainingJob(self, request: pb.GetTrainingJobRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetTrainingJobResponse:
-        try:
-            job = await self.service.get_job(job_id=request.job_id, request_id=request.request_id)
-        except JobNotFound as exc:
-            await abort_grpc(context, exc)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        async with grpc_errors(context):  # JobNotFound, InvalidQuery
+            job = await self.handlers.get_job(job_id=request.job_id, request_id=request.request_id)
         return pb.GetTrainingJobResponse(job=job_to_proto(job))
 
     async def ListTrainingJobs(self, request: pb.ListTrainingJobsRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListTrainingJobsResponse:
-        try:
-            jobs, token = await self.service.list_jobs(model_name=request.model_name, page_size=request.page_size,
-                                                       page_token=request.page_token)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        async with grpc_errors(context):  # InvalidQuery
+            jobs, token = await self.handlers.list_jobs(model_name=request.model_name, page_size=request.page_size,
+                                                        page_token=request.page_token)
         return pb.ListTrainingJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_page_token=token)
 
     async def CancelTrainingJob(self, request: pb.CancelTrainingJobRequest,
                                 context: grpc.aio.ServicerContext) -> pb.CancelTrainingJobResponse:
         await self._subject(context)
         async with grpc_errors(context):
-            job = await self.service.cancel(request.job_id)
+            job = await self.handlers.cancel(request.job_id)
         self._cancel_local(request.job_id)
         return pb.CancelTrainingJobResponse(job=job_to_proto(job))

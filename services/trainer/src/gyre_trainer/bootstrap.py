@@ -1,28 +1,33 @@
-"""The one place the trainer is wired: store, clients, handlers, worker, relay, consumer, APIs."""
+"""The one place the trainer is wired: store, clients, handlers, runner, worker, relay, consumer, APIs.
+
+Tests swap the other services for fakes with ``functools.partial(bootstrap, deps=Dependencies(...))``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from gyre_common.artifacts import ArtifactSettings, ArtifactStore, LocalArtifactStore
-from gyre_common.bus import Publisher, add_consumer, ensure_topics
+from gyre_common.bus import Consumer, Publisher, add_consumer, ensure_topics
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
-from gyre_common.topics import TRAINING_EVENTS
+from gyre_common.topics import TRAINING_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2_grpc as pb_grpc
+from gyre_trainer import api_http
 from gyre_trainer.adapters.features import GrpcTrainingDataSource
 from gyre_trainer.adapters.profiles import ArtifactProfileSink
 from gyre_trainer.adapters.registry import GrpcModelRegistryClient
 from gyre_trainer.adapters.rpc import open_channel
 from gyre_trainer.adapters.tracking import GrpcRunLogger
 from gyre_trainer.api_grpc import SERVICE_NAME, TrainerServicer
-from gyre_trainer.api_http import make_router
 from gyre_trainer.auth import TokenAuth
-from gyre_trainer.consumers import training_request_consumer
-from gyre_trainer.handlers import JobRunner, JobService, TrainingPolicy
+from gyre_trainer.consumers import TrainingRequestsAdapter
+from gyre_trainer.domain.jobs import TrainingPolicy
+from gyre_trainer.handlers import TrainerHandlers
 from gyre_trainer.ports import ModelRegistryClient, RunLogger, TrainingDataSource
+from gyre_trainer.runner import JobRunner
 from gyre_trainer.settings import TrainerSettings
 from gyre_trainer.store import PostgresJobStore
 from gyre_trainer.worker import JobWorker
@@ -56,23 +61,13 @@ class Dependencies:
     artifacts: ArtifactStore | None = None
 
 
-@dataclass
-class Wiring:
-    """What bootstrap built (tests reach in through the runner's context)."""
+async def bootstrap(ctx: ServiceContext, deps: Dependencies | None = None) -> None:
+    """Wire the trainer into ``ctx`` (the ``build`` of :func:`gyre_common.runner.run_service`).
 
-    service: JobService
-    worker: JobWorker
-    relay: OutboxRelay
-    store: PostgresJobStore
-
-
-async def bootstrap(ctx: ServiceContext) -> None:
-    """Wire the trainer into ``ctx`` (the ``build`` of :func:`gyre_common.runner.run_service`)."""
-    await wire(ctx)
-
-
-async def wire(ctx: ServiceContext, deps: Dependencies | None = None) -> Wiring:
-    """Wire the trainer into ``ctx`` and return the parts (tests inspect them and pass ``deps``)."""
+    Args:
+        deps: stand-ins for features, tracking, the registry and the artifact store (tests); each
+            one left None is the real client built from the settings.
+    """
     deps = deps or Dependencies()
     settings = ctx.settings
     assert isinstance(settings, TrainerSettings)
@@ -102,15 +97,16 @@ async def wire(ctx: ServiceContext, deps: Dependencies | None = None) -> Wiring:
         worker.wake()
         relay.wake()
 
-    service = JobService(store, policy, wake=wake)
+    handlers = TrainerHandlers(store, policy, wake=wake)
     auth = TokenAuth(settings.auth_tokens)
-    ctx.app.include_router(make_router(service, auth, worker.cancel_local))
+    ctx.app.include_router(api_http.router(handlers, auth, worker.cancel_local))
     ctx.add_servicer(pb_grpc.add_TrainerServiceServicer_to_server,
-                     TrainerServicer(service, auth, worker.cancel_local), name=SERVICE_NAME)
+                     TrainerServicer(handlers, auth, worker.cancel_local), name=SERVICE_NAME)
     # Start order: the relay first (events of jobs resumed at start go out), then the worker,
     # then the consumer; stop runs in reverse, so the consumer commits before the worker drains.
     ctx.add_task(relay, name="outbox-relay")
     ctx.add_task(worker, name="job-worker")
-    add_consumer(ctx, training_request_consumer(ctx.kafka, service, group=settings.consumer_group), name="consumer")
+    group = settings.consumer_group
+    add_consumer(ctx, Consumer(ctx.kafka, group=group, topics=[TRAINING_REQUESTS], service="trainer",
+                               handler=TrainingRequestsAdapter(handlers, group)), name="consumer")
     mount_dead_letter_routes(ctx, authorize=auth.subject)  # replay is a write: same tokens as SubmitTraining
-    return Wiring(service, worker, relay, store)

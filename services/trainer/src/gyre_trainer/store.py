@@ -29,7 +29,8 @@ from gyre_common.outbox import OutboxEvent as OutboxRow
 from gyre_common.outbox import add_events
 from gyre_common.topics import TRAINING_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
-from gyre_trainer.domain.jobs import Job, JobStatus, job_id_for
+from gyre_trainer.convert import request_from_proto, request_to_proto
+from gyre_trainer.domain.jobs import Job, JobStatus, TrainingRequest, job_id_for
 
 
 class QueueFull(errors.ResourceExhausted, RuntimeError):
@@ -66,7 +67,7 @@ class JobStore(ABC):
     """Jobs and their outbox. Times are aware UTC; every method is safe to call concurrently."""
 
     @abstractmethod
-    async def submit(self, request: ev.TrainingRequest, *, max_queued: int | None = None,
+    async def submit(self, request: TrainingRequest, *, max_queued: int | None = None,
                      claim: EventClaim | None = None,
                      rejected: tuple[str, PendingEvent] | None = None) -> tuple[Job, bool]:
         """Queue a job for ``request`` unless its request id is known.
@@ -165,12 +166,12 @@ class InMemoryJobStore(JobStore):
 
     @staticmethod
     def _copy(job: Job) -> Job:
-        request = ev.TrainingRequest()
-        request.CopyFrom(job.request)
+        # The request is frozen; its evidence is copied so no caller shares a dict with the store.
+        request = replace(job.request, evidence=dict(job.request.evidence))
         return replace(job, request=request, best_metrics=dict(job.best_metrics),
                        champion_metrics=dict(job.champion_metrics))
 
-    async def submit(self, request: ev.TrainingRequest, *, max_queued: int | None = None,
+    async def submit(self, request: TrainingRequest, *, max_queued: int | None = None,
                      claim: EventClaim | None = None,
                      rejected: tuple[str, PendingEvent] | None = None) -> tuple[Job, bool]:
         async with self._lock:
@@ -186,8 +187,7 @@ class InMemoryJobStore(JobStore):
                 queued = sum(1 for job in self.jobs.values() if job.status is JobStatus.QUEUED)
                 if queued >= max_queued:
                     raise QueueFull(f"{queued} jobs are queued (limit {max_queued})")
-            copy = ev.TrainingRequest()
-            copy.CopyFrom(request)
+            copy = replace(request, evidence=dict(request.evidence))
             now = _now()
             job = Job(job_id, copy, JobStatus.QUEUED, now)
             if rejected is not None:
@@ -296,11 +296,12 @@ _JOB_COLUMNS = """job_id, request, status, created_at, started_at, finished_at, 
 
 
 def _job_from_row(row: asyncpg.Record) -> Job:
+    # Requests are stored as serialised gyre.events.v1.TrainingRequest messages (BYTEA).
     request = ev.TrainingRequest()
     request.ParseFromString(bytes(row["request"]))
     return Job(
         job_id=row["job_id"],
-        request=request,
+        request=request_from_proto(request),
         status=JobStatus(row["status"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
@@ -339,7 +340,7 @@ class PostgresJobStore(JobStore):
             for e in events
         ])
 
-    async def submit(self, request: ev.TrainingRequest, *, max_queued: int | None = None,
+    async def submit(self, request: TrainingRequest, *, max_queued: int | None = None,
                      claim: EventClaim | None = None,
                      rejected: tuple[str, PendingEvent] | None = None) -> tuple[Job, bool]:
         job_id = job_id_for(request.request_id)
@@ -357,7 +358,8 @@ class PostgresJobStore(JobStore):
                 f"INSERT INTO jobs (job_id, request_id, model_name, request, status, error, finished_at) "
                 f"VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = 'failed' THEN now() END) "
                 f"ON CONFLICT (request_id) DO NOTHING RETURNING {_JOB_COLUMNS}",
-                job_id, request.request_id, request.model_name, request.SerializeToString(), status, error,
+                job_id, request.request_id, request.model_name, request_to_proto(request).SerializeToString(),
+                status, error,
             )
             if row is None:
                 existing = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = $1", job_id)

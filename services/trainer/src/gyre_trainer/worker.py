@@ -16,7 +16,7 @@ import socket
 import uuid
 
 from gyre_trainer.domain.jobs import Job
-from gyre_trainer.handlers import CancelToken, JobRunner
+from gyre_trainer.runner import CancelToken, JobRunner
 from gyre_trainer.store import JobStore
 
 log = logging.getLogger(__name__)

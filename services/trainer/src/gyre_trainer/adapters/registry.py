@@ -7,8 +7,8 @@ import grpc
 from gyre_common.artifacts import ArtifactRef
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2_grpc as pb_grpc
-from gyre_trainer.adapters.convert import artifact_to_proto, lineage_to_proto, signature_to_proto
 from gyre_trainer.adapters.rpc import call_metadata, dependency_error
+from gyre_trainer.convert import artifact_to_proto, lineage_to_proto, signature_to_proto
 from gyre_trainer.ports import ModelRegistryClient, Promotion, RegisteredNew, RegisteredVersion, Registration
 
 _OUTCOMES = {

@@ -1,15 +1,69 @@
-"""Training jobs: the record of one TrainingRequest being answered, and request validation."""
+"""Training jobs: the request a job answers, the record of one job, and request validation.
+
+:class:`TrainingRequest` mirrors ``gyre.events.v1.TrainingRequest`` (the transports convert, see
+:mod:`gyre_trainer.convert`); nothing here knows protobuf.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 from gyre_common import errors
-from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_trainer.domain.space import FAMILIES
+from gyre_trainer.domain.task import Task
+
+
+class TrainingReason(IntEnum):
+    """Why a training was requested (the numbers of ``gyre.events.v1.TrainingReason``)."""
+
+    UNSPECIFIED = 0
+    MANUAL = 1
+    DRIFT = 2
+    FEEDBACK = 3
+    SCHEDULE = 4
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How to search (``gyre.events.v1.SearchConfig``); zeros and empties mean the trainer's default.
+
+    ``timeout_seconds`` is the wall-clock budget of the whole search in seconds (0: none);
+    ``holdout_fraction`` the share of rows held out, in (0, 1).
+    """
+
+    max_evals: int = 0
+    estimator_families: tuple[str, ...] = ()
+    objective_metric: str = ""
+    timeout_seconds: int = 0
+    random_seed: int = 0
+    holdout_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A request to train a new version of ``model_name``; idempotent on ``request_id``.
+
+    Times are aware UTC; an unset window bound is None ("from the start" / "now"). ``task`` None
+    lets the trainer infer the task from the label; ``promote_to_alias`` "" means register only.
+    """
+
+    request_id: str
+    model_name: str
+    feature_view: str
+    label: str
+    reason: TrainingReason = TrainingReason.UNSPECIFIED
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    evidence: Mapping[str, str] = field(default_factory=dict)
+    requested_by: str = ""
+    requested_at: datetime | None = None
+    task: Task | None = None
+    search: SearchSpec = field(default_factory=SearchSpec)
+    promote_to_alias: str = ""
 
 
 class JobStatus(StrEnum):
@@ -50,7 +104,7 @@ class Job:
     """
 
     job_id: str
-    request: ev.TrainingRequest
+    request: TrainingRequest
     status: JobStatus
     created_at: datetime
     started_at: datetime | None = None
@@ -86,7 +140,20 @@ class InvalidRequest(errors.InvalidArgument, ValueError):
         self.field = field_name
 
 
-def validate_request(request: ev.TrainingRequest, *, max_max_evals: int) -> None:
+class JobNotFound(errors.NotFound, LookupError):
+    """No job with that id."""
+
+
+class JobAlreadyEnded(errors.FailedPrecondition, RuntimeError):
+    """The job already succeeded or failed."""
+
+
+class InvalidQuery(errors.InvalidArgument, ValueError):
+    """A lookup or listing asked wrongly: neither job id nor request id, a page size out of range,
+    a page token this service did not issue (gRPC INVALID_ARGUMENT, HTTP 400)."""
+
+
+def validate_request(request: TrainingRequest, *, max_max_evals: int) -> None:
     """Check what can be checked before any data is read.
 
     Raises:
@@ -98,10 +165,10 @@ def validate_request(request: ev.TrainingRequest, *, max_max_evals: int) -> None
     for name in ("request_id", "model_name", "feature_view", "label"):
         if not getattr(request, name).strip():
             raise InvalidRequest(name, "must not be empty")
-    if request.reason == ev.TRAINING_REASON_UNSPECIFIED:
+    if request.reason == TrainingReason.UNSPECIFIED:
         raise InvalidRequest("reason", "must be set (MANUAL, DRIFT, FEEDBACK or SCHEDULE)")
-    if request.HasField("window_start") and request.HasField("window_end"):
-        if request.window_end.ToDatetime() <= request.window_start.ToDatetime():
+    if request.window_start is not None and request.window_end is not None:
+        if request.window_end <= request.window_start:
             raise InvalidRequest("window_end", "must be after window_start")
     search = request.search
     if search.max_evals < 0 or search.max_evals > max_max_evals:
@@ -114,3 +181,25 @@ def validate_request(request: ev.TrainingRequest, *, max_max_evals: int) -> None
     unknown = [f for f in search.estimator_families if f not in known]
     if unknown:
         raise InvalidRequest("search.estimator_families", f"unknown {unknown}; known: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    """Defaults and limits of training (from :class:`~gyre_trainer.settings.TrainerSettings`).
+
+    ``retry_delay_s`` and ``trial_callback_timeout_s`` are seconds.
+    """
+
+    default_max_evals: int = 20
+    max_max_evals: int = 500
+    default_seed: int = 42
+    default_holdout_fraction: float = 0.2
+    cv_folds: int = 3
+    min_training_rows: int = 20
+    profile_max_values: int = 5000
+    max_queued_jobs: int = 100
+    experiment_prefix: str = "gyre/"
+    champion_alias: str = "production"
+    max_attempts: int = 3
+    retry_delay_s: float = 30.0
+    trial_callback_timeout_s: float = 120.0
