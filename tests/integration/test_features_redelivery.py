@@ -14,12 +14,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from support.process import ServiceProcess
 
-from gyre_common.bus import ensure_topics
+from gyre_common.bus import Consumer, ensure_topics
 from gyre_common.db import migrate
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import FEATURES_EVENTS
-from gyre_features.consumers import FeatureEventsConsumer
-from gyre_features.domain import FeatureSpec, FeatureView, RawFeatureEvent, ValueType
+from gyre_features.consumers import FeatureEventsAdapter
+from gyre_features.domain.events import RawFeatureEvent
+from gyre_features.domain.values import ValueType
+from gyre_features.domain.views import FeatureSpec, FeatureView
 from gyre_features.handlers import FeaturesHandlers, IngestReport
 from gyre_features.store import PostgresStore
 
@@ -108,7 +110,8 @@ async def test_a_batch_stored_but_not_committed_is_redelivered_and_not_applied_t
                 await asyncio.Event().wait()
             return report
 
-    first = FeatureEventsConsumer(CrashAfterStoring(PostgresStore(pool)), kafka, "features")
+    first = Consumer(kafka, group="features", topics=[FEATURES_EVENTS], service="features",
+                     batch_handler=FeatureEventsAdapter(CrashAfterStoring(PostgresStore(pool))))
     await first.start()
     await asyncio.wait_for(stuck.wait(), 30)
     stored_before_crash = sum(r.result.inserted for r in reports)
@@ -123,7 +126,8 @@ async def test_a_batch_stored_but_not_committed_is_redelivered_and_not_applied_t
             replays.append(report)
             return report
 
-    second = FeatureEventsConsumer(Recording(PostgresStore(pool)), kafka, "features")
+    second = Consumer(kafka, group="features", topics=[FEATURES_EVENTS], service="features",
+                      batch_handler=FeatureEventsAdapter(Recording(PostgresStore(pool))))
     await second.start()
     try:
         await wait_for_count(pool, 100)

@@ -13,15 +13,11 @@ import asyncpg
 import pytest
 
 from gyre_common.db import migrate
-from gyre_features.domain import (
-    Conflict,
-    EntityRow,
-    FeatureRow,
-    FeatureSpec,
-    FeatureView,
-    TrainingSetQuery,
-    ValueType,
-)
+from gyre_features.domain.errors import Conflict
+from gyre_features.domain.events import FeatureRow
+from gyre_features.domain.training import EntityRow, TrainingSetQuery
+from gyre_features.domain.values import ValueType
+from gyre_features.domain.views import FeatureSpec, FeatureView
 from gyre_features.handlers import FeaturesHandlers
 from gyre_features.store import PostgresStore
 

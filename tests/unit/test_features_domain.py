@@ -13,28 +13,19 @@ from google.protobuf import json_format
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_features import convert
-from gyre_features.domain import (
-    Conflict,
-    FeatureRow,
-    FeatureSpec,
-    FeatureStatus,
-    FeatureView,
-    InvalidArgument,
-    InvalidFeatureEvent,
-    NotFound,
-    OnlineValue,
-    RawFeatureEvent,
+from gyre_features.domain.errors import Conflict, InvalidArgument, InvalidFeatureEvent, NotFound
+from gyre_features.domain.events import FeatureRow, RawFeatureEvent, merge_same_key, validate_event
+from gyre_features.domain.fingerprint import TrainingSetFingerprint
+from gyre_features.domain.online import FeatureStatus, OnlineValue, online_result
+from gyre_features.domain.timestamps import unix_us
+from gyre_features.domain.training import (
     TrainingSetChunk,
-    TrainingSetFingerprint,
     TrainingSetQuery,
     TrainingSetSchema,
-    ValueType,
-    merge_same_key,
-    online_result,
     training_columns,
-    unix_us,
-    validate_event,
 )
+from gyre_features.domain.values import ValueType
+from gyre_features.domain.views import FeatureSpec, FeatureView
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 VIEW = FeatureView(

@@ -24,12 +24,8 @@ from gyre_features.convert import (
     view_from_proto,
     view_to_proto,
 )
-from gyre_features.domain import (
-    EntityRow,
-    FeatureStoreError,
-    InvalidArgument,
-    TrainingSetQuery,
-)
+from gyre_features.domain.errors import FeatureStoreError, InvalidArgument
+from gyre_features.domain.training import EntityRow, TrainingSetQuery
 from gyre_features.handlers import FeaturesHandlers
 
 SERVICE_NAME = "gyre.features.v1.FeaturesService"

@@ -18,16 +18,11 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_features.convert import raw_event
-from gyre_features.domain import (
-    DatasetProfile,
-    EntityRow,
-    FeatureSpec,
-    FeatureView,
-    InvalidArgument,
-    TooLarge,
-    TrainingSetQuery,
-    ValueType,
-)
+from gyre_features.domain.errors import InvalidArgument, TooLarge
+from gyre_features.domain.profiles import DatasetProfile
+from gyre_features.domain.training import EntityRow, TrainingSetQuery
+from gyre_features.domain.values import ValueType
+from gyre_features.domain.views import FeatureSpec, FeatureView
 from gyre_features.handlers import MAX_PAGE_SIZE, MAX_WRITE_EVENTS, FeaturesHandlers
 
 PREFIX = "/api/v1"

@@ -19,9 +19,7 @@ import logging
 
 from opentelemetry.metrics import Meter
 
-from gyre_common import topics
-from gyre_common.bus import Consumer, Envelope, Rejected
-from gyre_common.settings import KafkaSettings
+from gyre_common.bus import Envelope, Rejected
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_features.convert import raw_event
 from gyre_features.handlers import FeaturesHandlers
@@ -29,25 +27,22 @@ from gyre_features.handlers import FeaturesHandlers
 log = logging.getLogger(__name__)
 
 
-class FeatureEventsConsumer(Consumer):
-    """The bus :class:`Consumer` of ``features.events`` with the ingest batch handler.
+class FeatureEventsAdapter:
+    """The ``batch_handler`` of the ``features.events`` consumer: decode a batch, ingest it.
 
-    A runner background component as it is (``ctx.add_task(consumer)``): ``start()`` returns at
-    once and consumes in the background, ``stop()`` finishes the batch and commits.
+    Bootstrap wires it as ``Consumer(kafka, group=..., topics=[topics.FEATURES_EVENTS],
+    service="features", batch_handler=FeatureEventsAdapter(handlers, meter))``.
 
     Args:
         handlers: the use cases.
-        kafka: broker settings (batch size = ``batch_max_records``).
-        group: consumer group; the dead-letter topic is ``<prefix><group>.dlq``.
         meter: where the ``gyre_features_ingested_events`` counter goes (attribute ``outcome``:
             inserted, merged, replayed, rejected); none when omitted.
-        consumer_options: extra ``Consumer`` keyword arguments (tests shorten timeouts).
+
+    Attributes:
+        rejected: events dead-lettered as invalid since the adapter was made.
     """
 
-    def __init__(self, handlers: FeaturesHandlers, kafka: KafkaSettings, group: str = "features",
-                 meter: Meter | None = None, **consumer_options: object) -> None:
-        super().__init__(kafka, group=group, topics=[topics.FEATURES_EVENTS], service="features",
-                         batch_handler=self.handle_batch, **consumer_options)  # type: ignore[arg-type]
+    def __init__(self, handlers: FeaturesHandlers, meter: Meter | None = None) -> None:
         self.handlers = handlers
         self._events = meter.create_counter(
             "gyre_features_ingested_events", unit="1",
@@ -55,7 +50,7 @@ class FeatureEventsConsumer(Consumer):
         ) if meter is not None else None
         self.rejected = 0
 
-    async def handle_batch(self, envelopes: list[Envelope]) -> list[Rejected]:
+    async def __call__(self, envelopes: list[Envelope]) -> list[Rejected]:
         """Store the valid events of a batch; return the invalid ones for the dead-letter topic.
 
         Raises:

@@ -11,18 +11,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
-from gyre_features.domain import (
-    FeatureResult,
-    FeatureSpec,
-    FeatureStatus,
-    FeatureView,
-    InvalidArgument,
-    RawFeatureEvent,
-    Scalar,
-    TrainingSetChunk,
-    ValueType,
-    unix_us,
-)
+from gyre_features.domain.errors import InvalidArgument
+from gyre_features.domain.events import RawFeatureEvent
+from gyre_features.domain.online import FeatureResult, FeatureStatus
+from gyre_features.domain.timestamps import unix_us
+from gyre_features.domain.training import TrainingSetChunk
+from gyre_features.domain.values import Scalar, ValueType
+from gyre_features.domain.views import FeatureSpec, FeatureView
 
 _TYPE_TO_PROTO = {
     ValueType.FLOAT: pb.VALUE_TYPE_DOUBLE,

@@ -12,27 +12,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gyre_features.domain import (
-    DatasetProfile,
-    FeatureRow,
-    FeatureStatus,
-    FeatureView,
-    InvalidArgument,
-    InvalidFeatureEvent,
-    NotFound,
-    OnlineRow,
-    OnlineValue,
-    RawFeatureEvent,
-    TooLarge,
+from gyre_features.domain.errors import InvalidArgument, InvalidFeatureEvent, NotFound, TooLarge
+from gyre_features.domain.events import FeatureRow, RawFeatureEvent, validate_event
+from gyre_features.domain.fingerprint import TrainingSetFingerprint
+from gyre_features.domain.online import FeatureStatus, OnlineRow, OnlineValue, online_result
+from gyre_features.domain.profiles import DatasetProfile
+from gyre_features.domain.training import (
     TrainingSetChunk,
-    TrainingSetFingerprint,
     TrainingSetQuery,
     TrainingSetSchema,
-    check_name,
-    online_result,
     training_columns,
-    validate_event,
 )
+from gyre_features.domain.views import FeatureView, check_name
 from gyre_features.store import IngestResult, Store
 
 log = logging.getLogger(__name__)

@@ -16,21 +16,13 @@ from datetime import datetime
 
 import asyncpg
 
-from gyre_features.domain import (
-    CategoryCount,
-    DatasetProfile,
-    EntityRow,
-    FeatureProfile,
-    FeatureRow,
-    FeatureSpec,
-    FeatureView,
-    OnlineValue,
-    TrainingSetChunk,
-    ValueType,
-    from_unix_us,
-    merge_same_key,
-    online_states,
-)
+from gyre_features.domain.events import FeatureRow, merge_same_key
+from gyre_features.domain.online import OnlineValue, online_states
+from gyre_features.domain.profiles import CategoryCount, DatasetProfile, FeatureProfile
+from gyre_features.domain.timestamps import from_unix_us
+from gyre_features.domain.training import EntityRow, TrainingSetChunk
+from gyre_features.domain.values import ValueType
+from gyre_features.domain.views import FeatureSpec, FeatureView
 
 
 @dataclass(frozen=True)
