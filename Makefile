@@ -43,7 +43,7 @@ logs: install ## Show the logs of the stack started by `make up` (SERVICE=name f
 	$(VENV)/bin/gyre-stack logs $(SERVICE)
 
 demo: install ## Play the closed loop against the stack of `make up`, printing each step (docs/demo.md)
-	$(PY) scripts/demo.py
+	$(VENV)/bin/gyre-stack demo
 
 test: install ## Set up and run every test tier (unit, integration, end-to-end)
 	$(PY) -m pytest -q $(PYTEST_TMP)

@@ -2,7 +2,7 @@
 
 A private Tansu and a private PostgreSQL (this test pauses and stops them, so it never uses the
 session fixtures of tests/conftest.py) carry every service as a real process (tests/support/stack.py).
-Model ``chaos`` is trained and served by the first steps of scripts/demo.py; then, while background
+Model ``chaos`` is trained and served by the first steps of ``gyre_stack.demo``; then, while background
 traffic keeps flowing (gRPC ModelInfer calls, JSON feature events from a plain aiokafka producer with
 ``acks="all"``, star ratings posted to feedback), faults come ONE AT A TIME:
 
@@ -14,7 +14,7 @@ Every item of traffic is labelled with the phase it was sent in. A phase ends on
 over and the stack is ready again; then the items of that phase must all arrive (features store,
 feedback's and monitor's inference tables, feedback's ratings), each exactly once. The table of
 what was sent, what arrived, which calls failed and how long recovery took is printed (and copied
-into docs/reliability.md). At the end the whole loop of scripts/demo.py runs once more on a fresh
+into docs/reliability.md). At the end the whole loop of ``gyre_stack.demo`` runs once more on a fresh
 model: drift -> one retraining request -> version 2 served.
 
 Run it alone with ``make test-chaos`` (about 2 minutes on 2 cores); docs/reliability.md has a measured run.
@@ -43,14 +43,15 @@ import grpc
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from support.stack import DRIFT_SHARE, MAX_EVALS, WINDOW_ROWS, Stack, demo
+from support.stack import DRIFT_SHARE, MAX_EVALS, WINDOW_ROWS, Stack
 
 from gyre_common.service import discover_services
 from gyre_common.settings import KafkaSettings
-from gyre_common.topics import FEATURES_EVENTS
+from gyre_common.topics import FEATURES_EVENTS, INFERENCE_EVENTS, REGISTRY_EVENTS, TRAINING_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2 as oip
 from gyre_contracts.inference.v2 import grpc_predict_v2_pb2_grpc as oip_grpc
+from gyre_stack import demo
 from gyre_stack.broker import Broker, start_broker_on_free_port
 from gyre_stack.postgres import Postgres, start_postgres_on_free_port
 from gyre_stack.prepare import create_topics
@@ -199,7 +200,7 @@ class Traffic:
             phase, i = self.phase, self._n
             self._n += 1
             prediction_id = f"c-{phase.slug}-{i}"
-            request = self.loop._request(rows[i % len(rows):i % len(rows) + 1], prediction_id)
+            request = self.loop.infer_request(rows[i % len(rows):i % len(rows) + 1], prediction_id)
             try:
                 reply = await self._stub.ModelInfer(request, timeout=5)
                 assert reply.id == prediction_id, reply.id
@@ -457,13 +458,13 @@ def table(phases: list[Phase]) -> str:
 
 
 async def serve_model(stack: Stack, clock: Any) -> Any:
-    """Steps a-c of scripts/demo.py for model MODEL (features, training, served v1); the demo's Loop."""
+    """Steps a-c of gyre_stack.demo for model MODEL (features, training, served v1); the demo's Loop."""
     endpoints = stack.endpoints
     plan = demo.Plan(model=MODEL, feature_view=VIEW, window_rows=WINDOW_ROWS, drifted=(), max_evals=MAX_EVALS,
                      deadline_s=90.0)
     topics = demo.TopicLog(endpoints.bootstrap_servers, endpoints.topic_prefix, {
-        demo.TRAINING_EVENTS: ev.TrainingEvent, demo.REGISTRY_EVENTS: ev.RegistryEvent,
-        demo.INFERENCE_EVENTS: ev.InferenceEvent})
+        TRAINING_EVENTS: ev.TrainingEvent, REGISTRY_EVENTS: ev.RegistryEvent,
+        INFERENCE_EVENTS: ev.InferenceEvent})
     await topics.start()
     try:
         async with httpx.AsyncClient(timeout=30) as http, grpc.aio.insecure_channel(endpoints["serving"].grpc) as ch:

@@ -4,7 +4,7 @@ Features <- a plain aiokafka JSON producer; ``gyre train`` -> trainer -> trackin
 serving (OIP gRPC and REST) -> inference.events -> feedback and monitor; drifted traffic -> alert
 and one DRIFT retraining request -> version 2 -> serving swaps under load -> dashboard.
 
-The story and its assertions live in ``scripts/demo.py`` (``make demo`` plays the same story against
+The story and its assertions live in the package ``gyre_stack.demo`` (``make demo`` plays the same story against
 the stack of ``make up``); this test gives it a private stack: its own database, topic prefix,
 artifact folder and free ports, with small monitor windows and few trials so it stays fast.
 Run it alone with ``.venv/bin/pytest -m e2e``.
@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.stack import DRIFT_SHARE, MAX_EVALS, WINDOW_ROWS, Stack, demo
+from support.stack import DRIFT_SHARE, MAX_EVALS, WINDOW_ROWS, Stack
 
 from gyre_common.service import discover_services
 from gyre_common.settings import KafkaSettings
+from gyre_stack import demo
 from gyre_stack.prepare import create_topics
 
 pytestmark = pytest.mark.e2e

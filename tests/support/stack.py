@@ -9,35 +9,15 @@ were given those addresses once, still reach it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import httpx
 
 from gyre_common.service import discover_services
-from support.process import REPO_ROOT, ServiceProcess
-
-
-def load_demo() -> ModuleType:
-    """scripts/demo.py as a module (scripts/ is not a package); loaded once per interpreter."""
-    name = "gyre_demo"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = REPO_ROOT / "scripts" / "demo.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = load_demo()
+from gyre_stack import demo
+from support.process import ServiceProcess
 
 #: Predictions per drift window: small for speed, large enough that unshifted windows of the same
 #: data never drift by chance (K-S p-values stay far above 0.05 for 400 of the 569 rows).
@@ -70,7 +50,7 @@ class Stack:
                  overrides: Mapping[str, Mapping[str, str]] | None = None) -> None:
         assert sorted(name for wave in WAVES for name in wave) == sorted(demo.SERVICES)
         self.bootstrap_servers, self.prefix = bootstrap_servers, prefix
-        self.services: dict[str, Any] = {}  # name -> demo.Service
+        self.services: dict[str, demo.Service] = {}
         self.overrides = {name: dict(values) for name, values in (overrides or {}).items()}
         self.spool = artifacts.parent / "serving-spool"
         self.common = {
@@ -90,7 +70,7 @@ class Stack:
         self._modules = {spec.name: spec.module for spec in discover_services()}
 
     @property
-    def endpoints(self) -> Any:  # demo.Endpoints
+    def endpoints(self) -> demo.Endpoints:
         """Every service's address, as reported by the service itself once it bound its ports."""
         return demo.Endpoints(self.bootstrap_servers, self.prefix, dict(self.services))
 

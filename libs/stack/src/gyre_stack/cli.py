@@ -1,4 +1,4 @@
-"""The `gyre-stack` command: ``up``, ``down``, ``status``, ``logs [NAME]`` (behind `make up` and friends)."""
+"""The `gyre-stack` command: ``up``, ``down``, ``status``, ``logs [NAME]``, ``demo`` (behind `make up` and friends)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def parser() -> argparse.ArgumentParser:
     show = commands.add_parser("logs", help="show the end of every log, or of one component's")
     show.add_argument("name", nargs="?", help="broker, postgres or a service name")
     show.add_argument("-n", "--lines", type=int, default=50, help="lines per log (default 50)")
+    story = commands.add_parser("demo", help="play the closed loop against the running stack, one line per step "
+                                             "(exit 2 if the stack is not up, 1 if a step fails); docs/demo.md")
+    story.add_argument("--deadline", type=float, default=180.0, metavar="S",
+                       help="longest wait for one step, in seconds (default 180)")
     return cli
 
 
@@ -40,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     out = sys.stdout
     try:
+        if args.command == "demo":
+            # Imported here: the demo brings numpy, scikit-learn and gRPC, which `up` and `down` never need.
+            from gyre_stack.demo.main import demo
+            return demo(args.deadline)
         settings = load_settings(StackSettings)
         if args.command == "up":
             return up(settings, out, keep_on_failure=args.keep_on_failure)
