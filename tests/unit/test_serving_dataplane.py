@@ -15,13 +15,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
-from gyre_serving.convert import source_from_event
+from gyre_serving.convert import change_from_event, inference_events, source_from_event
 from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, ModelNotFoundError, RequestTooLargeError
-from gyre_serving.domain.events import ServedBatch, inference_events
+from gyre_serving.domain.events import ServedBatch
 from gyre_serving.domain.model import LoadedModel, ModelSource
+from gyre_serving.domain.registry import RegistryChange
 from gyre_serving.domain.signature import InputLayout, Signature, TensorSpec, assemble_features, dummy_inputs
 from gyre_serving.domain.tensors import Tensor
-from gyre_serving.handlers import DataPlane, InferenceRequest, ModelManager
+from gyre_serving.handlers import DataPlane, InferenceRequest
+from gyre_serving.models import ModelManager
 from gyre_serving.repository import ModelRepository
 
 RNG = np.random.default_rng(0)
@@ -273,24 +275,29 @@ def manager(loader: FakeLoader, **kwargs: Any) -> ModelManager:
 K = events_pb2.RegistryEventKind
 
 
+def change(*args: Any, **kwargs: Any) -> RegistryChange:
+    """A registry event as the follower hands it to the manager."""
+    return change_from_event(event(*args, **kwargs))
+
+
 async def test_alias_events_load_and_swap_bad_versions_keep_the_old() -> None:
     loader = FakeLoader(refuse={3: "integrity"})
     mgr = manager(loader)
-    assert not await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_VERSION_CREATED, 1))
+    assert not await mgr.apply(change(K.REGISTRY_EVENT_KIND_VERSION_CREATED, 1))
     assert mgr.repository.get("m") is None
-    assert not await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="challenger"))
+    assert not await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="challenger"))
     # An alias event without an artifact falls back on what VERSION_CREATED said.
-    assert await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="production", artifact=False))
+    assert await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="production", artifact=False))
     assert mgr.repository.resolve("m").version == 1
-    await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 2, alias="production"))
+    await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 2, alias="production"))
     assert mgr.repository.resolve("m").version == 2
-    await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 3, alias="production"))
+    await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 3, alias="production"))
     assert mgr.repository.resolve("m").version == 2 and mgr.stats.refused == {"integrity": 1}
     # The same version again is a no-op.
     calls = len(loader.calls)
-    await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 2, alias="production"))
+    await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 2, alias="production"))
     assert len(loader.calls) == calls
-    await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_REMOVED, 0, alias="production", artifact=False))
+    await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_REMOVED, 0, alias="production", artifact=False))
     assert mgr.repository.get("m") is None
 
 
@@ -302,7 +309,7 @@ async def test_unknown_artifacts_are_looked_up_in_the_registry() -> None:
         return ModelSource(name, version, "file:///x", "cd" * 32)
 
     mgr = manager(FakeLoader(), lookup=lookup)
-    await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 5, alias="production", artifact=False))
+    await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 5, alias="production", artifact=False))
     assert asked == [("m", 5)] and mgr.repository.resolve("m").version == 5
 
 
@@ -317,8 +324,8 @@ async def test_retryable_failures_are_retried_then_given_up() -> None:
 async def test_configured_models_filter_events_and_gate_readiness() -> None:
     mgr = manager(FakeLoader(), models=("m",))
     assert mgr.missing() == ["m"]
-    assert not await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="production", name="other"))
-    await mgr.apply_event(event(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="production"))
+    assert not await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="production", name="other"))
+    await mgr.apply(change(K.REGISTRY_EVENT_KIND_ALIAS_SET, 1, alias="production"))
     assert mgr.missing() == []
 
 

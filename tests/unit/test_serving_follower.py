@@ -13,6 +13,7 @@ from gyre_common.topics import REGISTRY_EVENTS, full_name
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_serving import consumers, metrics
 from gyre_serving.consumers import RegistryEventsFollower, event_problem
+from gyre_serving.domain.registry import RegistryChange
 
 KAFKA = KafkaSettings(topic_prefix="u.")
 TOPIC = full_name(REGISTRY_EVENTS, "u.")
@@ -24,9 +25,9 @@ class Manager:
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
-        self.applied: list[events_pb2.RegistryEvent] = []
+        self.applied: list[RegistryChange] = []
 
-    async def apply_event(self, event: events_pb2.RegistryEvent) -> bool:
+    async def apply(self, event: RegistryChange) -> bool:
         if self.fail:
             raise RuntimeError("a bug")
         self.applied.append(event)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gyre_serving import metrics
-from gyre_serving.domain.errors import InvalidRequestError, RequestTooLargeError, ServingError
+from gyre_serving.domain.errors import InvalidRequestError, ServingError
 from gyre_serving.domain.tensors import DEFAULT_MAX_ELEMENTS, Tensor, from_raw, from_values, to_raw
 from gyre_serving.handlers import DataPlane, InferenceRequest, InferenceResponse
 
@@ -155,8 +155,13 @@ def _binary_outputs(payload: InferenceRequestBody, response: InferenceResponse) 
     return frozenset()
 
 
-def router(dataplane: DataPlane, *, max_request_bytes: int = 16 << 20) -> APIRouter:
-    """The ``/v2`` routes over ``dataplane``; inference bodies above ``max_request_bytes`` get 413."""
+def router(dataplane: DataPlane) -> APIRouter:
+    """The ``/v2`` routes over ``dataplane``.
+
+    Inference bodies are bounded by the service's one HTTP body limit, ``http_max_body_bytes``
+    (:class:`gyre_common.limits.BodyLimitMiddleware`, 413 ``too_large``): the middleware refuses a
+    declared ``Content-Length`` above it before reading, and cuts a chunked body off as it passes it.
+    """
     api = APIRouter(prefix="/v2", tags=["inference"])
 
     @api.get("")
@@ -214,12 +219,7 @@ def router(dataplane: DataPlane, *, max_request_bytes: int = 16 << 20) -> APIRou
         started = time.perf_counter()
         label = name if dataplane.repository.get(name) is not None else metrics.UNKNOWN_MODEL
         try:
-            declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
-                raise RequestTooLargeError(f"the request body has {declared} bytes; at most {max_request_bytes}")
-            body = await request.body()
-            if len(body) > max_request_bytes:
-                raise RequestTooLargeError(f"the request body has {len(body)} bytes; at most {max_request_bytes}")
+            body = await request.body()  # bounded by the body-limit middleware (see router's docstring)
             header = request.headers.get(BINARY_HEADER)
             if header is not None and not header.isdigit():
                 raise InvalidRequestError(f"{BINARY_HEADER} must be a byte count, got {header!r}")

@@ -21,8 +21,9 @@ from gyre_serving.batching import BatchingPolicy
 from gyre_serving.consumers import RegistryEventsFollower, Snapshot
 from gyre_serving.domain.model import ModelSource
 from gyre_serving.emitter import InferenceEmitter, SpoolingOverflow
-from gyre_serving.handlers import AliasManagers, DataPlane, ModelManager
+from gyre_serving.handlers import DataPlane
 from gyre_serving.loader import ModelLoader
+from gyre_serving.models import AliasManagers, ModelManager
 from gyre_serving.registry_client import RegistryClient
 from gyre_serving.repository import ModelRepository
 from gyre_serving.settings import ServingSettings
@@ -37,7 +38,7 @@ def _version() -> str:
         return "0+unknown"
 
 
-def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None) -> None:
+async def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None) -> None:
     """Wire serving into the runner's context.
 
     Args:
@@ -79,7 +80,7 @@ def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None = None)
                                    for name, split in settings.traffic.items()},
                           batching={name: BatchingPolicy(policy.max_batch_rows, policy.max_wait_ms / 1000.0)
                                     for name, policy in settings.batching.items()})
-    ctx.app.include_router(api_http.router(dataplane, max_request_bytes=settings.max_request_bytes))
+    ctx.app.include_router(api_http.router(dataplane))
     ctx.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(dataplane),
                      name=SERVICE_NAME)
 

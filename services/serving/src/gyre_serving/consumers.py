@@ -41,7 +41,8 @@ from gyre_common.settings import KafkaSettings
 from gyre_common.topics import REGISTRY_EVENTS, full_name
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
-from gyre_serving.handlers import AliasManagers, ModelManager
+from gyre_serving.convert import change_from_event
+from gyre_serving.models import AliasManagers, ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class RegistryEventsFollower:
             log.error("skipping registry event %s (%s): %s; keeping what is served", envelope.ce_id, where, problem)
             return
         try:
-            applied = await self.manager.apply_event(event)
+            applied = await self.manager.apply(change_from_event(event))
         except Exception:  # a bug on one event must not stop the following of the others
             metrics.REGISTRY_EVENTS.labels("failed").inc()
             log.exception("applying registry event %s (%s) failed; keeping what is served", envelope.ce_id, where)

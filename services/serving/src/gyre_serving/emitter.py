@@ -37,7 +37,8 @@ from gyre_common.retry import backoff_s
 from gyre_common.topics import INFERENCE_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_serving import metrics
-from gyre_serving.domain.events import ServedBatch, inference_events
+from gyre_serving.convert import inference_events
+from gyre_serving.domain.events import ServedBatch
 from gyre_serving.spool import DiskSpool, SpoolChunk, SpoolFullError
 
 log = logging.getLogger(__name__)

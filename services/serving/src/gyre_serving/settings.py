@@ -104,14 +104,10 @@ class ServingSettings(ServiceSettings):
     event_batch_rows: int = Field(default=500, ge=1)
     """Most inference events the publisher hands to the broker before waiting for their acknowledgements."""
 
-    max_request_bytes: int = Field(default=16 << 20, ge=1024)
-    """Largest REST request body, in bytes; larger is refused with 413. gRPC messages are limited by
-    `grpc_max_receive_message_bytes` (RESOURCE_EXHAUSTED)."""
-
     http_max_body_bytes: int = Field(default=16 << 20, ge=0)
-    """Largest HTTP request body in bytes for every serving route, checked before `max_request_bytes`
-    (which the inference routes apply themselves): 16 MiB here, 4 MiB in the other services. Raise
-    both together."""
+    """Largest HTTP request body in bytes for every serving route, the REST inference routes
+    included (larger is refused with 413): 16 MiB here, 4 MiB in the other services. gRPC messages
+    are limited by `grpc_max_receive_message_bytes` (RESOURCE_EXHAUSTED)."""
 
     batching: dict[str, BatchingPolicySetting] = Field(default_factory=dict)
     """Adaptive batching per model, JSON: `{"<model>": {"max_batch_rows": 64, "max_wait_ms": 2}}`;

@@ -2,7 +2,7 @@
 
 The request path only records a :class:`ServedBatch` (references to arrays it already has); the
 emitter turns it into one ``InferenceEvent`` per row off the request path with
-:func:`inference_events`.
+:func:`gyre_serving.convert.inference_events`.
 
 Prediction ids: a one-row request's prediction id is the request id (the response ``id``); row
 ``i`` of a larger batch gets ``<request id>:<i>``. The response parameter ``prediction_ids`` lists
@@ -19,9 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 
 
 def prediction_ids(request_id: str, rows: int) -> list[str]:
@@ -82,54 +79,3 @@ class ServedBatch:
     def ce_id(self, row: int) -> str | None:
         """The CloudEvents id of row ``row``'s event (None: let the publisher pick one)."""
         return f"{self.event_id}.{row}" if self.event_id else None
-
-
-def _set_value(target: common_pb2.FeatureValue, value: Any) -> None:
-    """Write one Python value (from ``ndarray.tolist()``) into a map entry's FeatureValue."""
-    if value is None:
-        return
-    if isinstance(value, float):  # the common case first: numeric features and probabilities
-        # NaN is how numeric clients send "missing" (imputers read it so); the contract's
-        # missing value is an unset FeatureValue.
-        if value == value:
-            target.double_value = value
-    elif isinstance(value, bool | np.bool_):
-        target.bool_value = bool(value)
-    elif isinstance(value, int):
-        target.int64_value = value
-    elif isinstance(value, bytes):
-        target.string_value = value.decode("utf-8", "replace")
-    else:
-        target.string_value = str(value)
-
-
-def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
-    """One ``InferenceEvent`` per row of ``batch``, with named inputs and outputs."""
-    served_at = Timestamp()
-    served_at.FromDatetime(batch.served_at)
-    # Values are written straight into each event's map entries (no FeatureValue built and copied):
-    # this runs once per served row, on the serving process's core.
-    inputs = [(name, column.tolist()) for name, column in zip(batch.feature_names, batch.feature_columns,
-                                                             strict=True)]
-    outputs = [(name, column.tolist()) for name, column in batch.output_columns]
-    events = []
-    for row, prediction_id in enumerate(batch.prediction_ids):
-        event = events_pb2.InferenceEvent(
-            prediction_id=prediction_id,
-            model_name=batch.model_name,
-            model_version=batch.model_version,
-            alias=batch.alias,
-            served_at=served_at,
-            latency_ms=batch.latency_ms,
-            request_id=batch.request_id,
-            row_index=row,
-            request_key=batch.request_key,
-            shadow=batch.shadow,
-        )
-        event_inputs, event_outputs = event.inputs, event.outputs
-        for name, values in inputs:
-            _set_value(event_inputs[name], values[row])
-        for name, values in outputs:
-            _set_value(event_outputs[name], values[row])
-        events.append(event)
-    return events
