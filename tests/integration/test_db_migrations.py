@@ -110,3 +110,48 @@ async def test_concurrent_starters_apply_each_file_once(database_url: str,
         assert await pool.fetchval("SELECT count(*) FROM tracking.runs") == 1
     finally:
         await pool.close()
+
+
+OUTBOX_SET = "gyre_common.outbox_migrations"
+
+
+async def test_shared_set_runs_after_the_own_files_under_its_namespace(database_url: str,
+                                                                       migrations: tuple[str, Path]) -> None:
+    package, _ = migrations
+    applied = await migrate(database_url, "tracking", package, shared=[OUTBOX_SET])
+    assert applied == ["0001_create_runs.sql", "0002_add_started_at.sql", f"{OUTBOX_SET}/0001_outbox.sql"]
+    assert await migrate(database_url, "tracking", package, shared=[OUTBOX_SET]) == []
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch("SELECT namespace, version FROM tracking.schema_migrations "
+                                      "ORDER BY namespace, version")
+        assert [(r["namespace"], r["version"]) for r in rows] == [("", 1), ("", 2), (OUTBOX_SET, 1)]
+        assert await connection.fetchval("SELECT to_regclass('tracking.outbox')") is not None
+    finally:
+        await connection.close()
+
+
+async def test_shared_outbox_set_upgrades_a_schema_made_before_namespaces(database_url: str,
+                                                                          migrations: tuple[str, Path]) -> None:
+    """A schema migrated by the old runner (primary key on version alone) whose service created the
+    outbox itself, without the poison-row columns: the shared set keeps its rows and adds the columns."""
+    package, _ = migrations
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "CREATE SCHEMA tracking;"
+            "CREATE TABLE tracking.schema_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());"
+            "CREATE TABLE tracking.outbox (seq bigserial PRIMARY KEY, event_id text NOT NULL UNIQUE,"
+            " topic text NOT NULL, event_type text NOT NULL, message_key text, payload bytea NOT NULL,"
+            " occurred_at timestamptz NOT NULL, published_at timestamptz);"
+            "INSERT INTO tracking.outbox (event_id, topic, event_type, payload, occurred_at)"
+            " VALUES ('kept', 'registry.events', 'gyre.events.v1.RegistryEvent', '', now())")
+        assert await migrate(database_url, "tracking", package) == ["0001_create_runs.sql", "0002_add_started_at.sql"]
+        assert await migrate(database_url, "tracking", package, shared=[OUTBOX_SET]) == [
+            f"{OUTBOX_SET}/0001_outbox.sql"]
+        assert await connection.fetchval("SELECT event_id FROM tracking.outbox") == "kept"
+        await connection.execute("UPDATE tracking.outbox SET failed_at = now(), error = 'x'")
+        assert await connection.fetchval("SELECT count(*) FROM tracking.schema_migrations") == 3
+    finally:
+        await connection.close()

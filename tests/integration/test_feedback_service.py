@@ -63,7 +63,7 @@ def kafka(bootstrap_servers: str, unique: str) -> KafkaSettings:
 
 @pytest.fixture
 async def service(kafka: KafkaSettings, database_url: str) -> AsyncIterator[ServiceRunner]:
-    settings = fast_settings(FeedbackSettings, outbox_interval_s=0.2, retrain_window_labels=4,
+    settings = fast_settings(FeedbackSettings, outbox_poll_interval_s=0.2, retrain_window_labels=4,
                              retrain_accuracy_threshold=0.75, retrain_cooldown_s=3600)
     await ensure_topics(kafka, [INFERENCE_EVENTS, FEEDBACK_EVENTS, REGISTRY_EVENTS, MONITOR_ALERTS,
                                 TRAINING_REQUESTS])

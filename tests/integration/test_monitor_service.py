@@ -87,7 +87,7 @@ def artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalArtifactS
 
 def monitor(kafka: KafkaSettings, database_url: str) -> AbstractAsyncContextManager[ServiceRunner]:
     settings = fast_settings(MonitorSettings, window_size=WINDOW, cooldown_s=3600, keep_windows=100,
-                             outbox_interval_s=0.2)
+                             outbox_poll_interval_s=0.2)
     return running(SPEC, bootstrap, settings, kafka=kafka, database_url=database_url)
 
 

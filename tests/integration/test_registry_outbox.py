@@ -19,6 +19,7 @@ from support.waiting import wait_until
 
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Envelope, decode_record, ensure_topics
+from gyre_common.outbox import OutboxRelay
 from gyre_common.runner import ServiceRunner
 from gyre_common.settings import DatabaseSettings, KafkaSettings, TelemetrySettings
 from gyre_common.topics import REGISTRY_EVENTS, full_name
@@ -26,7 +27,6 @@ from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_registry.bootstrap import bootstrap
-from gyre_registry.outbox import OutboxRelay
 from gyre_registry.service import SPEC
 from gyre_registry.settings import RegistrySettings
 from gyre_stack.broker import start_broker, start_broker_on_free_port
@@ -138,7 +138,7 @@ async def test_an_undecodable_row_is_set_aside_and_the_rows_after_it_are_publish
         database_url: str, bootstrap_servers: str, unique: str) -> None:
     """gyre_common.outbox (shared by every service): a poison row must not block the rows after it."""
     from gyre_common.bus import Publisher
-    from gyre_common.outbox import DEAD_EVENTS, OUTBOX_DDL, add_event, add_events, unsent_events
+    from gyre_common.outbox import DEAD_EVENTS, OUTBOX_DDL, add_events, unsent_events
     from gyre_common.outbox import OutboxEvent as Queued
 
     kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"p{unique}.", default_partitions=1,
@@ -149,9 +149,8 @@ async def test_an_undecodable_row_is_set_aside_and_the_rows_after_it_are_publish
     try:
         await pool.execute(OUTBOX_DDL)
         async with pool.acquire() as conn, conn.transaction():
-            await add_event(conn, REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=1), key="m",
-                            event_id="e1")
-            await add_event(conn, REGISTRY_EVENTS, b"\xff\xff\xff", key="m", event_id="poison")
+            await add_events(conn, [Queued(REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=1), "m", "e1"),
+                                   Queued(REGISTRY_EVENTS, b"\xff\xff\xff", "m", "poison")])
             await conn.execute("INSERT INTO outbox (event_id, topic, event_type, message_key, payload, occurred_at) "
                                "VALUES ('stray', 'no.such.topic', 'x.Y', 'm', '', now())")
             await add_events(conn, [Queued(REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=v), "m",
@@ -159,7 +158,7 @@ async def test_an_undecodable_row_is_set_aside_and_the_rows_after_it_are_publish
                 Queued(REGISTRY_EVENTS, ev.RegistryEvent(model_name="m", version=1), "m", "e1")])  # a repeat
         with pytest.raises(ValueError, match="carries"):
             async with pool.acquire() as conn:
-                await add_event(conn, REGISTRY_EVENTS, ev.TrainingEvent(), key="m")
+                await add_events(conn, [Queued(REGISTRY_EVENTS, ev.TrainingEvent(), "m")])
         before = DEAD_EVENTS.labels("outbox", REGISTRY_EVENTS)._value.get()
         assert await relay.relay_once() == 3
         assert relay.dead_events == 2 and await relay.dead() == 2 and await relay.pending() == 0

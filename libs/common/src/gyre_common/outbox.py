@@ -4,8 +4,7 @@ A service that changes its tables and must tell Kafka about it cannot do both at
 first and the commit may fail (a phantom event); commit first and the process may die before
 publishing (a lost event). The outbox closes the gap:
 
-1. the use case writes its rows *and* the event (:func:`add_event` / :func:`add_events`) in one
-   transaction;
+1. the use case writes its rows *and* the events (:func:`add_events`) in one transaction;
 2. :class:`OutboxRelay`, a background task, reads unsent events in ``seq`` order, publishes them
    through :class:`gyre_common.bus.Publisher` with ``ce_id`` = the event's id and ``ce_time`` = when
    it happened, waits for the broker's acknowledgements (``acks=all``) and stamps ``published_at``.
@@ -25,11 +24,14 @@ unknown) can never be published. It is stamped ``failed_at`` with the ``error``,
 stays in the table for a person to inspect (it is never pruned). This is the one place where the
 order of a key can have a gap.
 
-Each service keeps the table in its own schema and its own migrations: :data:`OUTBOX_DDL` creates
-it (like :data:`gyre_common.bus.PROCESSED_EVENTS_DDL`), :data:`OUTBOX_DEAD_LETTER_DDL` adds the
-``failed_at``/``error`` columns to a table created by an older DDL. The event type of a row comes
-from :mod:`gyre_common.topics` (the topic's event type); it is stored with the row so a payload
-stays readable if a topic ever changes type.
+The table ``outbox`` lives in each publishing service's own schema and is created by ONE shared
+migration set, :mod:`gyre_common.outbox_migrations`, which the migration runner applies to every
+service whose ``ServiceSpec`` says ``outbox=True`` (:data:`OUTBOX_DDL` is its text). The event type
+of a row comes from :mod:`gyre_common.topics` (the topic's event type); it is stored with the row so
+a payload stays readable if a topic ever changes type.
+
+A service wires its relay with one call, :func:`add_outbox` (settings from
+:class:`gyre_common.settings.OutboxSettings`), and queues events with :func:`add_events`.
 """
 
 from __future__ import annotations
@@ -38,17 +40,23 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from importlib import resources
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from google.protobuf.message import DecodeError, Message
 from prometheus_client import Counter
 
-from gyre_common.bus import Publisher, UnknownTopicError, message_class, topic_spec
+from gyre_common.bus import Publisher, UnknownTopicError, ensure_topics, message_class, topic_spec
 from gyre_common.retry import backoff_s
+from gyre_common.service import OUTBOX_MIGRATIONS
+from gyre_common.settings import OutboxSettings
+
+if TYPE_CHECKING:
+    from gyre_common.runner import ServiceContext
 
 log = logging.getLogger(__name__)
 
@@ -61,32 +69,12 @@ DEAD_EVENTS = Counter(
     ["table", "topic"],
 )
 
-OUTBOX_DDL = """\
-CREATE TABLE outbox (
-    seq           bigserial   PRIMARY KEY,
-    event_id      text        NOT NULL UNIQUE,
-    topic         text        NOT NULL,
-    event_type    text        NOT NULL,
-    message_key   text,
-    payload       bytea       NOT NULL,
-    occurred_at   timestamptz NOT NULL,
-    published_at  timestamptz,
-    failed_at     timestamptz,
-    error         text
-);
-CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_at IS NULL;
-CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;
-"""
-"""DDL of the outbox table ``outbox``, unqualified (migrations run with ``search_path`` = the
-service's schema). Columns: ``seq`` (order), ``event_id`` (``ce_id``, unique), ``topic`` (base
-name), ``event_type`` (full protobuf name), ``message_key``, ``payload`` (protobuf bytes),
-``occurred_at`` (``ce_time``), ``published_at``, and ``failed_at``/``error`` for poison rows."""
-
-OUTBOX_DEAD_LETTER_DDL = """\
-ALTER TABLE outbox ADD COLUMN failed_at timestamptz;
-ALTER TABLE outbox ADD COLUMN error text;
-"""
-"""Upgrade of a table made by the first version of :data:`OUTBOX_DDL` (without ``failed_at``/``error``)."""
+OUTBOX_DDL = (resources.files(OUTBOX_MIGRATIONS) / "0001_outbox.sql").read_text(encoding="utf-8")
+"""DDL of the outbox table ``outbox``, unqualified and idempotent (the shared migration; migrations
+run with ``search_path`` = the service's schema). Columns: ``seq`` (order), ``event_id`` (``ce_id``,
+unique), ``topic`` (base name), ``event_type`` (full protobuf name), ``message_key``, ``payload``
+(protobuf bytes), ``occurred_at`` (``ce_time``), ``published_at``, and ``failed_at``/``error`` for
+poison rows."""
 
 
 @dataclass(frozen=True)
@@ -103,33 +91,20 @@ class OutboxEvent:
     occurred_at: datetime | None = None
 
 
-async def add_event(conn: asyncpg.Connection, topic_base: str, message: Message | bytes, *, key: str | None,
-                    event_id: str | None = None, occurred_at: datetime | None = None,
-                    table: str = "outbox") -> str:
-    """Queue ``message`` for ``topic_base``; call inside the transaction of the change it describes.
+async def add_events(conn: asyncpg.Connection, events: Iterable[OutboxEvent], *, table: str = "outbox") -> list[str]:
+    """Queue ``events``; call inside the transaction of the change they describe (one round trip).
 
     Args:
         conn: a connection inside an open transaction.
-        topic_base: base topic name from :mod:`gyre_common.topics`.
-        message: the event, or its protobuf bytes; a message must be the topic's event type.
-        key: record key (the entity whose order matters).
-        event_id: ``ce_id`` (a random UUID when omitted). An id already in the table is ignored:
-            the first event with an id wins, so deterministic ids make re-queuing idempotent.
-        occurred_at: ``ce_time``, aware (now, UTC, when omitted).
+        events: each with its base topic (from :mod:`gyre_common.topics`), the message (of the
+            topic's event type) or its protobuf bytes, the record key, and optionally ``event_id``
+            (``ce_id``; a random UUID when None; an id already in the table is ignored, so
+            deterministic ids make re-queuing idempotent) and ``occurred_at`` (``ce_time``, aware;
+            now, UTC, when None).
         table: the outbox table.
 
     Returns:
-        The event id (``ce_id``).
-
-    Raises:
-        ValueError: unknown topic or a message of another type than the topic carries.
-    """
-    [ident] = await add_events(conn, [OutboxEvent(topic_base, message, key, event_id, occurred_at)], table=table)
-    return ident
-
-
-async def add_events(conn: asyncpg.Connection, events: Iterable[OutboxEvent], *, table: str = "outbox") -> list[str]:
-    """Queue several events in one round trip (see :func:`add_event`); their ids, in order.
+        The event ids (``ce_id``), in order.
 
     Raises:
         ValueError: unknown topic or a message of another type than its topic carries.
@@ -189,13 +164,17 @@ class OutboxRelay:
         on_connect: awaited before each new publisher starts, e.g. ``ensure_topics`` so that a
             broker that came back empty (Tansu keeps topics in memory) gets the topic with Gyre's
             partition count instead of an auto-created one. A failure counts as a failed round.
+        wake_coalesce_s: seconds :meth:`wake` waits before waking the loop, so that a burst of
+            commits is published in one round (one transaction and one broker round trip) instead
+            of one round each; 0 wakes at once.
     """
 
     def __init__(self, pool: asyncpg.Pool, publisher_factory: Callable[[], Publisher], *,
                  table: str = "outbox", poll_interval_s: float = 0.5, batch_size: int = 200,
                  max_backoff_s: float = 5.0, retention: timedelta | None = timedelta(days=7),
                  publish_timeout_s: float = 30.0,
-                 on_connect: Callable[[], Awaitable[object]] | None = None) -> None:
+                 on_connect: Callable[[], Awaitable[object]] | None = None,
+                 wake_coalesce_s: float = 0.0) -> None:
         self._pool = pool
         self._factory = publisher_factory
         self._table = table
@@ -205,6 +184,8 @@ class OutboxRelay:
         self.retention = retention
         self.publish_timeout_s = publish_timeout_s
         self._on_connect = on_connect
+        self.wake_coalesce_s = wake_coalesce_s
+        self._wake_pending = False
         self._publisher: Publisher | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -217,7 +198,15 @@ class OutboxRelay:
         """Text of the last failed round; None once a round succeeds."""
 
     def wake(self) -> None:
-        """Publish soon: call after committing a transaction that added events."""
+        """Publish soon: call after committing a transaction that added events (inside the event loop)."""
+        if self.wake_coalesce_s <= 0:
+            self._wake.set()
+        elif not self._wake_pending:
+            self._wake_pending = True
+            asyncio.get_running_loop().call_later(self.wake_coalesce_s, self._wake_now)
+
+    def _wake_now(self) -> None:
+        self._wake_pending = False
         self._wake.set()
 
     async def start(self) -> None:
@@ -361,3 +350,54 @@ class OutboxRelay:
                     log.warning("outbox prune failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+
+PUBLISH_TIMEOUT_MARGIN_S = 5.0
+"""Seconds a relay round waits for acknowledgements beyond the producer's own request timeout
+(``GYRE_KAFKA_REQUEST_TIMEOUT_MS``). The producer fails a send that outlives its request timeout
+with a clear error (which broker, which timeout); the margin covers what happens before a send is
+on the wire (the linger of a batch, a metadata refresh after a leader change), so that the relay's
+own, vaguer timeout only fires when the producer is stuck, not in its place."""
+
+
+def add_outbox(ctx: ServiceContext, *, topics: Sequence[str], wake_coalesce_s: float = 0.0,
+               table: str = "outbox") -> OutboxRelay:
+    """Wire the service's outbox relay: a background task of ``ctx`` publishing ``table`` to Kafka.
+
+    The settings come from ``ctx.settings`` (an :class:`~gyre_common.settings.OutboxSettings`); the
+    publisher is the service's (``ctx.spec.name``, traced like its other clients); before each new
+    publisher, ``topics`` are created with Gyre's partition count if the broker lacks them. The
+    relay is added as the task ``outbox-relay`` now, so call this before adding consumers: tasks
+    stop in reverse order, and consumers then stop (and commit) before the relay's last pass.
+    The service's ``ServiceSpec`` must say ``outbox=True`` so that the table is migrated.
+
+    Args:
+        ctx: the runner's context (``ctx.db`` is required).
+        topics: base names of the topics the service queues events for.
+        wake_coalesce_s: see :class:`OutboxRelay`.
+        table: the outbox table.
+
+    Returns:
+        The relay: pass ``relay.wake`` to whatever commits events.
+
+    Raises:
+        TypeError: ``ctx.settings`` is not an ``OutboxSettings``.
+    """
+    settings = ctx.settings
+    if not isinstance(settings, OutboxSettings):
+        raise TypeError(f"{type(settings).__name__} must derive from gyre_common.settings.OutboxSettings")
+    kafka, names = ctx.kafka, list(topics)
+    relay = OutboxRelay(
+        ctx.db,
+        lambda: Publisher(kafka, service=ctx.spec.name, tracer_provider=ctx.telemetry.active_tracer_provider),
+        table=table,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        batch_size=settings.outbox_batch_size,
+        max_backoff_s=settings.outbox_max_backoff_s,
+        retention=timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours else None,
+        publish_timeout_s=kafka.request_timeout_ms / 1000 + PUBLISH_TIMEOUT_MARGIN_S,
+        on_connect=lambda: ensure_topics(kafka, names),
+        wake_coalesce_s=wake_coalesce_s,
+    )
+    ctx.add_task(relay, name="outbox-relay")
+    return relay

@@ -345,7 +345,8 @@ class ServiceRunner:
                 self._pool = await create_pool(self.database, spec.schema,
                                                application_name=f"gyre-{spec.name}")
                 if spec.migrations:
-                    applied = await migrate(self._pool, spec.schema, spec.migrations)
+                    applied = await migrate(self._pool, spec.schema, spec.migrations,
+                                            shared=spec.shared_migrations)
                     if applied:
                         log.info("migrated schema %s: %s", spec.schema, ", ".join(applied))
             except (DatabaseUnavailable, MigrationError) as exc:

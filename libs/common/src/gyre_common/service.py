@@ -19,6 +19,9 @@ from gyre_common.settings import ServiceSettings
 
 ENTRY_POINT_GROUP = "gyre.services"
 
+OUTBOX_MIGRATIONS = "gyre_common.outbox_migrations"
+"""The shared migration set of the outbox table, applied to the schema of every service with ``outbox=True``."""
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -32,6 +35,8 @@ class ServiceSpec:
         migrations: package holding the ``NNNN_description.sql`` migration files for ``schema``.
         consumes: base topic names the service reads (from :mod:`gyre_common.topics`).
         produces: base topic names the service writes.
+        outbox: the service publishes through the transactional outbox (:mod:`gyre_common.outbox`):
+            the migration runner then also applies :data:`OUTBOX_MIGRATIONS` to ``schema``.
     """
 
     name: str
@@ -41,6 +46,12 @@ class ServiceSpec:
     migrations: str | None = None
     consumes: tuple[str, ...] = field(default_factory=tuple)
     produces: tuple[str, ...] = field(default_factory=tuple)
+    outbox: bool = False
+
+    @property
+    def shared_migrations(self) -> tuple[str, ...]:
+        """Packages of the shared migration sets applied to ``schema`` after ``migrations``."""
+        return (OUTBOX_MIGRATIONS,) if self.outbox else ()
 
 
 def discover_services() -> list[ServiceSpec]:

@@ -165,6 +165,26 @@ class ServiceSettings(GyreSettings):
     RESOURCE_EXHAUSTED rather than queued without bound."""
 
 
+class OutboxSettings(ServiceSettings):
+    """Settings of a service that publishes events through the transactional outbox
+    (:mod:`gyre_common.outbox`); its settings class derives from this one instead of
+    :class:`ServiceSettings`, so the names and defaults are the same in every such service."""
+
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0.0)
+    """Seconds between looks at the outbox for unsent events; a commit that queued events wakes the
+    relay at once, so this only bounds the delay of events another replica queued."""
+
+    outbox_batch_size: int = Field(default=200, ge=1)
+    """Most outbox events the relay publishes in one round."""
+
+    outbox_max_backoff_s: float = Field(default=5.0, gt=0.0)
+    """Longest wait, in seconds, between relay attempts while the broker is away (the wait doubles
+    from 0.1 s up to this)."""
+
+    outbox_retention_hours: float = Field(default=168.0, ge=0.0)
+    """Hours a published outbox row is kept (for inspection) before the relay deletes it."""
+
+
 class SettingsError(SystemExit):
     """Start-up stops because a setting is missing or invalid; the message names the variable."""
 

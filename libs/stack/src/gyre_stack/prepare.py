@@ -51,7 +51,8 @@ async def apply_migrations(database_url: str, specs: Sequence[ServiceSpec]) -> d
         if not (spec.schema and spec.migrations):
             continue
         try:
-            applied[spec.name] = await migrate(database_url, spec.schema, spec.migrations)
+            applied[spec.name] = await migrate(database_url, spec.schema, spec.migrations,
+                                               shared=spec.shared_migrations)
         except (MigrationError, asyncpg.PostgresError, ImportError, ValueError, OSError) as exc:
             raise StackError(f"migrations of {spec.name} (schema {spec.schema}, package "
                              f"{spec.migrations}) failed: {exc}") from exc

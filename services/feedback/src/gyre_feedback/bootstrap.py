@@ -6,9 +6,9 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from gyre_common.bus import BatchHandler, Consumer, EventHandler, Publisher, add_consumer, ensure_topics
+from gyre_common.bus import BatchHandler, Consumer, EventHandler, add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
-from gyre_common.outbox import OutboxRelay
+from gyre_common.outbox import add_outbox
 from gyre_common.runner import ServiceContext
 from gyre_common.topics import FEEDBACK_EVENTS, INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
@@ -41,16 +41,10 @@ def bootstrap(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, FeedbackSettings)
     store = PostgresStore(ctx.db)
-    # The shared transactional outbox: one relay per schema at a time (advisory lock), in order,
-    # broker outages waited out, poison rows set aside. Woken after each commit that queued events.
-    relay = OutboxRelay(
-        ctx.db,
-        lambda: Publisher(ctx.kafka, service=SERVICE, tracer_provider=ctx.telemetry.active_tracer_provider),
-        poll_interval_s=settings.outbox_interval_s,
-        retention=timedelta(days=settings.prediction_retention_days),
-        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
-        on_connect=lambda: ensure_topics(ctx.kafka, [FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS]),
-    )
+    # The shared transactional outbox (docs/runtime.md): one relay per schema at a time, in order,
+    # broker outages waited out, poison rows set aside; woken after each commit that queued events.
+    # Added first among the tasks, so it stops last: consumers commit before its last pass.
+    relay = add_outbox(ctx, topics=[FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS])
     handlers = FeedbackHandlers(store, feedback_config(settings), on_events=relay.wake)
     retention = timedelta(days=settings.prediction_retention_days)
 
@@ -72,9 +66,6 @@ def bootstrap(ctx: ServiceContext) -> None:
         return Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
                         batch_handler=batch_handler, tracer_provider=ctx.telemetry.active_tracer_provider)
 
-    # Started in this order, stopped in reverse: consumers stop (and commit) before the relay makes its
-    # last pass, so events their last transactions queued are still published at shutdown or next start.
-    ctx.add_task(relay, name="outbox-relay")
     ctx.add_task(prune, name="prune")
     add_consumer(ctx, consumer(settings.registry_consumer_group, REGISTRY_EVENTS,
                                handler=RegistryEventsAdapter(handlers)), name="registry-consumer")

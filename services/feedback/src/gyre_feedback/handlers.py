@@ -160,8 +160,8 @@ class FeedbackHandlers:
         if not await tx.insert_feedback(feedback, payload):
             return SubmitResult(feedback.feedback_id, duplicate=True, attributed=prediction is not None)
         if publish:
-            await tx.enqueue(OutboxMessage(FEEDBACK_EVENTS, feedback.prediction_id,
-                                           feedback_event_id(feedback.feedback_id), payload))
+            await tx.add_events([OutboxMessage(FEEDBACK_EVENTS, feedback.prediction_id,
+                                               feedback_event_id(feedback.feedback_id), payload)])
         if prediction is not None and feedback.kind is RatingKind.LABEL and self._scored(prediction):
             await self._check_quality(tx, prediction.model_name, prediction.model_version, IngestResult())
         return SubmitResult(feedback.feedback_id, duplicate=False, attributed=prediction is not None)
@@ -222,7 +222,7 @@ class FeedbackHandlers:
         new_alert_id = alert_id(model, version, drop.newest_feedback_id)
         alert = quality_alert(alert_id=new_alert_id, model_name=model, model_version=version, drop=drop,
                               policy=policy, detected_at=now)
-        await tx.enqueue(OutboxMessage(MONITOR_ALERTS, model, new_alert_id, alert.SerializeToString()))
+        await tx.add_events([OutboxMessage(MONITOR_ALERTS, model, new_alert_id, alert.SerializeToString())])
         result.alerts.append(new_alert_id)
         request_id: str | None = None
         lineage = await tx.lineage(model, version)
@@ -231,7 +231,7 @@ class FeedbackHandlers:
             request = retraining_request(request_id=request_id, alert=alert, drop=drop, policy=policy,
                                          feature_view=lineage.feature_view, label=lineage.label,
                                          promote_to_alias=self.config.promote_to_alias, requested_at=now)
-            await tx.enqueue(OutboxMessage(TRAINING_REQUESTS, model, request_id, request.SerializeToString()))
+            await tx.add_events([OutboxMessage(TRAINING_REQUESTS, model, request_id, request.SerializeToString())])
             result.training_requests.append(request_id)
         await tx.save_quality_alert(model, now, new_alert_id, request_id)
         log.warning("quality drop of %s v%d: accuracy %.3f over the last %d labels (threshold %.3f)%s",

@@ -22,4 +22,5 @@ SPEC = ServiceSpec(
     # straight to the topic; our own submissions come back as no-op duplicates.
     consumes=(INFERENCE_EVENTS, FEEDBACK_EVENTS, REGISTRY_EVENTS),
     produces=(FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS),
+    outbox=True,
 )

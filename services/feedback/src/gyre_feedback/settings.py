@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from gyre_common.settings import ServiceSettings
+from gyre_common.settings import OutboxSettings
 
 
-class FeedbackSettings(ServiceSettings):
+class FeedbackSettings(OutboxSettings):
     """Where the feedback service listens, how it matches labels and when it asks for retraining."""
 
     model_config = SettingsConfigDict(env_prefix="GYRE_FEEDBACK_")
@@ -51,10 +51,6 @@ class FeedbackSettings(ServiceSettings):
 
     registry_consumer_group: str = "feedback-registry"
     """Kafka consumer group reading `registry.events` (feature view and label of each version, for retraining)."""
-
-    outbox_interval_s: float = Field(default=1.0, gt=0.0)
-    """Seconds between passes of the relay that publishes events left unpublished (broker outage, crash);
-    new events are published at once."""
 
     prediction_retention_days: float = Field(default=30.0, gt=0.0)
     """Days stored predictions (and consumed-event ids) are kept; older ones are pruned with their

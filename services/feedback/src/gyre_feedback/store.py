@@ -16,7 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from gyre_common.bus import claim_event
-from gyre_common.outbox import add_event
+from gyre_common.outbox import OutboxEvent, add_events
 from gyre_feedback.domain.feedback import Feedback
 from gyre_feedback.domain.prediction import Prediction
 from gyre_feedback.domain.quality import LabelOutcome, QualityCounts
@@ -88,8 +88,8 @@ class FeedbackTransaction(ABC):
         """Store (or replace) a version's feature view and label."""
 
     @abstractmethod
-    async def enqueue(self, message: OutboxMessage) -> None:
-        """Add an event to the outbox (a repeated ``event_id`` is ignored)."""
+    async def add_events(self, messages: Sequence[OutboxMessage]) -> None:
+        """Add events to the outbox (a repeated ``event_id`` is ignored)."""
 
 
 class FeedbackStore(ABC):
@@ -222,8 +222,8 @@ class PostgresTransaction(FeedbackTransaction):
             model_name, model_version, lineage.feature_view, lineage.label,
         )
 
-    async def enqueue(self, message: OutboxMessage) -> None:
-        await add_event(self.conn, message.topic, message.payload, key=message.key, event_id=message.event_id)
+    async def add_events(self, messages: Sequence[OutboxMessage]) -> None:
+        await add_events(self.conn, [OutboxEvent(m.topic, m.payload, m.key, m.event_id) for m in messages])
 
 
 _QUALITY_SQL = """

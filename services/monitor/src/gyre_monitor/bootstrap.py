@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from gyre_common.artifacts import ArtifactSettings, LocalArtifactStore
-from gyre_common.bus import Consumer, Publisher, add_consumer, ensure_topics
+from gyre_common.bus import Consumer, add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
-from gyre_common.outbox import OutboxRelay
+from gyre_common.outbox import add_outbox
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
 from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
@@ -43,24 +43,16 @@ def bootstrap(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, MonitorSettings)
     store = PostgresStore(ctx.db)
-    # The shared transactional outbox: one relay per schema at a time (advisory lock), in order,
-    # broker outages waited out, poison rows set aside. Woken after each commit that queued events.
-    relay = OutboxRelay(
-        ctx.db,
-        lambda: Publisher(ctx.kafka, service=ctx.spec.name),
-        poll_interval_s=settings.outbox_interval_s,
-        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
-        on_connect=lambda: ensure_topics(ctx.kafka, [MONITOR_ALERTS, TRAINING_REQUESTS]),
-    )
+    # The shared transactional outbox (docs/runtime.md): one relay per schema at a time, in order,
+    # broker outages waited out, poison rows set aside; woken after each commit that queued events.
+    # Added first among the tasks, so it stops last: consumers commit before its last pass.
+    relay = add_outbox(ctx, topics=[MONITOR_ALERTS, TRAINING_REQUESTS])
     artifacts = LocalArtifactStore.from_settings(load_settings(ArtifactSettings))
     handlers = MonitorHandlers(store, monitor_config(settings), on_events=relay.wake, read_artifact=artifacts.get,
                                render_html=render_drift_html)
 
     ctx.app.include_router(make_router(handlers))
     ctx.add_servicer(pb_grpc.add_MonitorServiceServicer_to_server, MonitorServicer(handlers), name=SERVICE_NAME)
-    # Started in this order, stopped in reverse: consumers stop (and commit) before the relay makes
-    # its last pass.
-    ctx.add_task(relay, name="outbox-relay")
     add_consumer(ctx, Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
                                service=ctx.spec.name, handler=RegistryEventsAdapter(handlers)),
                  name="registry-consumer")

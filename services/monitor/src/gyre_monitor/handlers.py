@@ -223,10 +223,10 @@ class MonitorHandlers:
             payload = alert.SerializeToString()
             await tx.save_alert(alert_id=new_alert_id, model_name=model, model_version=version, window_seq=seq,
                                 detected_at=now, training_request_id=request_id, event=payload)
-            await tx.enqueue(OutboxMessage(MONITOR_ALERTS, model, new_alert_id, payload))
+            await tx.add_events([OutboxMessage(MONITOR_ALERTS, model, new_alert_id, payload)])
             result.alerts.append(new_alert_id)
             if request_id is not None:
-                await tx.enqueue(OutboxMessage(TRAINING_REQUESTS, model, request_id, request.SerializeToString()))
+                await tx.add_events([OutboxMessage(TRAINING_REQUESTS, model, request_id, request.SerializeToString())])
                 result.training_requests.append(request_id)
             log.warning("drift on %s v%d window %d: %s (share %.2f)%s", model, version, seq,
                         ", ".join(drift.drifted_features), drift.drift_share,

@@ -14,4 +14,5 @@ SPEC = ServiceSpec(
     migrations="gyre_monitor.migrations",
     consumes=(INFERENCE_EVENTS, REGISTRY_EVENTS),
     produces=(MONITOR_ALERTS, TRAINING_REQUESTS),
+    outbox=True,
 )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from gyre_common.settings import ServiceSettings
+from gyre_common.settings import OutboxSettings
 
 
-class MonitorSettings(ServiceSettings):
+class MonitorSettings(OutboxSettings):
     """Where the monitor listens, how it windows traffic and when it alerts."""
 
     model_config = SettingsConfigDict(env_prefix="GYRE_MONITOR_")
@@ -45,10 +45,6 @@ class MonitorSettings(ServiceSettings):
 
     registry_consumer_group: str = "monitor-registry"
     """Kafka consumer group reading `registry.events` for new versions' reference profiles."""
-
-    outbox_interval_s: float = Field(default=1.0, gt=0.0)
-    """Seconds between passes of the relay that publishes alerts and retraining requests left unpublished
-    (after a broker outage or a crash)."""
 
     promote_to_alias: str = "production"
     """Alias a retrained model is asked to win (TrainingRequest.promote_to_alias); empty registers without promotion."""

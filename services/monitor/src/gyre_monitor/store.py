@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from gyre_common.outbox import add_event
+from gyre_common.outbox import OutboxEvent, add_events
 from gyre_common.profile import FeatureKind, ReferenceProfile, decode_profile, encode_profile
 from gyre_monitor.domain.alerts import DriftState
 from gyre_monitor.domain.drift import FeatureDrift, StatTest
@@ -145,8 +145,8 @@ class MonitorTransaction(ABC):
         """Store an alert (binary MonitorAlert); a repeat of the same id is ignored."""
 
     @abstractmethod
-    async def enqueue(self, message: OutboxMessage) -> None:
-        """Queue an event for publishing after commit; a repeat of the same event id is ignored."""
+    async def add_events(self, messages: Sequence[OutboxMessage]) -> None:
+        """Queue events for publishing after commit; a repeat of the same event id is ignored."""
 
     @abstractmethod
     async def prune_rows(self, model_name: str, model_version: int, before_window: int) -> None:
@@ -373,8 +373,8 @@ class PostgresTransaction(MonitorTransaction):
             alert_id, model_name, model_version, window_seq, detected_at, training_request_id, event,
         )
 
-    async def enqueue(self, message: OutboxMessage) -> None:
-        await add_event(self.conn, message.topic, message.payload, key=message.key, event_id=message.event_id)
+    async def add_events(self, messages: Sequence[OutboxMessage]) -> None:
+        await add_events(self.conn, [OutboxEvent(m.topic, m.payload, m.key, m.event_id) for m in messages])
 
     async def prune_rows(self, model_name: str, model_version: int, before_window: int) -> None:
         await self.conn.execute(

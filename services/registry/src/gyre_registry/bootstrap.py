@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from datetime import timedelta
 from typing import cast
 
-from gyre_common.bus import Publisher, ensure_topics
+from gyre_common.outbox import add_outbox
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import SettingsError
 from gyre_common.topics import REGISTRY_EVENTS
@@ -17,7 +14,6 @@ from gyre_registry.auth import Authenticator, parse_tokens
 from gyre_registry.handlers import PromotionConfig, RegistryHandlers
 from gyre_registry.mlflow import api as mlflow_api
 from gyre_registry.mlflow.handlers import MlflowRegistryHandlers
-from gyre_registry.outbox import OutboxRelay
 from gyre_registry.settings import RegistrySettings
 from gyre_registry.store import PostgresRegistryStore
 
@@ -38,39 +34,12 @@ WAKE_COALESCE_S = 0.02
 instead of one round (a transaction and a broker round trip) per change."""
 
 
-def coalesced(wake: Callable[[], None], delay_s: float = WAKE_COALESCE_S) -> Callable[[], None]:
-    """``wake``, called ``delay_s`` seconds after the first of a burst of calls (inside the event loop)."""
-    pending = False
-
-    def fire() -> None:
-        nonlocal pending
-        pending = False
-        wake()
-
-    def request() -> None:
-        nonlocal pending
-        if not pending:
-            pending = True
-            asyncio.get_running_loop().call_later(delay_s, fire)
-
-    return request
-
-
 def bootstrap(ctx: ServiceContext) -> None:
     """Wire the registry into the runner's context."""
     settings = cast(RegistrySettings, ctx.settings)
     store = PostgresRegistryStore(ctx.db)
-    relay = OutboxRelay(
-        ctx.db,
-        lambda: Publisher(ctx.kafka, service=ctx.spec.name),
-        poll_interval_s=settings.outbox_poll_interval_s,
-        batch_size=settings.outbox_batch_size,
-        max_backoff_s=settings.outbox_max_backoff_s,
-        retention=timedelta(hours=settings.outbox_retention_hours),
-        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
-        on_connect=lambda: ensure_topics(ctx.kafka, [REGISTRY_EVENTS]),
-    )
-    wake_relay = coalesced(relay.wake)
+    relay = add_outbox(ctx, topics=[REGISTRY_EVENTS], wake_coalesce_s=WAKE_COALESCE_S)
+    wake_relay = relay.wake
     verifier: ArtifactVerifier = FileArtifactVerifier() if settings.verify_artifacts else NoVerification()
     handlers = RegistryHandlers(
         store,
@@ -83,4 +52,3 @@ def bootstrap(ctx: ServiceContext) -> None:
     # MLflow's registry REST API (what tracking proxies for MLflow clients).
     mlflow_api.install(ctx.app, MlflowRegistryHandlers(handlers, store, on_events=wake_relay), auth)
     ctx.add_servicer(api_grpc.add_to_server, api_grpc.RegistryServicer(handlers, auth), name=api_grpc.SERVICE_NAME)
-    ctx.add_task(relay, name="outbox-relay")

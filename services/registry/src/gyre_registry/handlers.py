@@ -58,7 +58,7 @@ async def record_audit(tx: RegistryTransaction, actor: str, action: str, name: s
 async def record_event(tx: RegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
     """Queue ``event`` in the outbox of ``tx``, stamped with ``now`` (UTC)."""
     event.occurred_at.FromDatetime(now)
-    await tx.add_event(event, str(uuid.uuid4()))
+    await tx.add_events([(event, str(uuid.uuid4()))])
 
 
 def _contender(version: pb.ModelVersion, evaluation: pb.HoldoutEvaluation | None = None) -> Contender:

@@ -14,4 +14,5 @@ SPEC = ServiceSpec(
     migrations="gyre_registry.migrations",
     consumes=(),
     produces=(REGISTRY_EVENTS,),
+    outbox=True,
 )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from gyre_common.settings import ServiceSettings
+from gyre_common.settings import OutboxSettings
 
 
-class RegistrySettings(ServiceSettings):
+class RegistrySettings(OutboxSettings):
     """Where the registry listens, who may write, how it promotes and how it relays its events."""
 
     model_config = SettingsConfigDict(env_prefix="GYRE_REGISTRY_")
@@ -35,15 +35,6 @@ class RegistrySettings(ServiceSettings):
     verify_artifacts: bool = True
     """Read each `file://` artifact at registration and check its sha256 and size
     (FAILED_PRECONDITION otherwise). Other URI schemes are not read."""
-
-    outbox_poll_interval_s: float = Field(default=0.5, gt=0.0)
-    """Seconds between looks at the outbox for unsent events (a local write wakes the relay at once)."""
-
-    outbox_batch_size: int = Field(default=200, ge=1)
-    """Most outbox events the relay publishes in one round."""
-
-    outbox_max_backoff_s: float = Field(default=5.0, gt=0.0)
-    """Longest wait, in seconds, between two attempts to publish while the broker is unreachable."""
 
     outbox_retention_hours: float = Field(default=168.0, ge=0.0)
     """Hours a published outbox row is kept (for inspection) before the relay deletes it."""

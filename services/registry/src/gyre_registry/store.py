@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,10 +22,10 @@ import asyncpg
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from gyre_common.outbox import OutboxEvent, add_events
 from gyre_common.topics import REGISTRY_EVENTS
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
-from gyre_registry import outbox
 from gyre_registry.domain.errors import AlreadyExists
 
 READY = "ready"
@@ -158,8 +158,8 @@ class RegistryTransaction(ABC):
         """Append an audit log entry."""
 
     @abstractmethod
-    async def add_event(self, event: events_pb2.RegistryEvent, event_id: str) -> None:
-        """Queue a RegistryEvent (key: model name) in the outbox."""
+    async def add_events(self, events: Sequence[tuple[events_pb2.RegistryEvent, str]]) -> None:
+        """Queue RegistryEvents, given as ``(event, event_id)`` pairs (key: model name), in the outbox."""
 
 
 class RegistryStore(ABC):
@@ -434,12 +434,12 @@ class PostgresRegistryTransaction(RegistryTransaction):
             *_audit_values(entry),
         )
 
-    async def add_event(self, event: events_pb2.RegistryEvent, event_id: str) -> None:
-        await outbox.add_event(
-            self.conn, REGISTRY_EVENTS, event, key=event.model_name, event_id=event_id,
-            occurred_at=event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else None,
-        )
-        self.events_added += 1
+    async def add_events(self, events: Sequence[tuple[events_pb2.RegistryEvent, str]]) -> None:
+        await add_events(self.conn, [
+            OutboxEvent(REGISTRY_EVENTS, event, event.model_name, event_id,
+                        event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else None)
+            for event, event_id in events])
+        self.events_added += len(events)
 
 
 class PostgresRegistryStore(RegistryStore):

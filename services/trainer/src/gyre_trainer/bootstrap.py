@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gyre_common.artifacts import ArtifactSettings, ArtifactStore, LocalArtifactStore
-from gyre_common.bus import Consumer, Publisher, add_consumer, ensure_topics
+from gyre_common.bus import Consumer, add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
-from gyre_common.outbox import OutboxRelay
+from gyre_common.outbox import add_outbox
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
 from gyre_common.topics import TRAINING_EVENTS, TRAINING_REQUESTS
@@ -84,12 +84,7 @@ async def bootstrap(ctx: ServiceContext, deps: Dependencies | None = None) -> No
     registry = deps.registry or GrpcModelRegistryClient(open_channel(settings.registry_address, interceptors),
                                                         timeout_s=settings.rpc_timeout_s, token=token)
     runner = JobRunner(store, source, runs, registry, artifacts, ArtifactProfileSink(artifacts), policy)
-    relay = OutboxRelay(
-        ctx.db,
-        lambda: Publisher(ctx.kafka, service="trainer"),
-        publish_timeout_s=ctx.kafka.request_timeout_ms / 1000 + 5,
-        on_connect=lambda: ensure_topics(ctx.kafka, [TRAINING_EVENTS]),
-    )
+    relay = add_outbox(ctx, topics=[TRAINING_EVENTS])  # the task "outbox-relay", added first
     worker = JobWorker(store, runner, concurrency=settings.concurrent_jobs,
                        poll_interval_s=settings.job_poll_interval_s, lease_s=settings.job_lease_s)
 
@@ -104,7 +99,6 @@ async def bootstrap(ctx: ServiceContext, deps: Dependencies | None = None) -> No
                      TrainerServicer(handlers, auth, worker.cancel_local), name=SERVICE_NAME)
     # Start order: the relay first (events of jobs resumed at start go out), then the worker,
     # then the consumer; stop runs in reverse, so the consumer commits before the worker drains.
-    ctx.add_task(relay, name="outbox-relay")
     ctx.add_task(worker, name="job-worker")
     group = settings.consumer_group
     add_consumer(ctx, Consumer(ctx.kafka, group=group, topics=[TRAINING_REQUESTS], service="trainer",

@@ -14,4 +14,5 @@ SPEC = ServiceSpec(
     migrations="gyre_trainer.migrations",
     consumes=(TRAINING_REQUESTS,),
     produces=(TRAINING_EVENTS,),
+    outbox=True,
 )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from gyre_common.settings import ServiceSettings
+from gyre_common.settings import OutboxSettings
 
 
-class TrainerSettings(ServiceSettings):
+class TrainerSettings(OutboxSettings):
     """Where the trainer listens, which services it talks to and how it searches."""
 
     model_config = SettingsConfigDict(env_prefix="GYRE_TRAINER_")
