@@ -23,7 +23,7 @@ from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2_grpc as pb_grpc
 from gyre_tracking.bootstrap import bootstrap
-from gyre_tracking.consumers import TrackingEventsConsumer
+from gyre_tracking.consumers import TrackingEventsAdapter
 from gyre_tracking.service import SPEC
 from gyre_tracking.settings import TrackingSettings
 
@@ -142,5 +142,7 @@ async def test_ingest_is_idempotent_and_dead_letters_what_cannot_apply(
     assert ev.TrackingEvent.FromString(dead[0].value).run_id == run_id
 
     assert service.context is not None
-    ingester = next(task for _, task in service.context.tasks if isinstance(task, TrackingEventsConsumer))
+    # The adapter is the batch handler of the ingesting Consumer (the bus keeps it privately).
+    handlers = (getattr(task, "_batch_handler", None) for _, task in service.context.tasks)
+    ingester = next(h for h in handlers if isinstance(h, TrackingEventsAdapter))
     assert ingester.duplicates == 1 and ingester.rejected == 2 and ingester.applied == 4

@@ -103,7 +103,3 @@ def router(handlers: TrackingHandlers) -> APIRouter:
 
     return api
 
-
-def install(app: Any, handlers: TrackingHandlers) -> None:
-    """Add the routes to a FastAPI app (errors answer through gyre_common.errors' handler)."""
-    app.include_router(router(handlers))

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import cast
 
 from gyre_common.artifacts import ArtifactSettings
-from gyre_common.bus import add_consumer
+from gyre_common.bus import Consumer, add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
+from gyre_common.topics import TRACKING_EVENTS
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2_grpc as pb_grpc
 from gyre_tracking import api_http, mlflow_api, mlflow_artifacts_api
 from gyre_tracking.api_grpc import SERVICE_NAME, TrackingServicer
-from gyre_tracking.consumers import TrackingEventsConsumer
+from gyre_tracking.consumers import TrackingEventsAdapter
 from gyre_tracking.handlers import TrackingHandlers
 from gyre_tracking.registry_proxy import RegistryProxy
 from gyre_tracking.settings import TrackingSettings
@@ -44,7 +45,7 @@ async def bootstrap(ctx: ServiceContext) -> None:
     files = ProxiedArtifactFiles(artifacts_destination(settings))
     handlers = TrackingHandlers(PostgresStore(ctx.db), artifact_root(settings), files=files)
     await handlers.ensure_default_experiment()
-    api_http.install(ctx.app, handlers)
+    ctx.app.include_router(api_http.router(handlers))
     proxy = RegistryProxy(settings.registry_url, timeout_s=settings.registry_timeout_s,
                           max_connections=settings.registry_max_connections)
     ctx.add_task(proxy, name="registry-proxy")
@@ -52,6 +53,8 @@ async def bootstrap(ctx: ServiceContext) -> None:
     mlflow_artifacts_api.install(ctx.app, files)
     ctx.add_servicer(pb_grpc.add_TrackingServiceServicer_to_server, TrackingServicer(handlers), name=SERVICE_NAME)
     if settings.consume_events:
-        add_consumer(ctx, TrackingEventsConsumer(handlers, ctx.kafka, settings.consumer_group),
+        group = settings.consumer_group
+        add_consumer(ctx, Consumer(ctx.kafka, group=group, topics=[TRACKING_EVENTS], service="tracking",
+                                   batch_handler=TrackingEventsAdapter(handlers, group)),
                      name="tracking-ingester")
     mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the consumer's group

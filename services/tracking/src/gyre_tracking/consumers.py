@@ -1,7 +1,8 @@
 """Kafka adapter: the ``tracking.events`` ingester (fire-and-forget logging from training code).
 
-Each polled batch becomes one :meth:`TrackingHandlers.ingest` call; each event is applied in its
-own transaction together with its ``ce_id`` claim in ``processed_events``, so a redelivered event
+Each polled batch becomes one :meth:`TrackingHandlers.ingest` call (:class:`TrackingEventsAdapter`,
+the batch handler of a plain :class:`gyre_common.bus.Consumer` wired in bootstrap); each event is
+applied in its own transaction together with its ``ce_id`` claim in ``processed_events``, so a redelivered event
 is skipped, and metric points are idempotent on their natural key (run, key, step, timestamp,
 value) even when a producer re-sends the same observations under a new id. Offsets are committed
 by the bus after the handler returns, i.e. after the transactions committed.
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from gyre_common import topics
-from gyre_common.bus import Consumer, Envelope, Rejected
-from gyre_common.settings import KafkaSettings
+from gyre_common.bus import Envelope, Rejected
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_tracking.convert import metric_from_proto, optional_time, status_from_proto
 from gyre_tracking.domain.errors import InvalidArgument
@@ -64,30 +63,27 @@ def event_command(env: Envelope) -> TrackingEventCommand:
     )
 
 
-class TrackingEventsConsumer(Consumer):
-    """The bus :class:`Consumer` of ``tracking.events`` with the ingest batch handler.
-
-    A runner background component as it is (``ctx.add_task(consumer)``): ``start()`` returns at
-    once and consumes in the background, ``stop()`` finishes the batch and commits.
+class TrackingEventsAdapter:
+    """The ``batch_handler=`` of the ``tracking.events`` consumer: decode a batch into handler
+    commands, ingest them, and hand back the events that can never apply (for the dead-letter topic).
 
     Args:
         handlers: the use cases.
-        kafka: broker settings (batch size = ``batch_max_records``).
-        group: consumer group (also the ``processed_events`` consumer name); the dead-letter
-            topic is ``<prefix><group>.dlq``.
-        consumer_options: extra ``Consumer`` keyword arguments (tests shorten timeouts).
+        group: the consumer group (also the ``processed_events`` consumer name).
+
+    Attributes:
+        applied, duplicates, rejected: events applied, skipped as already applied, and dead-lettered
+            since start (logs and tests).
     """
 
-    def __init__(self, handlers: TrackingHandlers, kafka: KafkaSettings, group: str = "tracking",
-                 **consumer_options: object) -> None:
-        super().__init__(kafka, group=group, topics=[topics.TRACKING_EVENTS], service="tracking",
-                         batch_handler=self.handle_batch, **consumer_options)  # type: ignore[arg-type]
+    def __init__(self, handlers: TrackingHandlers, group: str) -> None:
         self.handlers = handlers
+        self.group = group
         self.applied = 0
         self.duplicates = 0
         self.rejected = 0
 
-    async def handle_batch(self, envelopes: list[Envelope]) -> list[Rejected]:
+    async def __call__(self, envelopes: list[Envelope]) -> list[Rejected]:
         """Apply a batch of events; return the ones that can never apply, for the dead-letter topic.
 
         Raises:
