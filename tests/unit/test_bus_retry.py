@@ -1,11 +1,10 @@
-"""Retry and back-off logic, the in-memory dedupe set and publish-side validation, without I/O."""
+"""The retry policy's back-off, the in-memory dedupe set and publish-side validation, without I/O."""
 
 from __future__ import annotations
 
 import pytest
 
 from gyre_common.bus import Publisher, RetryPolicy, SeenEvents
-from gyre_common.bus.retry import RetriesExhausted, call_with_retries
 from gyre_common.settings import KafkaSettings
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 
@@ -19,47 +18,6 @@ def test_backoff_doubles_and_is_capped() -> None:
         policy.delay_s(0)
     with pytest.raises(ValueError):
         RetryPolicy(max_retries=-1)
-
-
-async def test_call_is_retried_with_backoff_until_it_succeeds() -> None:
-    slept: list[float] = []
-    calls = 0
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 3:
-            raise ConnectionError("try again")
-        return "done"
-
-    assert await call_with_retries(flaky, RetryPolicy(max_retries=5, backoff_ms=50), sleep=sleep) == "done"
-    assert calls == 3 and slept == [0.05, 0.1]
-
-
-async def test_retries_are_bounded() -> None:
-    slept: list[float] = []
-    calls = 0
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    async def broken() -> None:
-        nonlocal calls
-        calls += 1
-        raise ValueError(f"failure {calls}")
-
-    with pytest.raises(RetriesExhausted) as caught:
-        await call_with_retries(broken, RetryPolicy(max_retries=2, backoff_ms=10), sleep=sleep)
-    assert calls == 3 and caught.value.attempts == 3 and str(caught.value.last) == "failure 3"
-    assert slept == [0.01, 0.02]
-
-    calls = 0
-    with pytest.raises(RetriesExhausted):
-        await call_with_retries(broken, RetryPolicy(max_retries=0), sleep=sleep)
-    assert calls == 1
 
 
 def test_seen_events_is_a_bounded_lru() -> None:

@@ -1,4 +1,4 @@
-"""Bounded retries with exponential back-off for handlers, without any I/O of its own.
+"""How often and how patiently a failing handler is retried, without any I/O of its own.
 
 The curve itself is :func:`gyre_common.retry.backoff_s` (re-exported here), the codebase's only
 back-off; :class:`RetryPolicy` adds how many attempts an *unknown* failure gets before its record
@@ -7,20 +7,12 @@ is dead-lettered (see :mod:`gyre_common.bus.failures` for which failures are ret
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from gyre_common.retry import backoff_s
 
-log = logging.getLogger(__name__)
-
 MAX_BACKOFF_MS = 10_000
 """Ceiling of one back-off, in milliseconds (the doubling stops here)."""
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,44 +43,3 @@ class RetryPolicy:
     def attempts(self) -> int:
         """Attempts in all, the first one included."""
         return self.max_retries + 1
-
-
-class RetriesExhausted(Exception):
-    """Every attempt failed; ``last`` is the final error and ``attempts`` how many were made."""
-
-    def __init__(self, attempts: int, last: BaseException) -> None:
-        super().__init__(f"failed after {attempts} attempts: {last!r}")
-        self.attempts = attempts
-        self.last = last
-
-
-async def call_with_retries(
-    call: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
-    *,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    describe: str = "handler",
-    first_attempt: int = 1,
-) -> T:
-    """Await ``call()`` until it succeeds or the policy's attempts are used up.
-
-    Args:
-        first_attempt: the attempt number ``call()`` starts at; pass 2 when the first attempt
-            already happened elsewhere (a failed batch call) so the total stays bounded.
-
-    Raises:
-        RetriesExhausted: every attempt raised; cancellation is never retried.
-    """
-    attempt = first_attempt
-    while True:
-        if attempt > 1:
-            await sleep(policy.delay_s(attempt - 1))
-        try:
-            return await call()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if attempt >= policy.attempts:
-                raise RetriesExhausted(attempt, exc) from exc
-            log.warning("%s failed (attempt %d of %d), retrying: %r", describe, attempt, policy.attempts, exc)
-            attempt += 1
