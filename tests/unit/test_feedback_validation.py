@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
+from gyre_feedback.convert import feedback_event, feedback_from_event, prediction_from_event
 from gyre_feedback.domain.feedback import (
     MAX_COMMENT_CHARS,
     InvalidFeedback,
@@ -15,7 +16,6 @@ from gyre_feedback.domain.feedback import (
     validate_feedback,
 )
 from gyre_feedback.domain.prediction import predicted_value
-from gyre_feedback.events import feedback_event, feedback_from_event, prediction_from_event
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from pydantic import StrictStr as _StrictStr
 
 from gyre_common.limits import INT64_MAX, STORABLE
+from gyre_feedback.convert import feedback_events
 from gyre_feedback.domain.feedback import InvalidFeedback, validate_feedback
-from gyre_feedback.handlers import FeedbackHandlers, QualityReport
+from gyre_feedback.domain.quality import QualityReport
+from gyre_feedback.handlers import FeedbackHandlers
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
@@ -77,11 +79,11 @@ def _quality_json(report: QualityReport) -> dict[str, Any]:
     }
 
 
-def make_router(handlers: FeedbackHandlers) -> APIRouter:
+def router(handlers: FeedbackHandlers) -> APIRouter:
     """The feedback REST routes under ``/api/v1``."""
-    router = APIRouter(prefix="/api/v1", tags=["feedback"])
+    api = APIRouter(prefix="/api/v1", tags=["feedback"])
 
-    @router.post("/feedback", status_code=201)
+    @api.post("/feedback", status_code=201)
     async def submit_feedback(
         body: FeedbackBody,
         idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY_CHARS)] = None,
@@ -111,13 +113,14 @@ def make_router(handlers: FeedbackHandlers) -> APIRouter:
             "feedback_id": result.feedback_id, "duplicate": result.duplicate, "attributed": result.attributed,
         })
 
-    @router.get("/predictions/{prediction_id}/feedback")
+    @api.get("/predictions/{prediction_id}/feedback")
     async def prediction_feedback(prediction_id: str) -> dict[str, Any]:
         """Feedback on one prediction, oldest first (proto3 JSON of FeedbackEvent, proto field names)."""
-        events = await handlers.prediction_feedback(prediction_id)
-        return {"feedback": [json_format.MessageToDict(e, preserving_proto_field_name=True) for e in events]}
+        payloads = await handlers.prediction_feedback(prediction_id)
+        return {"feedback": [json_format.MessageToDict(e, preserving_proto_field_name=True)
+                             for e in feedback_events(payloads)]}
 
-    @router.get("/models/{model_name}/quality")
+    @api.get("/models/{model_name}/quality")
     async def quality(
         model_name: str,
         version: Annotated[int | None, Query(ge=1, description="only this version")] = None,
@@ -129,4 +132,4 @@ def make_router(handlers: FeedbackHandlers) -> APIRouter:
         report = await handlers.quality(model_name, version, window_start, window_end)
         return _quality_json(report)
 
-    return router
+    return api

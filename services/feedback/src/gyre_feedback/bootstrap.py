@@ -6,17 +6,17 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from gyre_common.bus import BatchHandler, Consumer, EventHandler, add_consumer
+from gyre_common.bus import Consumer, add_consumer
 from gyre_common.deadletters import mount_dead_letter_routes
 from gyre_common.outbox import add_outbox
 from gyre_common.runner import ServiceContext
 from gyre_common.topics import FEEDBACK_EVENTS, INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2_grpc as pb_grpc
+from gyre_feedback import api_http
 from gyre_feedback.api_grpc import SERVICE_NAME, FeedbackServicer
-from gyre_feedback.api_http import make_router
 from gyre_feedback.consumers import FeedbackEventsAdapter, InferenceEventsAdapter, RegistryEventsAdapter
+from gyre_feedback.convert import SERVICE
 from gyre_feedback.domain.quality import DropPolicy
-from gyre_feedback.events import SERVICE
 from gyre_feedback.handlers import FeedbackConfig, FeedbackHandlers
 from gyre_feedback.settings import FeedbackSettings
 from gyre_feedback.store import PostgresStore
@@ -36,7 +36,7 @@ def feedback_config(settings: FeedbackSettings) -> FeedbackConfig:
     )
 
 
-def bootstrap(ctx: ServiceContext) -> None:
+async def bootstrap(ctx: ServiceContext) -> None:
     """Wire the feedback service into the runner's context."""
     settings = ctx.settings
     assert isinstance(settings, FeedbackSettings)
@@ -56,23 +56,22 @@ def bootstrap(ctx: ServiceContext) -> None:
                 log.warning("pruning old predictions failed", exc_info=True)
             await asyncio.sleep(settings.prune_interval_s)
 
-    ctx.app.include_router(make_router(handlers))
+    ctx.app.include_router(api_http.router(handlers))
     ctx.add_servicer(pb_grpc.add_FeedbackServiceServicer_to_server, FeedbackServicer(handlers), name=SERVICE_NAME)
 
-    def consumer(group: str, topic: str, *, handler: EventHandler | None = None,
-                 batch_handler: BatchHandler | None = None) -> Consumer:
-        # A Consumer is a runner background component: start() consumes in the background;
-        # add_consumer also makes its progress part of readiness.
-        return Consumer(ctx.kafka, group=group, topics=[topic], service=SERVICE, handler=handler,
-                        batch_handler=batch_handler, tracer_provider=ctx.telemetry.active_tracer_provider)
-
     ctx.add_task(prune, name="prune")
-    add_consumer(ctx, consumer(settings.registry_consumer_group, REGISTRY_EVENTS,
-                               handler=RegistryEventsAdapter(handlers)), name="registry-consumer")
-    add_consumer(ctx, consumer(settings.inference_consumer_group, INFERENCE_EVENTS,
-                               batch_handler=InferenceEventsAdapter(handlers, settings.label_output)),
-                 name="inference-consumer")
-    add_consumer(ctx, consumer(settings.feedback_consumer_group, FEEDBACK_EVENTS,
-                               handler=FeedbackEventsAdapter(handlers)), name="feedback-consumer")
+    # Each Consumer is a runner background component (start() consumes in the background);
+    # add_consumer also makes its progress part of readiness.
+    tracer_provider = ctx.telemetry.active_tracer_provider
+    add_consumer(ctx, Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
+                               service=SERVICE, handler=RegistryEventsAdapter(handlers),
+                               tracer_provider=tracer_provider), name="registry-consumer")
+    # Predictions come in batches: one transaction per polled batch (thousands per second).
+    add_consumer(ctx, Consumer(ctx.kafka, group=settings.inference_consumer_group, topics=[INFERENCE_EVENTS],
+                               service=SERVICE, batch_handler=InferenceEventsAdapter(handlers, settings.label_output),
+                               tracer_provider=tracer_provider), name="inference-consumer")
+    add_consumer(ctx, Consumer(ctx.kafka, group=settings.feedback_consumer_group, topics=[FEEDBACK_EVENTS],
+                               service=SERVICE, handler=FeedbackEventsAdapter(handlers),
+                               tracer_provider=tracer_provider), name="feedback-consumer")
     mount_dead_letter_routes(ctx)  # /api/v1/dead-letters for the three consumers' groups
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from gyre_common.bus import DeadLetter, Envelope
 from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_feedback.convert import feedback_from_event, prediction_from_event
 from gyre_feedback.domain.feedback import InvalidFeedback
-from gyre_feedback.events import feedback_from_event, prediction_from_event
 from gyre_feedback.handlers import FeedbackHandlers
 from gyre_feedback.store import Lineage
 

@@ -1,15 +1,21 @@
-"""Translation between Gyre's protobuf events and the feedback domain (no I/O)."""
+"""Protobuf <-> feedback domain: the events consumed and published, the gRPC messages (no I/O).
+
+Used by the transports (api_grpc, api_http, consumers) and to build the events the handlers queue
+in the outbox.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
+from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as pb
 from gyre_feedback.domain.feedback import Feedback, LabelValue, validate_feedback
 from gyre_feedback.domain.prediction import Prediction, predicted_value
-from gyre_feedback.domain.quality import DropPolicy, QualityDrop
+from gyre_feedback.domain.quality import DropPolicy, QualityDrop, QualityReport
 
 SERVICE = "feedback"
 """``requested_by`` of retraining requests and ``ce_source`` of published events."""
@@ -70,6 +76,11 @@ def feedback_from_event(event: events_pb2.FeedbackEvent, now: datetime | None = 
         submitted_at=event.submitted_at.ToDatetime(tzinfo=UTC) if event.HasField("submitted_at") else None,
         now=now,
     )
+
+
+def feedback_events(payloads: Iterable[bytes]) -> list[events_pb2.FeedbackEvent]:
+    """The stored FeedbackEvents of ``payloads`` (serialized protobuf), in order."""
+    return [events_pb2.FeedbackEvent.FromString(payload) for payload in payloads]
 
 
 def feedback_event(feedback: Feedback, prediction: Prediction | None) -> events_pb2.FeedbackEvent:
@@ -149,3 +160,21 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, drop:
         requested_at=timestamp(requested_at),
         promote_to_alias=promote_to_alias,
     )
+
+
+def quality_response(report: QualityReport) -> pb.GetQualityResponse:
+    """The GetQualityResponse of a report; metrics without data stay unset."""
+    response = pb.GetQualityResponse(model_name=report.model_name, window_start=timestamp(report.window_start),
+                                     window_end=timestamp(report.window_end))
+    for v in report.versions:
+        entry = response.versions.add(model_version=v.model_version, predictions=v.predictions,
+                                      feedback_count=v.feedback_count, labelled_count=v.labelled_count)
+        if v.accuracy is not None:
+            entry.accuracy = v.accuracy
+        if v.mean_stars is not None:
+            entry.mean_stars = v.mean_stars
+        if v.thumbs_up_rate is not None:
+            entry.thumbs_up_rate = v.thumbs_up_rate
+        if v.mean_score is not None:
+            entry.mean_score = v.mean_score
+    return response

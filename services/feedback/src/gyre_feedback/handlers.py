@@ -24,12 +24,12 @@ from datetime import UTC, datetime, timedelta
 
 from gyre_common import errors
 from gyre_common.topics import FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS
-from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_feedback.convert import feedback_event, quality_alert, retraining_request
 from gyre_feedback.domain.feedback import Feedback, RatingKind
 from gyre_feedback.domain.prediction import Prediction
 from gyre_feedback.domain.quality import (
     DropPolicy,
-    VersionQuality,
+    QualityReport,
     alert_id,
     cooled,
     detect_drop,
@@ -37,8 +37,7 @@ from gyre_feedback.domain.quality import (
     training_request_id,
     version_quality,
 )
-from gyre_feedback.events import feedback_event, quality_alert, retraining_request
-from gyre_feedback.store import FeedbackStore, FeedbackTransaction, Lineage, OutboxMessage
+from gyre_feedback.store import FeedbackTransaction, Lineage, OutboxMessage, Store
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +99,6 @@ class IngestResult:
     training_requests: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class QualityReport:
-    """Quality of a model's versions over a window of prediction times ([start, end), UTC)."""
-
-    model_name: str
-    window_start: datetime
-    window_end: datetime
-    versions: list[VersionQuality]
-
-
 class FeedbackHandlers:
     """The feedback service's service layer.
 
@@ -121,7 +110,7 @@ class FeedbackHandlers:
         clock: wall clock, aware UTC (default ``submitted_at``, debounce, ``detected_at``).
     """
 
-    def __init__(self, store: FeedbackStore, config: FeedbackConfig, *, on_events: Callable[[], None] | None = None,
+    def __init__(self, store: Store, config: FeedbackConfig, *, on_events: Callable[[], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.config = config
@@ -242,15 +231,17 @@ class FeedbackHandlers:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def prediction_feedback(self, prediction_id: str) -> list[events_pb2.FeedbackEvent]:
-        """Feedback on one prediction, oldest first (empty for an unknown id).
+    async def prediction_feedback(self, prediction_id: str) -> list[bytes]:
+        """Feedback on one prediction, oldest first (empty for an unknown id): each as the
+        serialized ``FeedbackEvent`` stored and published when it was given (the transports
+        decode them with ``convert.feedback_events``).
 
         Raises:
             InvalidArgumentError: empty ``prediction_id``.
         """
         if not prediction_id:
             raise InvalidArgumentError("prediction_id must not be empty")
-        return [events_pb2.FeedbackEvent.FromString(raw) for raw in await self.store.prediction_feedback(prediction_id)]
+        return list(await self.store.prediction_feedback(prediction_id))
 
     async def quality(self, model_name: str, model_version: int | None = None, window_start: datetime | None = None,
                       window_end: datetime | None = None) -> QualityReport:

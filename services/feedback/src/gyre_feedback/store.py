@@ -1,6 +1,6 @@
 """Persistence of the feedback service: predictions, feedback, versions' lineage, debounce state, outbox.
 
-Everything one use case changes happens in one :meth:`FeedbackStore.transaction` (the consumed
+Everything one use case changes happens in one :meth:`Store.transaction` (the consumed
 event's idempotency claim, the rows, the outbox events), so a crash leaves all of it or none of it,
 and Kafka offsets are committed only after the transaction.
 """
@@ -92,7 +92,7 @@ class FeedbackTransaction(ABC):
         """Add events to the outbox (a repeated ``event_id`` is ignored)."""
 
 
-class FeedbackStore(ABC):
+class Store(ABC):
     """Where the feedback service keeps its state."""
 
     @abstractmethod
@@ -249,8 +249,8 @@ ORDER BY p.model_version DESC
 """
 
 
-class PostgresStore(FeedbackStore):
-    """:class:`FeedbackStore` on an asyncpg pool whose search path starts with the ``feedback`` schema."""
+class PostgresStore(Store):
+    """:class:`Store` on an asyncpg pool whose search path starts with the ``feedback`` schema."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

@@ -69,6 +69,16 @@ class VersionQuality:
     mean_score: float | None
 
 
+@dataclass(frozen=True)
+class QualityReport:
+    """Quality of a model's versions over a window of prediction times ([start, end), UTC)."""
+
+    model_name: str
+    window_start: datetime
+    window_end: datetime
+    versions: list[VersionQuality]
+
+
 def _ratio(num: float, den: int) -> float | None:
     return num / den if den > 0 else None
 
