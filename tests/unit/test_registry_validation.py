@@ -1,11 +1,16 @@
-"""Input validation of the registry (gyre_registry.domain.validation), page tokens and tokens."""
+"""Input validation of the registry (gyre_registry.domain.validation and message_checks), page tokens and
+tokens."""
 
 from __future__ import annotations
+
+import base64
+import sys
 
 import pytest
 
 from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry import message_checks
 from gyre_registry.auth import ANONYMOUS, Authenticator, parse_tokens
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import InvalidArgument, Unauthenticated
@@ -54,7 +59,7 @@ def test_latest_only_where_allowed() -> None:
 
 
 def test_valid_create_request_passes() -> None:
-    validation.create_model_version(valid_request())
+    message_checks.create_model_version(valid_request())
 
 
 @pytest.mark.parametrize(("mutate", "field"), [
@@ -75,7 +80,7 @@ def test_invalid_create_requests_name_the_field(mutate, field: str) -> None:  # 
     request = valid_request()
     mutate(request)
     with pytest.raises(InvalidArgument) as caught:
-        validation.create_model_version(request)
+        message_checks.create_model_version(request)
     assert caught.value.field == field
     assert str(caught.value).startswith(field + ":")
 
@@ -85,7 +90,7 @@ def test_window_end_before_start_is_invalid() -> None:
     request.lineage.window_start.FromJsonString("2025-03-02T00:00:00Z")
     request.lineage.window_end.FromJsonString("2025-03-01T00:00:00Z")
     with pytest.raises(InvalidArgument, match=r"lineage\.window_end"):
-        validation.create_model_version(request)
+        message_checks.create_model_version(request)
 
 
 @pytest.mark.parametrize(("size", "expected"), [(0, 100), (1, 1), (1000, 1000)])
@@ -106,6 +111,20 @@ def test_page_tokens_round_trip_and_reject_garbage() -> None:
     for bad in ("%%%", "bm90IGpzb24", paging.encode_token({"n": "x"}), paging.encode_token([1])):  # type: ignore[dict-item]
         with pytest.raises(InvalidArgument, match="page_token"):
             paging.decode_token(bad, ("v",))
+
+
+@pytest.mark.parametrize("depth", [600, 100_000])
+def test_deeply_nested_page_tokens_are_invalid_arguments(depth: int) -> None:
+    # 600 levels fit under the length cap: lower the recursion limit so the JSON parser recurses out
+    # (as a deeper token would on the default limit); 100,000 levels are refused by their length.
+    token = base64.urlsafe_b64encode(b"[" * depth).decode().rstrip("=")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        with pytest.raises(InvalidArgument, match="page_token"):
+            paging.decode_token(token, ("v",))
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_parse_tokens() -> None:

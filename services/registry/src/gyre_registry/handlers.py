@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry import message_checks
 from gyre_registry.artifacts import ArtifactVerifier, NoVerification
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -147,7 +148,7 @@ class RegistryHandlers:
         decision. Errors: InvalidArgument; AlreadyExists (key reused for another artifact);
         FailedPrecondition (artifact unreadable or not matching its sha256/size).
         """
-        validation.create_model_version(request)
+        message_checks.create_model_version(request)
         await self.verifier.verify(request.artifact, "artifact")
         name = request.model_name
         key = request.idempotency_key or None
