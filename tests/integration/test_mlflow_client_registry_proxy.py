@@ -14,8 +14,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from gyre_common.mlflow.gateway import MlflowGateway
 from gyre_stack.ports import free_port
-from gyre_tracking.mlflow_api import MlflowGateway
+from gyre_tracking.mlflow_api import registry_forward
 from gyre_tracking.registry_proxy import RegistryProxy
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
 def tracking_app(proxy: RegistryProxy) -> FastAPI:
     """Tracking's MLflow front without tracking's own endpoints: registry paths go to ``proxy``."""
     app = FastAPI()
-    app.add_middleware(MlflowGateway, routes={}, registry=proxy)
+    app.add_middleware(MlflowGateway, routes={}, service="tracking", forward=registry_forward(proxy))
     return app
 
 

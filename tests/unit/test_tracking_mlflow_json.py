@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from gyre_common import errors
+from gyre_common.errors import InvalidArgument
+from gyre_common.mlflow.fields import check_storable_text
 from gyre_tracking import mlflow_json as mj
-from gyre_tracking.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ParamConflict
+from gyre_tracking.domain.errors import AlreadyExists, FailedPrecondition, NotFound, ParamConflict
 from gyre_tracking.domain.model import Metric, RunStatus, ViewType
-from gyre_tracking.mlflow_api import mlflow_error
+from gyre_tracking.mlflow_api import ERRORS
 from gyre_tracking.store.files import ProxiedArtifactFiles, clean_relative_path, proxied_artifact_path
 
 
@@ -57,7 +59,7 @@ def test_fields_coerce_like_mlflow_and_name_the_parameter() -> None:
     (errors.GyreError("x"), "INTERNAL_ERROR", 500),
 ])
 def test_errors_map_to_mlflow_codes(error: errors.GyreError, code: str, status: int) -> None:
-    assert mlflow_error(error) == (code, status)
+    assert ERRORS.code_of(error) == (code, status)
 
 
 def test_artifact_paths_stay_under_the_root(tmp_path: Path) -> None:
@@ -116,8 +118,8 @@ def test_odd_numbers_are_invalid_arguments_not_crashes() -> None:
 @pytest.mark.parametrize("value", ["a\x00b", "\ud800", {"k": ["x", "\udfff"]}, {"\x00": 1}])
 def test_text_postgresql_cannot_hold_is_refused(value: object) -> None:
     with pytest.raises(InvalidArgument, match="NUL characters and unpaired surrogates"):
-        mj.check_storable_text({"field": value})
+        check_storable_text({"field": value})
 
 
 def test_storable_text_passes() -> None:
-    mj.check_storable_text({"a": ["é", "\U0001F600", 1, None, {"b": "c"}], "deep": [[[[]]]] * 3})
+    check_storable_text({"a": ["é", "\U0001F600", 1, None, {"b": "c"}], "deep": [[[[]]]] * 3})

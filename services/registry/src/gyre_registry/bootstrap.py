@@ -14,6 +14,7 @@ from gyre_registry.auth import Authenticator, parse_tokens
 from gyre_registry.handlers import PromotionConfig, RegistryHandlers
 from gyre_registry.mlflow import api as mlflow_api
 from gyre_registry.mlflow.handlers import MlflowRegistryHandlers
+from gyre_registry.mlflow.store import PostgresMlflowStore
 from gyre_registry.settings import RegistrySettings
 from gyre_registry.store import PostgresRegistryStore
 
@@ -50,5 +51,6 @@ def bootstrap(ctx: ServiceContext) -> None:
     auth = authenticator(settings)
     ctx.app.include_router(api_http.routes(handlers, auth))
     # MLflow's registry REST API (what tracking proxies for MLflow clients).
-    mlflow_api.install(ctx.app, MlflowRegistryHandlers(handlers, store, on_events=wake_relay), auth)
+    mlflow_handlers = MlflowRegistryHandlers(handlers, PostgresMlflowStore(store), on_events=wake_relay)
+    mlflow_api.install(ctx.app, mlflow_handlers, auth)
     ctx.add_servicer(api_grpc.add_to_server, api_grpc.RegistryServicer(handlers, auth), name=api_grpc.SERVICE_NAME)

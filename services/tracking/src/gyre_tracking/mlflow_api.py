@@ -2,49 +2,34 @@
 as MLflow's UI calls it) over :class:`~gyre_tracking.handlers.TrackingHandlers`, so that the
 unmodified ``mlflow`` client works with ``MLFLOW_TRACKING_URI=http://<tracking>:7100``.
 
-Each route decodes MLflow's JSON (:mod:`gyre_tracking.mlflow_json`), calls one handler and encodes
-the answer; there is no business logic here. Every route answers GET (query parameters) and POST
-(JSON body), whichever the MLflow client uses for it.
+Each endpoint decodes MLflow's JSON (:mod:`gyre_tracking.mlflow_json`), calls one handler and
+encodes the answer; there is no business logic here. Every endpoint answers GET (query parameters)
+and POST (JSON body), whichever the MLflow client uses for it.
 
-Errors are MLflow's: ``{"error_code": "...", "message": "..."}`` with the HTTP status that MLflow's
-client maps back to the same code (``mlflow/exceptions.py``):
-
-| domain error | error_code | HTTP |
-|---|---|---|
-| InvalidArgument, ParamConflict, FailedPrecondition (deleted run) | INVALID_PARAMETER_VALUE | 400 |
-| NotFound | RESOURCE_DOES_NOT_EXIST | 404 |
-| AlreadyExists | RESOURCE_ALREADY_EXISTS | 400 |
-| Unavailable | TEMPORARILY_UNAVAILABLE | 503 |
-| anything else | INTERNAL_ERROR | 500 |
-
-An MLflow endpoint Gyre does not implement answers 404 ``ENDPOINT_NOT_FOUND`` naming it.
-
-:class:`MlflowGateway`, an ASGI middleware, answers every path under :data:`PREFIXES` from a
-dict of endpoints (registry paths go to the registry proxy) before FastAPI routes anything:
-sequential ``runs/log-metric`` calls spent about a fifth of the service's time matching ~70
-routes and resolving FastAPI's per-route machinery for endpoints that take the raw request
-anyway. The answers are the same; these paths just do not appear in the OpenAPI document.
+The shared MLflow layer (:mod:`gyre_common.mlflow`) does the rest: its gateway answers these paths
+from a dict before FastAPI routes anything and forwards registry paths to the registry proxy; its
+error map gives MLflow's ``error_code`` and status (:data:`ERRORS`: the shared table, with a param
+logged again with another value as INVALID_PARAMETER_VALUE, as MLflow answers it); an MLflow
+endpoint Gyre does not implement answers 404 ``ENDPOINT_NOT_FOUND`` naming it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi.responses import Response
+from starlette.types import ASGIApp
 
-from gyre_common import errors
+from gyre_common.mlflow.errors import INVALID_PARAMETER_VALUE, ErrorMap
+from gyre_common.mlflow.gateway import Endpoint, MlflowGateway, MlflowJSONResponse
 from gyre_tracking import mlflow_json as mj
 from gyre_tracking.domain.errors import ParamConflict
 from gyre_tracking.handlers import RunBatch, TrackingHandlers
 from gyre_tracking.registry_proxy import is_registry_path
 
-PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
-"""Where MLflow's clients (REST) and UI (ajax) call the tracking API."""
 SERVER_INFO_PATH = "/api/3.0/mlflow/server-info"
 """MLflow 3 clients probe it for capabilities (multipart artifact uploads: none here)."""
 MAX_RESULTS = 50_000
@@ -52,110 +37,30 @@ MAX_RESULTS = 50_000
 MAX_METRIC_HISTORY_RESULTS = 25_000
 """Largest page of GetMetricHistory, as MLflow's client asks for it."""
 
-
-def mlflow_error(exc: errors.GyreError) -> tuple[str, int]:
-    """MLflow's ``(error_code, HTTP status)`` of a domain error."""
-    if isinstance(exc, ParamConflict):
-        return "INVALID_PARAMETER_VALUE", 400
-    if isinstance(exc, errors.NotFound):
-        return "RESOURCE_DOES_NOT_EXIST", 404
-    if isinstance(exc, errors.AlreadyExists):
-        return "RESOURCE_ALREADY_EXISTS", 400
-    if isinstance(exc, errors.InvalidArgument | errors.FailedPrecondition):
-        return "INVALID_PARAMETER_VALUE", 400
-    if isinstance(exc, errors.Unavailable):
-        return "TEMPORARILY_UNAVAILABLE", 503
-    return "INTERNAL_ERROR", 500
+ERRORS = ErrorMap(overrides=[(ParamConflict, INVALID_PARAMETER_VALUE)])
+"""Tracking's MLflow error map (:mod:`gyre_common.mlflow.errors`)."""
 
 
-def error_response(error_code: str, message: str, status: int) -> JSONResponse:
-    """An error answer in MLflow's shape."""
-    return JSONResponse({"error_code": error_code, "message": message}, status_code=status)
+def registry_forward(registry: ASGIApp | None) -> Callable[[str], ASGIApp | None] | None:
+    """The gateway's ``forward``: registry paths to ``registry`` (the registry proxy), when given."""
+    if registry is None:
+        return None
+    return lambda path: registry if is_registry_path(path) else None
 
 
-class MlflowRoute(APIRoute):
-    """A FastAPI route whose domain errors answer in MLflow's shape instead of Gyre's
-    ``{"detail", "reason"}`` (the ``mlflow-artifacts`` routes)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handle(request)
-            except errors.GyreError as exc:
-                code, status = mlflow_error(exc)
-                return error_response(code, str(exc), status)
-
-        return guarded
+Work = Callable[[mj.Fields], Awaitable[dict[str, Any]]]
 
 
-Route = Callable[[Request], Awaitable[Response]]
-"""One MLflow endpoint: the request in, the answer out (domain errors may propagate)."""
+def routes(handlers: TrackingHandlers) -> dict[tuple[str, str], Endpoint]:
+    """MLflow's tracking endpoints by ``(method, path below a prefix)``; each answers GET and POST."""
+    table: dict[tuple[str, str], Endpoint] = {}
 
-
-class MlflowGateway:
-    """ASGI middleware answering MLflow's REST paths (see the module docstring).
-
-    Args:
-        app: the rest of the application (every other path).
-        routes: endpoints by path below a prefix, e.g. ``/runs/log-metric``; each answers GET and POST.
-        registry: the ASGI app registry paths are forwarded to (the registry proxy), or None.
-    """
-
-    def __init__(self, app: ASGIApp, routes: dict[str, Route], registry: ASGIApp | None = None) -> None:
-        self.app = app
-        self.routes = routes
-        self.registry = registry
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"] if scope["type"] == "http" else ""
-        for prefix in PREFIXES:
-            if path.startswith(prefix + "/"):
-                break
-        else:
-            await self.app(scope, receive, send)
-            return
-        if self.registry is not None and is_registry_path(path):
-            await self.registry(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        route = self.routes.get(path[len(prefix):]) if scope["method"] in ("GET", "POST") else None
-        if route is None:
-            answer: Response = error_response(
-                "ENDPOINT_NOT_FOUND", f"Gyre tracking does not implement {scope['method']} {path} "
-                "(see docs/mlflow.md for what is supported)", 404)
-        else:
-            try:
-                answer = await route(request)
-            except errors.GyreError as exc:
-                code, status = mlflow_error(exc)
-                answer = error_response(code, str(exc), status)
-        await answer(scope, receive, send)
-
-
-Endpoint = Callable[[mj.Fields], Awaitable[dict[str, Any]]]
-
-
-class MlflowJSONResponse(JSONResponse):
-    """Starlette's JSONResponse, byte for byte, without the circular-reference check: our bodies
-    are trees built per request, and skipping the check is ~15% of encoding a large runs/search."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"),
-                          check_circular=False).encode("utf-8")
-
-
-def routes(handlers: TrackingHandlers) -> dict[str, Route]:
-    """MLflow's tracking endpoints by path below a prefix (one of :data:`PREFIXES`)."""
-    table: dict[str, Route] = {}
-
-    def endpoint(path: str) -> Callable[[Endpoint], Endpoint]:
-        def register(work: Endpoint) -> Endpoint:
+    def endpoint(path: str) -> Callable[[Work], Work]:
+        def register(work: Work) -> Work:
             async def route(request: Request) -> Response:
                 return MlflowJSONResponse(await work(await mj.read_fields(request)))
 
-            table[path] = route
+            table[("GET", path)] = table[("POST", path)] = route
             return work
 
         return register
@@ -298,7 +203,7 @@ def routes(handlers: TrackingHandlers) -> dict[str, Route]:
         tail = f',"next_page_token":{json.dumps(token)}}}' if token else "}"
         return Response('{"runs":[' + ",".join(runs) + "]" + tail, media_type="application/json")
 
-    table["/runs/search"] = search_runs
+    table[("GET", "/runs/search")] = table[("POST", "/runs/search")] = search_runs
 
     @endpoint("/metrics/get-history")
     async def metric_history(f: mj.Fields) -> dict[str, Any]:
@@ -349,5 +254,6 @@ def server_info_router() -> APIRouter:
 def install(app: FastAPI, handlers: TrackingHandlers, registry: ASGIApp | None = None) -> None:
     """Answer MLflow's tracking API (both prefixes) on ``app``, forward registry paths to
     ``registry`` (the registry proxy) when given, and add the server-info probe."""
-    app.add_middleware(MlflowGateway, routes=routes(handlers), registry=registry)
+    app.add_middleware(MlflowGateway, routes=routes(handlers), service="tracking", errors=ERRORS,
+                       forward=registry_forward(registry))
     app.include_router(server_info_router())

@@ -10,7 +10,7 @@ Routes (as ``mlflow server`` serves them; paths are relative to the artifact dir
   with names relative to ``path`` (empty for a missing path or a file);
 * ``DELETE /api/2.0/mlflow-artifacts/artifacts/{path}`` — removes a file or a directory tree.
 
-Errors are MLflow's (:mod:`gyre_tracking.mlflow_api`): a bad path is 400 INVALID_PARAMETER_VALUE.
+Errors are MLflow's (:data:`gyre_tracking.mlflow_api.ERRORS`): a bad path is 400 INVALID_PARAMETER_VALUE.
 """
 
 from __future__ import annotations
@@ -22,16 +22,24 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from gyre_common.limits import body_limit
-from gyre_tracking.mlflow_api import MlflowRoute
+from gyre_common.mlflow.gateway import mlflow_route_class
+from gyre_tracking.mlflow_api import ERRORS
 from gyre_tracking.store.files import ProxiedArtifactFiles
 
 PREFIX = "/api/2.0/mlflow-artifacts"
 """Where MLflow's ``mlflow-artifacts`` repository sends its requests."""
 
+_MLFLOW_ERROR: dict[str, Any] = {
+    "description": "MLflow's error answer (INVALID_PARAMETER_VALUE for a bad path, RESOURCE_DOES_NOT_EXIST).",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error_code", "message"],
+        "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}}},
+}
+
 
 def router(files: ProxiedArtifactFiles, prefix: str = PREFIX) -> APIRouter:
     """The ``mlflow-artifacts`` routes over ``files``."""
-    api = APIRouter(prefix=prefix, route_class=MlflowRoute, tags=["mlflow-artifacts"])
+    api = APIRouter(prefix=prefix, route_class=mlflow_route_class(ERRORS), tags=["mlflow-artifacts"])
 
     @api.get("/artifacts")
     async def list_artifacts(path: str = "") -> dict[str, Any]:
@@ -54,7 +62,11 @@ def router(files: ProxiedArtifactFiles, prefix: str = PREFIX) -> APIRouter:
         await files.write(path, chunks())
         return JSONResponse({})
 
-    @api.get("/artifacts/{path:path}")
+    # The file's bytes, documented as such (not FastAPI's default JSON) in the OpenAPI document.
+    @api.get("/artifacts/{path:path}", response_class=FileResponse, responses={
+        200: {"description": "The file's bytes.",
+              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        400: _MLFLOW_ERROR, 404: _MLFLOW_ERROR})
     async def download(path: str) -> FileResponse:
         return FileResponse(files.file_for_download(path), media_type="application/octet-stream")
 

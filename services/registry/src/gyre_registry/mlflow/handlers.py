@@ -17,8 +17,11 @@ How MLflow's model maps onto the registry (docs/mlflow.md, "Model registry"):
 * deleting a version or a model removes its aliases first (ALIAS_REMOVED each) and announces each
   version as VERSION_ARCHIVED (the event that makes consumers forget it), all audited.
 
-Every write is audited with the caller as actor. Errors are the registry's domain errors; the
-transport turns them into MLflow's error codes.
+Every write is audited with the caller as actor. Storage goes through
+:class:`~gyre_registry.mlflow.store.MlflowStore` (never a database connection here). Requests
+arrive as :class:`~gyre_common.mlflow.fields.Fields` (a plain mapping is accepted too). Errors are
+the registry's domain errors; the transport turns them into MLflow's error codes
+(:mod:`gyre_common.mlflow.errors`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gyre_common.mlflow.errors import MlflowNotImplemented
+from gyre_common.mlflow.fields import Fields
 from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
@@ -35,9 +40,11 @@ from gyre_registry.domain.errors import InvalidArgument, NotFound, RegistryError
 from gyre_registry.handlers import RegistryHandlers, audit_entry, record_audit, record_event
 from gyre_registry.mlflow import filters
 from gyre_registry.mlflow import store as sql
-from gyre_registry.store import PostgresRegistryStore, PostgresRegistryTransaction
+from gyre_registry.mlflow.store import MlflowStore, MlflowTransaction
 
 Json = dict[str, Any]
+Body = Fields | Mapping[str, Any]
+"""A request's fields: the shared reader's :class:`Fields`, or a plain mapping (tests)."""
 
 MLFLOW_FORMAT = "mlflow"
 """``artifact.format`` of versions created through the MLflow API."""
@@ -58,11 +65,18 @@ MAX_PAGE_TOKEN_LENGTH = 256
 _MLFLOW_COMMENT = "through the MLflow API"
 
 
-class NotImplementedInGyre(RegistryError):
+class NotImplementedInGyre(MlflowNotImplemented, RegistryError):
     """An MLflow call Gyre deliberately does not support (MLflow's NOT_IMPLEMENTED, HTTP 501)."""
 
-    reason = "not_implemented"
-    http_status = 501
+
+def _get(body: Body, key: str) -> Any:
+    """A field as given (the last of a repeated query parameter), or None."""
+    return body.raw(key) if isinstance(body, Fields) else body.get(key)
+
+
+def _get_repeated(body: Body, key: str) -> Any:
+    """A repeated field as given (a list, or one value), or None."""
+    return body.data.get(key) if isinstance(body, Fields) else body.get(key)
 
 
 def _ms(value: datetime) -> int:
@@ -95,9 +109,9 @@ def model_json(m: sql.MlflowModel) -> Json:
     }
 
 
-def required(body: Json, key: str) -> str:
+def required(body: Body, key: str) -> str:
     """``body[key]`` as a non-empty string (INVALID_PARAMETER_VALUE naming it otherwise)."""
-    value = body.get(key)
+    value = _get(body, key)
     if value is None or value == "":
         raise InvalidArgument(key, f"missing value for required parameter '{key}'")
     if not isinstance(value, str | int) or isinstance(value, bool):
@@ -105,7 +119,7 @@ def required(body: Json, key: str) -> str:
     return str(value)
 
 
-def version_param(body: Json, key: str = "version") -> int:
+def version_param(body: Body, key: str = "version") -> int:
     """A version number given as MLflow does (a string of digits, or a JSON integer).
 
     Raises:
@@ -121,12 +135,12 @@ def version_param(body: Json, key: str = "version") -> int:
     # Compared as text first: int() of thousands of digits is slow and then refused by Python.
     number = int(raw) if len(digits) <= _BIGINT_DIGITS else None
     if number is None or not 1 <= number <= MAX_VERSION_NUMBER:
-        raise NotFound(f"registered model {str(body.get('name'))[:200]!r} has no version {raw[:40]}")
+        raise NotFound(f"registered model {str(_get(body, 'name'))[:200]!r} has no version {raw[:40]}")
     return number
 
 
-def _tags(body: Json) -> dict[str, str]:
-    raw = body.get("tags") or []
+def _tags(body: Body) -> dict[str, str]:
+    raw = _get_repeated(body, "tags") or []
     if not isinstance(raw, list):
         raise InvalidArgument("tags", "must be a list of {key, value}")
     tags: dict[str, str] = {}
@@ -138,20 +152,20 @@ def _tags(body: Json) -> dict[str, str]:
     return tags
 
 
-def _page(body: Json, default: int, maximum: int) -> tuple[int, int]:
+def _page(body: Body, default: int, maximum: int) -> tuple[int, int]:
     """``(page size, offset)`` from ``max_results`` (0 or absent: ``default``) and ``page_token``.
 
     Raises:
         InvalidArgument: a size that is not an integer in 1..``maximum``, or a token this API did not
             write (not base64 JSON of ``{"o": offset}`` with 0 <= offset <= :data:`MAX_PAGE_OFFSET`).
     """
-    raw = body.get("max_results")
+    raw = _get(body, "max_results")
     size = default if raw is None or raw == "" or raw == 0 else _integer(raw)
     if size is None:
         raise InvalidArgument("max_results", f"must be an integer, got {str(raw)[:40]!r}")
     if not 1 <= size <= maximum:
         raise InvalidArgument("max_results", f"must be 1 to {maximum}, got {str(raw)[:40]}")
-    token = body.get("page_token") or ""
+    token = _get(body, "page_token") or ""
     if not isinstance(token, str) or len(token) > MAX_PAGE_TOKEN_LENGTH:
         raise InvalidArgument("page_token", "is not a page token returned by this API")
     position = paging.decode_token(token, ("o",))
@@ -181,9 +195,9 @@ def _integer(raw: object) -> int | None:
     return int(text) if len(digits) <= 20 else (-1 if text.startswith("-") else 1) * 2**63
 
 
-def _text(body: Json, key: str) -> str:
+def _text(body: Body, key: str) -> str:
     """An optional string field ("" when absent)."""
-    value = body.get(key)
+    value = _get(body, key)
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -191,9 +205,9 @@ def _text(body: Json, key: str) -> str:
     return value
 
 
-def _strings(body: Json, key: str) -> list[str]:
+def _strings(body: Body, key: str) -> list[str]:
     """A repeated string field: a list of strings, or one string."""
-    raw = body.get(key) or []
+    raw = _get_repeated(body, key) or []
     if isinstance(raw, str):
         return [raw]
     if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
@@ -201,21 +215,21 @@ def _strings(body: Json, key: str) -> list[str]:
     return raw
 
 
-def _order_by(body: Json) -> list[str]:
+def _order_by(body: Body) -> list[str]:
     return _strings(body, "order_by")
 
 
 class MlflowRegistryHandlers:
-    """MLflow's registry API on top of :class:`RegistryHandlers` and the PostgreSQL store.
+    """MLflow's registry API on top of :class:`RegistryHandlers` and an :class:`MlflowStore`.
 
     Args:
         handlers: the registry's use cases (aliases and model creation go through them).
-        store: the PostgreSQL store (the MLflow surface needs SQL the generic interface has not).
+        store: the MLflow surface's storage (reads and writes the registry's interface has not).
         on_events: called after a commit that queued events (wakes the outbox relay).
         clock: now, aware UTC.
     """
 
-    def __init__(self, handlers: RegistryHandlers, store: PostgresRegistryStore,
+    def __init__(self, handlers: RegistryHandlers, store: MlflowStore,
                  on_events: Callable[[], None] | None = None, clock: Callable[[], datetime] | None = None) -> None:
         self.handlers = handlers
         self.store = store
@@ -224,72 +238,69 @@ class MlflowRegistryHandlers:
 
     # -- registered models -------------------------------------------------------------------------
 
-    async def create_registered_model(self, body: Json, actor: str) -> Json:
+    async def create_registered_model(self, body: Body, actor: str) -> Json:
         """CreateRegisteredModel. Errors: InvalidArgument, AlreadyExists."""
         name = required(body, "name")
         await self.handlers.create_registered_model(pb.CreateRegisteredModelRequest(
-            name=name, description=str(body.get("description") or ""), tags=_tags(body),
+            name=name, description=str(_get(body, "description") or ""), tags=_tags(body),
         ), actor)
         return {"registered_model": model_json(await self._model(name))}
 
-    async def get_registered_model(self, body: Json) -> Json:
+    async def get_registered_model(self, body: Body) -> Json:
         """GetRegisteredModel. Errors: NotFound."""
         return {"registered_model": model_json(await self._model(required(body, "name")))}
 
-    async def update_registered_model(self, body: Json, actor: str) -> Json:
+    async def update_registered_model(self, body: Body, actor: str) -> Json:
         """UpdateRegisteredModel (the description). Errors: NotFound, InvalidArgument."""
         name = required(body, "name")
-        description = validation.text(str(body.get("description") or ""), "description",
+        description = validation.text(str(_get(body, "description") or ""), "description",
                                       validation.MAX_DESCRIPTION_CHARS)
         now = self._clock()
         async with self.store.transaction() as tx:
             await self._lock(tx, name)
-            await sql.set_model_description(tx.conn, name, description, now)
-            await self._audit(tx, actor, "update_registered_model", name, 0, now, {"description": description[:200]})
+            await tx.set_model_description(name, description, now)
+            await self._audit(tx.registry, actor, "update_registered_model", name, 0, now,
+                              {"description": description[:200]})
         return {"registered_model": model_json(await self._model(name))}
 
-    async def rename_registered_model(self, body: Json, actor: str) -> Json:
+    async def rename_registered_model(self, body: Body, actor: str) -> Json:
         """RenameRegisteredModel: not supported (NotImplementedInGyre)."""
         raise NotImplementedInGyre(
             "renaming a registered model is not supported by Gyre: the name keys its aliases, events and "
             "serving; create a model under the new name instead"
         )
 
-    async def delete_registered_model(self, body: Json, actor: str) -> Json:
+    async def delete_registered_model(self, body: Body, actor: str) -> Json:
         """DeleteRegisteredModel with its versions and aliases. Errors: NotFound."""
         name = required(body, "name")
         now = self._clock()
         async with self.store.transaction() as tx:
             await self._lock(tx, name)
-            for number in await sql.version_numbers(tx.conn, name):
+            for number in await tx.version_numbers(name):
                 await self._delete_version(tx, name, number, actor, now)
-            await sql.delete_model(tx.conn, name)
-            await self._audit(tx, actor, "delete_registered_model", name, 0, now, {"reason": _MLFLOW_COMMENT})
+            await tx.delete_model(name)
+            await self._audit(tx.registry, actor, "delete_registered_model", name, 0, now, {"reason": _MLFLOW_COMMENT})
         self._on_events()
         return {}
 
-    async def search_registered_models(self, body: Json) -> Json:
+    async def search_registered_models(self, body: Body) -> Json:
         """SearchRegisteredModels (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
         Errors: InvalidArgument."""
         size, offset = _page(body, DEFAULT_MODEL_RESULTS, MAX_MODEL_RESULTS)
         where = filters.to_sql(filters.parse_filter(_text(body, "filter"), "model"), _order_by(body), "model")
-        async with self.store.pool.acquire() as conn:
-            found = await sql.search_models(conn, where, size + 1, offset)
+        found = await self.store.search_models(where, size + 1, offset)
         out: Json = {"registered_models": [model_json(m) for m in found[:size]]}
         if len(found) > size:
             out["next_page_token"] = paging.encode_token({"o": offset + size})
         return out
 
-    async def get_latest_versions(self, body: Json) -> Json:
+    async def get_latest_versions(self, body: Body) -> Json:
         """GetLatestVersions: the newest version per stage (``None``, ``Archived``). Errors: NotFound."""
         name = required(body, "name")
         wanted = {stage.lower() for stage in _strings(body, "stages")}
         await self._model(name)
-        async with self.store.pool.acquire() as conn:
-            versions = await sql.search_versions(
-                conn, filters.Sql(where="v.model_name = $1", order_by="v.version DESC", params=[name]),
-                MAX_VERSION_RESULTS, 0,
-            )
+        versions = await self.store.search_versions(
+            filters.Sql(where="v.model_name = $1", order_by="v.version DESC", params=[name]), MAX_VERSION_RESULTS, 0)
         newest: dict[str, sql.MlflowVersion] = {}
         for v in versions:
             stage = "archived" if v.archived else "none"
@@ -297,19 +308,20 @@ class MlflowRegistryHandlers:
                 newest[stage] = v
         return {"model_versions": [version_json(v) for v in sorted(newest.values(), key=lambda v: v.version)]}
 
-    async def set_registered_model_tag(self, body: Json, actor: str) -> Json:
+    async def set_registered_model_tag(self, body: Body, actor: str) -> Json:
         """SetRegisteredModelTag. Errors: NotFound, InvalidArgument."""
         name, key = required(body, "name"), required(body, "key")
-        value = str(body.get("value") or "")
+        value = str(_get(body, "value") or "")
         validation.tags({key: value})
         now = self._clock()
         async with self.store.transaction() as tx:
             await self._lock(tx, name)
-            await sql.set_model_tag(tx.conn, name, key, value, now)
-            await self._audit(tx, actor, "set_registered_model_tag", name, 0, now, {"key": key, "value": value[:200]})
+            await tx.set_model_tag(name, key, value, now)
+            await self._audit(tx.registry, actor, "set_registered_model_tag", name, 0, now,
+                              {"key": key, "value": value[:200]})
         return {}
 
-    async def delete_registered_model_tag(self, body: Json, actor: str) -> Json:
+    async def delete_registered_model_tag(self, body: Body, actor: str) -> Json:
         """DeleteRegisteredModelTag. Errors: NotFound (model or tag)."""
         name, key = required(body, "name"), required(body, "key")
         now = self._clock()
@@ -317,20 +329,20 @@ class MlflowRegistryHandlers:
             model = await self._lock(tx, name)
             if key not in model.tags:
                 raise NotFound(f"registered model {name!r} has no tag {key!r}")
-            await sql.set_model_tag(tx.conn, name, key, None, now)
-            await self._audit(tx, actor, "delete_registered_model_tag", name, 0, now, {"key": key})
+            await tx.set_model_tag(name, key, None, now)
+            await self._audit(tx.registry, actor, "delete_registered_model_tag", name, 0, now, {"key": key})
         return {}
 
     # -- versions ----------------------------------------------------------------------------------
 
-    async def create_model_version(self, body: Json, actor: str) -> Json:
+    async def create_model_version(self, body: Body, actor: str) -> Json:
         """CreateModelVersion from MLflow's ``source`` and ``run_id`` (no sha256; no promotion policy).
         Errors: InvalidArgument, NotFound (model)."""
         name, source = required(body, "name"), required(body, "source")
         validation.text(source, "source", 2048)
-        run_id = validation.text(str(body.get("run_id") or ""), "run_id", 256)
-        run_link = validation.text(str(body.get("run_link") or ""), "run_link", 2048)
-        description = validation.text(str(body.get("description") or ""), "description",
+        run_id = validation.text(str(_get(body, "run_id") or ""), "run_id", 256)
+        run_link = validation.text(str(_get(body, "run_link") or ""), "run_link", 2048)
+        description = validation.text(str(_get(body, "description") or ""), "description",
                                       validation.MAX_DESCRIPTION_CHARS)
         tags = _tags(body)
         now = self._clock()
@@ -338,14 +350,14 @@ class MlflowRegistryHandlers:
             "artifact_uri": source, "run_id": run_id, "reason": _MLFLOW_COMMENT,
         })
         async with self.store.transaction() as tx:
-            created = await sql.insert_next_version(tx.conn, sql.NewMlflowVersion(
+            created = await tx.insert_next_version(sql.NewMlflowVersion(
                 name=name, source=source, artifact_format=MLFLOW_FORMAT, run_id=run_id, run_link=run_link,
                 description=description, tags=tags, user_id=actor, created_at=now,
             ), audit)
             if created is None:
                 raise NotFound(f"registered model {name!r} does not exist")
             number, audit_id = created.version, audit.audit_id
-            await self._event(tx, ev.RegistryEvent(
+            await self._event(tx.registry, ev.RegistryEvent(
                 kind=ev.REGISTRY_EVENT_KIND_VERSION_CREATED, model_name=name, version=number,
                 artifact=common_pb2.ArtifactRef(uri=source, format=MLFLOW_FORMAT),
                 lineage=common_pb2.Lineage(run_id=run_id), actor=actor, comment=description, audit_id=audit_id,
@@ -353,36 +365,36 @@ class MlflowRegistryHandlers:
         self._on_events()
         return {"model_version": version_json(created)}
 
-    async def get_model_version(self, body: Json) -> Json:
+    async def get_model_version(self, body: Body) -> Json:
         """GetModelVersion. Errors: NotFound, InvalidArgument."""
         return {"model_version": version_json(await self._version(required(body, "name"), version_param(body)))}
 
-    async def get_model_version_download_uri(self, body: Json) -> Json:
+    async def get_model_version_download_uri(self, body: Body) -> Json:
         """GetModelVersionDownloadUri: the version's ``source``. Errors: NotFound, InvalidArgument."""
         version = await self._version(required(body, "name"), version_param(body))
         return {"artifact_uri": version.source}
 
-    async def update_model_version(self, body: Json, actor: str) -> Json:
+    async def update_model_version(self, body: Body, actor: str) -> Json:
         """UpdateModelVersion (the description). Errors: NotFound, InvalidArgument."""
         name, number = required(body, "name"), version_param(body)
-        description = validation.text(str(body.get("description") or ""), "description",
+        description = validation.text(str(_get(body, "description") or ""), "description",
                                       validation.MAX_DESCRIPTION_CHARS)
         now = self._clock()
         async with self.store.transaction() as tx:
             await self._locked_version(tx, name, number)
-            await sql.set_version_description(tx.conn, name, number, description, now)
-            await self._audit(tx, actor, "update_model_version", name, number, now,
+            await tx.set_version_description(name, number, description, now)
+            await self._audit(tx.registry, actor, "update_model_version", name, number, now,
                               {"description": description[:200]})
         return {"model_version": version_json(await self._version(name, number))}
 
-    async def transition_model_version_stage(self, body: Json, actor: str) -> Json:
+    async def transition_model_version_stage(self, body: Body, actor: str) -> Json:
         """TransitionModelVersionStage: not supported (NotImplementedInGyre)."""
         raise NotImplementedInGyre(
             "model version stages are deprecated in MLflow 3 and not supported by Gyre: use aliases instead, "
             "e.g. MlflowClient.set_registered_model_alias(name, 'production', version)"
         )
 
-    async def delete_model_version(self, body: Json, actor: str) -> Json:
+    async def delete_model_version(self, body: Body, actor: str) -> Json:
         """DeleteModelVersion (and its aliases). Errors: NotFound, InvalidArgument."""
         name, number = required(body, "name"), version_param(body)
         now = self._clock()
@@ -392,32 +404,31 @@ class MlflowRegistryHandlers:
         self._on_events()
         return {}
 
-    async def search_model_versions(self, body: Json) -> Json:
+    async def search_model_versions(self, body: Body) -> Json:
         """SearchModelVersions (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
         Errors: InvalidArgument."""
         size, offset = _page(body, MAX_VERSION_RESULTS, MAX_VERSION_RESULTS)
         where = filters.to_sql(filters.parse_filter(_text(body, "filter"), "version"), _order_by(body), "version")
-        async with self.store.pool.acquire() as conn:
-            found = await sql.search_versions(conn, where, size + 1, offset)
+        found = await self.store.search_versions(where, size + 1, offset)
         out: Json = {"model_versions": [version_json(v) for v in found[:size]]}
         if len(found) > size:
             out["next_page_token"] = paging.encode_token({"o": offset + size})
         return out
 
-    async def set_model_version_tag(self, body: Json, actor: str) -> Json:
+    async def set_model_version_tag(self, body: Body, actor: str) -> Json:
         """SetModelVersionTag. Errors: NotFound, InvalidArgument."""
         name, number, key = required(body, "name"), version_param(body), required(body, "key")
-        value = str(body.get("value") or "")
+        value = str(_get(body, "value") or "")
         validation.tags({key: value})
         now = self._clock()
         async with self.store.transaction() as tx:
             await self._locked_version(tx, name, number)
-            await sql.set_version_tag(tx.conn, name, number, key, value, now)
-            await self._audit(tx, actor, "set_model_version_tag", name, number, now,
+            await tx.set_version_tag(name, number, key, value, now)
+            await self._audit(tx.registry, actor, "set_model_version_tag", name, number, now,
                               {"key": key, "value": value[:200]})
         return {}
 
-    async def delete_model_version_tag(self, body: Json, actor: str) -> Json:
+    async def delete_model_version_tag(self, body: Body, actor: str) -> Json:
         """DeleteModelVersionTag. Errors: NotFound (version or tag), InvalidArgument."""
         name, number, key = required(body, "name"), version_param(body), required(body, "key")
         now = self._clock()
@@ -425,13 +436,13 @@ class MlflowRegistryHandlers:
             version = await self._locked_version(tx, name, number)
             if key not in version.tags:
                 raise NotFound(f"version {number} of {name!r} has no tag {key!r}")
-            await sql.set_version_tag(tx.conn, name, number, key, None, now)
-            await self._audit(tx, actor, "delete_model_version_tag", name, number, now, {"key": key})
+            await tx.set_version_tag(name, number, key, None, now)
+            await self._audit(tx.registry, actor, "delete_model_version_tag", name, number, now, {"key": key})
         return {}
 
     # -- aliases: the registry's governed alias path ---------------------------------------------------
 
-    async def set_registered_model_alias(self, body: Json, actor: str) -> Json:
+    async def set_registered_model_alias(self, body: Body, actor: str) -> Json:
         """SetRegisteredModelAlias: :meth:`RegistryHandlers.set_alias` (audit + ALIAS_SET).
         Errors: NotFound, InvalidArgument, FailedPrecondition (archived version)."""
         await self.handlers.set_alias(pb.SetAliasRequest(
@@ -440,7 +451,7 @@ class MlflowRegistryHandlers:
         ), actor)
         return {}
 
-    async def delete_registered_model_alias(self, body: Json, actor: str) -> Json:
+    async def delete_registered_model_alias(self, body: Body, actor: str) -> Json:
         """DeleteRegisteredModelAlias: :meth:`RegistryHandlers.delete_alias` (audit + ALIAS_REMOVED).
         Errors: NotFound, InvalidArgument."""
         await self.handlers.delete_alias(pb.DeleteAliasRequest(
@@ -448,7 +459,7 @@ class MlflowRegistryHandlers:
         ), actor)
         return {}
 
-    async def get_model_version_by_alias(self, body: Json) -> Json:
+    async def get_model_version_by_alias(self, body: Body) -> Json:
         """GetModelVersionByAlias. Errors: NotFound, InvalidArgument."""
         name, alias = required(body, "name"), required(body, "alias")
         response = await self.handlers.get_model_version_by_alias(
@@ -458,55 +469,54 @@ class MlflowRegistryHandlers:
     # -- helpers -----------------------------------------------------------------------------------
 
     async def _model(self, name: str) -> sql.MlflowModel:
-        async with self.store.pool.acquire() as conn:
-            model = await sql.get_model(conn, name)
+        model = await self.store.get_model(name)
         if model is None:
             raise NotFound(f"registered model {name!r} does not exist")
         return model
 
     async def _version(self, name: str, number: int) -> sql.MlflowVersion:
-        async with self.store.pool.acquire() as conn:
-            version = await sql.get_version(conn, name, number)
+        version = await self.store.get_version(name, number)
         if version is None:
             await self._model(name)
             raise NotFound(f"model {name!r} has no version {number}")
         return version
 
     @staticmethod
-    async def _lock(tx: PostgresRegistryTransaction, name: str) -> pb.RegisteredModel:
-        model = await tx.lock_model(name)
+    async def _lock(tx: MlflowTransaction, name: str) -> pb.RegisteredModel:
+        model = await tx.registry.lock_model(name)
         if model is None:
             raise NotFound(f"registered model {name!r} does not exist")
         return model
 
-    async def _locked_version(self, tx: PostgresRegistryTransaction, name: str, number: int) -> sql.MlflowVersion:
+    async def _locked_version(self, tx: MlflowTransaction, name: str, number: int) -> sql.MlflowVersion:
         await self._lock(tx, name)
-        version = await sql.get_version(tx.conn, name, number)
+        version = await tx.version(name, number)
         if version is None:
             raise NotFound(f"model {name!r} has no version {number}")
         return version
 
-    async def _delete_version(self, tx: PostgresRegistryTransaction, name: str, number: int, actor: str,
+    async def _delete_version(self, tx: MlflowTransaction, name: str, number: int, actor: str,
                               now: datetime) -> None:
         """Remove ``number``'s aliases (ALIAS_REMOVED each), then the version (VERSION_ARCHIVED)."""
-        version = await tx.get_version(name, number)
+        registry = tx.registry
+        version = await registry.get_version(name, number)
         if version is None:
             return
-        for alias in await tx.aliases_of_version(name, number):
-            await tx.delete_alias(name, alias, now)
-            audit_id = await self._audit(tx, actor, "delete_alias", name, number, now, {
+        for alias in await registry.aliases_of_version(name, number):
+            await registry.delete_alias(name, alias, now)
+            audit_id = await self._audit(registry, actor, "delete_alias", name, number, now, {
                 "alias": alias, "from_version": str(number), "to_version": "0",
                 "reason": f"version deleted {_MLFLOW_COMMENT}",
             })
-            await self._event(tx, ev.RegistryEvent(
+            await self._event(registry, ev.RegistryEvent(
                 kind=ev.REGISTRY_EVENT_KIND_ALIAS_REMOVED, model_name=name, version=0, alias=alias,
                 previous_version=number, actor=actor, comment="version deleted", audit_id=audit_id,
             ), now)
-        await sql.delete_version(tx.conn, name, number, now)
-        audit_id = await self._audit(tx, actor, "delete_model_version", name, number, now, {
+        await tx.delete_version(name, number, now)
+        audit_id = await self._audit(registry, actor, "delete_model_version", name, number, now, {
             "artifact_uri": version.artifact.uri, "reason": _MLFLOW_COMMENT,
         })
-        await self._event(tx, ev.RegistryEvent(
+        await self._event(registry, ev.RegistryEvent(
             kind=ev.REGISTRY_EVENT_KIND_VERSION_ARCHIVED, model_name=name, version=number, artifact=version.artifact,
             actor=actor, comment=f"deleted {_MLFLOW_COMMENT}", audit_id=audit_id,
         ), now)

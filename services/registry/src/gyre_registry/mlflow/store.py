@@ -1,14 +1,20 @@
-"""SQL of the MLflow-compatible surface, on the registry's own tables (schema ``registry``).
+"""The storage interface of the MLflow-compatible surface and its PostgreSQL adapter, on the
+registry's own tables (schema ``registry``).
 
-Reads return MLflow-shaped records (:class:`MlflowModel`, :class:`MlflowVersion`); writes take a
-connection inside the caller's transaction (the one of :meth:`PostgresRegistryStore.transaction`),
-so they commit together with the audit entries and outbox events the handlers add. Times are aware
-UTC datetimes here and milliseconds since the epoch in MLflow's JSON.
+:class:`MlflowStore` reads MLflow-shaped records (:class:`MlflowModel`, :class:`MlflowVersion`);
+its :meth:`~MlflowStore.transaction` yields an :class:`MlflowTransaction`, whose writes commit
+together with what the registry's own transaction (``tx.registry``: locks, aliases, audit entries,
+outbox events) adds in it. The MLflow handlers go through these two interfaces only, never a
+database connection. Times are aware UTC datetimes here and milliseconds since the epoch in
+MLflow's JSON.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from gyre_registry.mlflow.filters import Sql
-from gyre_registry.store import AuditRecord
+from gyre_registry.store import AuditRecord, PostgresRegistryStore, PostgresRegistryTransaction, RegistryTransaction
 
 
 @dataclass(frozen=True)
@@ -228,3 +234,139 @@ async def version_numbers(conn: Any, name: str) -> list[int]:
     """Every version number of a model, ascending."""
     rows = await conn.fetch("SELECT version FROM model_versions WHERE model_name = $1 ORDER BY version", name)
     return [int(row["version"]) for row in rows]
+
+
+# -- the interface the MLflow handlers use, and its PostgreSQL adapter --------------------------------
+
+class MlflowTransaction(ABC):
+    """Writes of the MLflow surface inside one registry transaction (they commit together).
+
+    Attributes:
+        registry: the registry's own transaction (model locks, versions, aliases, audit, outbox).
+    """
+
+    registry: RegistryTransaction
+
+    @abstractmethod
+    async def version(self, name: str, version: int) -> MlflowVersion | None:
+        """One version as MLflow shows it, or None (read inside the transaction)."""
+
+    @abstractmethod
+    async def version_numbers(self, name: str) -> list[int]:
+        """Every version number of a model, ascending."""
+
+    @abstractmethod
+    async def set_model_tag(self, name: str, key: str, value: str | None, now: datetime) -> None:
+        """Set (``value``) or remove (None) one tag of a model (the caller checked it exists)."""
+
+    @abstractmethod
+    async def set_version_tag(self, name: str, version: int, key: str, value: str | None, now: datetime) -> None:
+        """Set (``value``) or remove (None) one tag of a version (the caller checked it exists)."""
+
+    @abstractmethod
+    async def set_model_description(self, name: str, description: str, now: datetime) -> None:
+        """Replace a model's description."""
+
+    @abstractmethod
+    async def set_version_description(self, name: str, version: int, description: str, now: datetime) -> None:
+        """Replace a version's description."""
+
+    @abstractmethod
+    async def insert_next_version(self, new: NewMlflowVersion, audit: AuditRecord) -> MlflowVersion | None:
+        """Number, insert and audit a new version (see :func:`insert_next_version`); None when the
+        model does not exist (nothing written)."""
+
+    @abstractmethod
+    async def delete_version(self, name: str, version: int, now: datetime) -> None:
+        """Remove a version row (its aliases must be gone already; numbers are not reused)."""
+
+    @abstractmethod
+    async def delete_model(self, name: str) -> None:
+        """Remove a model row (its versions and aliases must be gone already)."""
+
+
+class MlflowStore(ABC):
+    """Reads of the MLflow surface, and its transactions."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[MlflowTransaction]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+
+    @abstractmethod
+    async def search_models(self, sql: Sql, limit: int, offset: int) -> list[MlflowModel]:
+        """Models matching ``sql`` (``registered_models m``), each with its newest version."""
+
+    @abstractmethod
+    async def get_model(self, name: str) -> MlflowModel | None:
+        """One model, or None."""
+
+    @abstractmethod
+    async def search_versions(self, sql: Sql, limit: int, offset: int) -> list[MlflowVersion]:
+        """Versions matching ``sql`` (``model_versions v``)."""
+
+    @abstractmethod
+    async def get_version(self, name: str, version: int) -> MlflowVersion | None:
+        """One version, or None."""
+
+
+class PostgresMlflowTransaction(MlflowTransaction):
+    """:class:`MlflowTransaction` on the connection of a :class:`PostgresRegistryTransaction`."""
+
+    def __init__(self, registry: PostgresRegistryTransaction) -> None:
+        self.registry = registry
+        self._conn = registry.conn
+
+    async def version(self, name: str, version: int) -> MlflowVersion | None:
+        return await get_version(self._conn, name, version)
+
+    async def version_numbers(self, name: str) -> list[int]:
+        return await version_numbers(self._conn, name)
+
+    async def set_model_tag(self, name: str, key: str, value: str | None, now: datetime) -> None:
+        await set_model_tag(self._conn, name, key, value, now)
+
+    async def set_version_tag(self, name: str, version: int, key: str, value: str | None, now: datetime) -> None:
+        await set_version_tag(self._conn, name, version, key, value, now)
+
+    async def set_model_description(self, name: str, description: str, now: datetime) -> None:
+        await set_model_description(self._conn, name, description, now)
+
+    async def set_version_description(self, name: str, version: int, description: str, now: datetime) -> None:
+        await set_version_description(self._conn, name, version, description, now)
+
+    async def insert_next_version(self, new: NewMlflowVersion, audit: AuditRecord) -> MlflowVersion | None:
+        return await insert_next_version(self._conn, new, audit)
+
+    async def delete_version(self, name: str, version: int, now: datetime) -> None:
+        await delete_version(self._conn, name, version, now)
+
+    async def delete_model(self, name: str) -> None:
+        await delete_model(self._conn, name)
+
+
+class PostgresMlflowStore(MlflowStore):
+    """:class:`MlflowStore` on the registry's PostgreSQL store (same pool, same transactions)."""
+
+    def __init__(self, store: PostgresRegistryStore) -> None:
+        self._store = store
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MlflowTransaction]:
+        async with self._store.transaction() as tx:
+            yield PostgresMlflowTransaction(tx)
+
+    async def search_models(self, sql: Sql, limit: int, offset: int) -> list[MlflowModel]:
+        async with self._store.pool.acquire() as conn:
+            return await search_models(conn, sql, limit, offset)
+
+    async def get_model(self, name: str) -> MlflowModel | None:
+        async with self._store.pool.acquire() as conn:
+            return await get_model(conn, name)
+
+    async def search_versions(self, sql: Sql, limit: int, offset: int) -> list[MlflowVersion]:
+        async with self._store.pool.acquire() as conn:
+            return await search_versions(conn, sql, limit, offset)
+
+    async def get_version(self, name: str, version: int) -> MlflowVersion | None:
+        async with self._store.pool.acquire() as conn:
+            return await get_version(conn, name, version)
