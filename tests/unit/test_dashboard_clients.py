@@ -23,8 +23,8 @@ from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as mon
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as reg
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as trk
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as tr
-from gyre_dashboard.clients import (
-    UpstreamClient,
+from gyre_dashboard.clients import UpstreamClient
+from gyre_dashboard.convert import (
     parse_alert,
     parse_drift,
     parse_model_version,
@@ -33,7 +33,8 @@ from gyre_dashboard.clients import (
     parse_run,
     parse_training_job,
 )
-from gyre_dashboard.model import Health, RunOrigin, UpstreamError
+from gyre_dashboard.domain.health import Health, UpstreamError
+from gyre_dashboard.domain.training import RunOrigin
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -10,23 +10,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gyre_dashboard.model import (
+from gyre_dashboard.domain.health import Health, ServiceHealth, UpstreamError
+from gyre_dashboard.domain.models import (
     AlertSummary,
     FeatureDriftRow,
-    Health,
     ModelDrift,
     ModelQuality,
     ModelSummary,
-    RunOrigin,
-    RunSummary,
-    ServiceHealth,
-    TrainingJobSummary,
-    UpstreamError,
     VersionQuality,
     VersionSummary,
-    to_json,
 )
-from gyre_dashboard.overview import OverviewLimits, OverviewService
+from gyre_dashboard.domain.overview import to_json
+from gyre_dashboard.domain.training import RunOrigin, RunSummary, TrainingJobSummary
+from gyre_dashboard.handlers import DashboardHandlers, OverviewLimits
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SERVICES = ("registry", "monitor", "feedback", "trainer", "tracking")
@@ -116,8 +112,8 @@ def sample_upstreams() -> FakeUpstreams:
     )
 
 
-def service(upstreams: FakeUpstreams, **kwargs: object) -> OverviewService:
-    return OverviewService(upstreams, SERVICES, OverviewLimits(max_models=10, versions_per_model=5, recent_runs=7),
+def service(upstreams: FakeUpstreams, **kwargs: object) -> DashboardHandlers:
+    return DashboardHandlers(upstreams, SERVICES, OverviewLimits(max_models=10, versions_per_model=5, recent_runs=7),
                            clock=lambda: NOW,
                            **kwargs)  # type: ignore[arg-type]
 

@@ -6,22 +6,18 @@ import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
-from gyre_dashboard.model import (
+from gyre_dashboard.domain.health import Health, ServiceHealth
+from gyre_dashboard.domain.models import (
     AlertSummary,
     FeatureDriftRow,
-    Health,
     ModelDrift,
     ModelQuality,
     ModelSummary,
-    Overview,
-    RunOrigin,
-    RunSummary,
-    Section,
-    ServiceHealth,
-    TrainingJobSummary,
     VersionQuality,
     VersionSummary,
 )
+from gyre_dashboard.domain.overview import Overview, Section
+from gyre_dashboard.domain.training import RunOrigin, RunSummary, TrainingJobSummary
 from gyre_dashboard.render import fmt_number, fmt_share, fmt_time, render_page
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,23 +14,23 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from gyre_dashboard.model import to_json
-from gyre_dashboard.overview import OverviewService
+from gyre_dashboard.domain.overview import to_json
+from gyre_dashboard.handlers import DashboardHandlers
 from gyre_dashboard.render import render_page
 
 
-def routes(service: OverviewService, *, refresh_s: int) -> APIRouter:
-    """The page and the JSON overview over ``service``."""
-    router = APIRouter(tags=["dashboard"])
+def router(handlers: DashboardHandlers, *, refresh_s: int) -> APIRouter:
+    """The page and the JSON overview over ``handlers``."""
+    api = APIRouter(tags=["dashboard"])
 
-    @router.get("/", response_class=HTMLResponse)
+    @api.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        overview = await service.overview()
+        overview = await handlers.overview()
         # The page is a live view: a cached copy would show old readiness as current.
         return HTMLResponse(render_page(overview, refresh_s), headers={"cache-control": "no-store"})
 
-    @router.get("/api/v1/overview")
+    @api.get("/api/v1/overview")
     async def overview_json() -> dict[str, Any]:
-        return dict(to_json(await service.overview()))
+        return dict(to_json(await handlers.overview()))
 
-    return router
+    return api

@@ -1,4 +1,4 @@
-"""The one place the dashboard is wired: HTTP client, upstream client, overview service, routes."""
+"""The one place the dashboard is wired: HTTP client, upstream client, handlers, routes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 from gyre_common.runner import ServiceContext
 from gyre_dashboard import api_http
 from gyre_dashboard.clients import UpstreamClient
-from gyre_dashboard.overview import OverviewLimits, OverviewService
+from gyre_dashboard.handlers import DashboardHandlers, OverviewLimits
 from gyre_dashboard.settings import DashboardSettings
 
 
@@ -27,8 +27,8 @@ class _HttpClientTask:
         await self.client.aclose()
 
 
-def overview_service(settings: DashboardSettings, http: httpx.AsyncClient) -> OverviewService:
-    """The overview service of ``settings`` calling the other services through ``http``."""
+def dashboard_handlers(settings: DashboardSettings, http: httpx.AsyncClient) -> DashboardHandlers:
+    """The handlers of ``settings`` calling the other services through ``http``."""
     urls = settings.upstream_urls()
     limits = OverviewLimits(
         max_models=settings.max_models,
@@ -38,7 +38,7 @@ def overview_service(settings: DashboardSettings, http: httpx.AsyncClient) -> Ov
         recent_runs=settings.recent_runs,
         quality_window=timedelta(hours=settings.quality_window_hours),
     )
-    return OverviewService(UpstreamClient(http, urls), list(urls), limits,
+    return DashboardHandlers(UpstreamClient(http, urls), list(urls), limits,
                            max_concurrency=settings.max_concurrency, cache_ttl_s=settings.cache_ttl_s)
 
 
@@ -55,10 +55,11 @@ def http_client(settings: DashboardSettings) -> httpx.AsyncClient:
     )
 
 
-def bootstrap(ctx: ServiceContext) -> None:
+async def bootstrap(ctx: ServiceContext) -> None:
     """Wire the dashboard into the runner's context (no database, no broker, no readiness check:
     the dashboard is ready whenever it answers, and shows the others' state instead of adopting it)."""
     settings = cast(DashboardSettings, ctx.settings)
     http = http_client(settings)
-    ctx.app.include_router(api_http.routes(overview_service(settings, http), refresh_s=settings.refresh_interval_s))
+    handlers = dashboard_handlers(settings, http)
+    ctx.app.include_router(api_http.router(handlers, refresh_s=settings.refresh_interval_s))
     ctx.add_task(_HttpClientTask(http), name="http-client")

@@ -1,9 +1,7 @@
 """Every call the dashboard makes to another service, one method per upstream route.
 
-The other services answer in the proto3 JSON mapping, some with camelCase names (registry), some
-with the proto names (monitor, trainer); int64 arrives as a string, enums as their full name, and a
-field at its default value is left out. The parsers here accept all of that and fill what is
-missing with defaults, so a field added or renamed upstream costs a blank cell, never the page.
+The answers are contract messages in proto3 JSON; :mod:`gyre_dashboard.convert` reads them into
+messages and then into the dashboard's plain values (see there which message each route answers).
 
 Routes read (from each service's ``api_http.py``):
 
@@ -24,26 +22,32 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from google.protobuf.message import Message
 
-from gyre_dashboard.model import (
-    AlertSummary,
-    FeatureDriftRow,
-    Health,
-    ModelDrift,
-    ModelQuality,
-    ModelSummary,
-    RunOrigin,
-    RunSummary,
-    ServiceHealth,
-    TrainingJobSummary,
-    UpstreamError,
-    VersionQuality,
-    VersionSummary,
+from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as fb
+from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as mon
+from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as reg
+from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as trk
+from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as tr
+from gyre_dashboard.convert import (
+    alert_summary,
+    drift_summary,
+    model_version_summary,
+    parse_message,
+    quality_summary,
+    registered_model_summary,
+    run_summary,
+    training_job_summary,
 )
+from gyre_dashboard.domain.health import Health, ServiceHealth, UpstreamError
+from gyre_dashboard.domain.models import AlertSummary, ModelDrift, ModelQuality, ModelSummary, VersionSummary
+from gyre_dashboard.domain.training import RunSummary, TrainingJobSummary
+
+M = TypeVar("M", bound=Message)
 
 MAX_ERROR_CHARS = 200
 """Longest upstream error text kept (the page shows it; a whole HTML error page would not help)."""
@@ -55,288 +59,6 @@ _TRACKING_PAGE_SIZE = 1000
 
 MAX_EXPERIMENTS = 10_000
 """Most experiments whose runs are searched: the first by id (tracking lists them by id)."""
-
-KEY_METRICS = 4
-"""Metrics shown per run (the page has room for a few; ``metric_count`` says how many there are)."""
-
-
-# -- tolerant field access ------------------------------------------------------------------------
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _get(data: Mapping[str, Any], name: str) -> Any:
-    """``data[name]`` under its proto name or its lowerCamelCase JSON name; None when absent."""
-    if name in data:
-        return data[name]
-    return data.get(_camel(name))
-
-
-def _obj(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = _get(data, name)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(data: Mapping[str, Any], name: str) -> list[Any]:
-    value = _get(data, name)
-    return value if isinstance(value, list) else []
-
-
-def _str(data: Mapping[str, Any], name: str) -> str:
-    value = _get(data, name)
-    return value if isinstance(value, str) else "" if value is None else str(value)
-
-
-def _as_int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _int(data: Mapping[str, Any], name: str) -> int:
-    return _as_int(_get(data, name))
-
-
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None  # also proto3 JSON's "NaN"/"Infinity" would parse; anything else is absent
-
-
-def _float(data: Mapping[str, Any], name: str, default: float = 0.0) -> float:
-    value = _as_float(_get(data, name))
-    return default if value is None else value
-
-
-def _optional_float(data: Mapping[str, Any], name: str) -> float | None:
-    return _as_float(_get(data, name))
-
-
-def _bool(data: Mapping[str, Any], name: str) -> bool:
-    value = _get(data, name)
-    return value if isinstance(value, bool) else str(value).lower() == "true"
-
-
-def _time(data: Mapping[str, Any], name: str) -> datetime | None:
-    value = _get(data, name)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None  # proto timestamps are always UTC-marked
-
-
-def _enum(data: Mapping[str, Any], name: str, prefix: str) -> str:
-    """An enum's name without its prefix: ``TRAINING_STATUS_FAILED`` -> ``FAILED``."""
-    value = _str(data, name)
-    return value.removeprefix(prefix) if value else ""
-
-
-def _metrics(value: Any) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        return {}
-    metrics = {}
-    for key, raw in value.items():
-        number = _as_float(raw)
-        if number is not None:
-            metrics[str(key)] = number
-    return metrics
-
-
-# -- parsers (pure; unit-tested with partial and odd payloads) ----------------------------------------
-
-
-def parse_registered_model(data: Mapping[str, Any]) -> ModelSummary:
-    """A registry ``RegisteredModel`` (JSON) without its versions."""
-    aliases = {str(alias): _as_int(version) for alias, version in _obj(data, "aliases").items()}
-    return ModelSummary(
-        name=_str(data, "name"),
-        description=_str(data, "description"),
-        latest_version=_int(data, "latest_version"),
-        aliases=dict(sorted(aliases.items())),
-        updated_at=_time(data, "updated_at"),
-    )
-
-
-def parse_model_version(data: Mapping[str, Any]) -> VersionSummary:
-    """A registry ``ModelVersion`` (JSON)."""
-    lineage = _obj(data, "lineage")
-    return VersionSummary(
-        version=_int(data, "version"),
-        status=_enum(data, "status", "MODEL_VERSION_STATUS_"),
-        aliases=tuple(sorted(str(a) for a in _list(data, "aliases"))),
-        created_at=_time(data, "created_at"),
-        created_by=_str(data, "created_by"),
-        primary_metric=_str(_obj(data, "evaluation"), "primary_metric"),
-        metrics=_metrics(_get(lineage, "metrics")),
-        run_id=_str(lineage, "run_id"),
-    )
-
-
-def parse_feature_drift(data: Mapping[str, Any]) -> FeatureDriftRow:
-    """A ``FeatureDrift`` (JSON)."""
-    return FeatureDriftRow(
-        feature=_str(data, "feature"),
-        test_name=_str(data, "test_name"),
-        statistic=_float(data, "statistic"),
-        p_value=_optional_float(data, "p_value"),
-        threshold=_float(data, "threshold"),
-        drifted=_bool(data, "drifted"),
-    )
-
-
-def parse_drift(data: Mapping[str, Any], model_name: str) -> ModelDrift:
-    """The monitor's latest-window ``DriftReport`` (JSON) of ``model_name``."""
-    return ModelDrift(
-        model_name=_str(data, "model_name") or model_name,
-        model_version=_int(data, "model_version"),
-        window_start=_time(data, "window_start"),
-        window_end=_time(data, "window_end"),
-        current_rows=_int(data, "current_rows"),
-        drift_share=_float(data, "drift_share"),
-        dataset_drift=_bool(data, "dataset_drift"),
-        features=tuple(parse_feature_drift(f) for f in _list(data, "feature_drifts") if isinstance(f, Mapping)),
-    )
-
-
-def parse_quality(data: Mapping[str, Any], model_name: str) -> ModelQuality:
-    """The feedback service's ``GetQualityResponse`` (JSON) of ``model_name``."""
-    versions = []
-    for item in _list(data, "versions"):
-        if not isinstance(item, Mapping):
-            continue
-        versions.append(VersionQuality(
-            model_version=_int(item, "model_version"),
-            predictions=_int(item, "predictions"),
-            feedback_count=_int(item, "feedback_count"),
-            labelled_count=_int(item, "labelled_count"),
-            accuracy=_optional_float(item, "accuracy"),
-            mean_stars=_optional_float(item, "mean_stars"),
-            thumbs_up_rate=_optional_float(item, "thumbs_up_rate"),
-            mean_score=_optional_float(item, "mean_score"),
-            bleu=_optional_float(item, "bleu"),
-            rouge_l=_optional_float(item, "rouge_l"),
-        ))
-    versions.sort(key=lambda v: v.model_version, reverse=True)
-    return ModelQuality(
-        model_name=_str(data, "model_name") or model_name,
-        window_start=_time(data, "window_start"),
-        window_end=_time(data, "window_end"),
-        versions=tuple(versions),
-    )
-
-
-def parse_training_job(data: Mapping[str, Any]) -> TrainingJobSummary:
-    """A trainer ``TrainingJob`` (JSON)."""
-    request = _obj(data, "request")
-    # The TrainingJob contract: status UNSPECIFIED (left out of the JSON) means queued.
-    status = _enum(data, "status", "TRAINING_STATUS_")
-    return TrainingJobSummary(
-        job_id=_str(data, "job_id"),
-        request_id=_str(request, "request_id"),
-        model_name=_str(request, "model_name"),
-        status="QUEUED" if status in ("", "UNSPECIFIED") else status,
-        reason=_enum(request, "reason", "TRAINING_REASON_"),
-        requested_by=_str(request, "requested_by"),
-        created_at=_time(data, "created_at") or _time(request, "requested_at"),
-        finished_at=_time(data, "finished_at"),
-        trials_completed=_int(data, "trials_completed"),
-        model_version=_int(data, "model_version"),
-        promoted=_bool(data, "promoted"),
-        error=_str(data, "error"),
-    )
-
-
-def parse_alert(data: Mapping[str, Any]) -> AlertSummary:
-    """A ``MonitorAlert`` (JSON)."""
-    drifts = [parse_feature_drift(f) for f in _list(data, "feature_drifts") if isinstance(f, Mapping)]
-    return AlertSummary(
-        alert_id=_str(data, "alert_id"),
-        kind=_enum(data, "kind", "ALERT_KIND_"),
-        model_name=_str(data, "model_name"),
-        model_version=_int(data, "model_version"),
-        detected_at=_time(data, "detected_at"),
-        drift_share=_float(data, "drift_share"),
-        drifted_features=tuple(d.feature for d in drifts if d.drifted),
-    )
-
-
-def _pairs(value: Any) -> dict[str, Any]:
-    """``[{"key": k, "value": v}, ...]`` (tracking's tags and metrics) or a plain mapping as a dict."""
-    if isinstance(value, Mapping):
-        return {str(k): v for k, v in value.items()}
-    pairs: dict[str, Any] = {}
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, Mapping) and isinstance(item.get("key"), str):
-                pairs[item["key"]] = item.get("value")
-    return pairs
-
-
-def _origin(tags: Mapping[str, str]) -> tuple[RunOrigin, str]:
-    """Who logged a run, and a short "where from", told by its tags."""
-    job_id = tags.get("gyre.job_id", "")
-    if job_id or any(key.startswith("gyre.") for key in tags):
-        trial = tags.get("gyre.trial", "")
-        where = f"trial {trial}" if trial else "search"
-        return RunOrigin.TRAINER, f"job {job_id[:8]}, {where}" if job_id else where
-    if "mlflow.user" in tags or any(key.startswith("mlflow.source.") for key in tags):
-        source = tags.get("mlflow.source.name", "")
-        # A path to a script or notebook: its last part says enough in a table cell.
-        return RunOrigin.MLFLOW, source.rstrip("/").rsplit("/", 1)[-1][:80]
-    return RunOrigin.OTHER, ""
-
-
-def _key_metrics(metrics: Mapping[str, float], objective: str) -> dict[str, float]:
-    """The :data:`KEY_METRICS` most telling metrics: the objective's, holdout, validation, the rest."""
-    objective_keys = {objective, f"holdout_{objective}", f"val_{objective}"} if objective else set()
-
-    def rank(key: str) -> tuple[int, str]:
-        if key in objective_keys:
-            return 0, key
-        if key.startswith("holdout_"):
-            return 1, key
-        if key.startswith("val_"):
-            return 2, key
-        return 3, key
-
-    return {key: metrics[key] for key in sorted(metrics, key=rank)[:KEY_METRICS]}
-
-
-def parse_run(data: Mapping[str, Any], experiment_names: Mapping[str, str] | None = None) -> RunSummary:
-    """A tracking ``Run`` (JSON), its experiment named from ``experiment_names`` (id -> name)."""
-    info = _obj(data, "info")
-    run_data = _obj(data, "data")
-    tags = {key: str(value) for key, value in _pairs(_get(run_data, "tags")).items() if value is not None}
-    metrics = {key: number for key, raw in _pairs(_get(run_data, "metrics")).items()
-               if (number := _as_float(raw)) is not None}
-    origin, detail = _origin(tags)
-    status = _enum(info, "status", "RUN_STATUS_")
-    experiment_id = _str(info, "experiment_id")
-    return RunSummary(
-        run_id=_str(info, "run_id"),
-        run_name=_str(info, "run_name") or tags.get("mlflow.runName", ""),
-        experiment_id=experiment_id,
-        experiment_name=(experiment_names or {}).get(experiment_id, ""),
-        status="" if status == "UNSPECIFIED" else status,
-        start_time=_time(info, "start_time"),
-        end_time=_time(info, "end_time"),
-        user=_str(info, "user") or tags.get("mlflow.user", ""),
-        origin=origin,
-        origin_detail=detail,
-        parent_run_id=tags.get("mlflow.parentRunId", ""),
-        metrics=_key_metrics(metrics, tags.get("gyre.objective_metric", "")),
-        metric_count=len(metrics),
-    )
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -408,6 +130,19 @@ class UpstreamClient:
         except ValueError as exc:
             raise UpstreamError(service, f"{method} {path} answered something that is not JSON") from exc
 
+    async def _get_message(self, service: str, path: str, message: M, what: str,
+                           params: Mapping[str, str | int] | None = None, *, missing_ok: bool = False) -> M | None:
+        """GET ``path`` of ``service`` parsed into ``message`` (see :func:`convert.parse_message`);
+        None on 404 when ``missing_ok``.
+
+        Raises:
+            UpstreamError: as :meth:`_get_json`, or the answer is not a JSON object (``what`` names it).
+        """
+        body = await self._get_json(service, path, params, missing_ok=missing_ok)
+        if body is None and missing_ok:
+            return None
+        return _message(service, what, body, message)
+
     async def readiness(self, service: str) -> ServiceHealth:
         """``GET /readyz`` of ``service``: READY (200), NOT_READY (503 with the failing checks) or DOWN.
 
@@ -442,59 +177,51 @@ class UpstreamClient:
             params: dict[str, str | int] = {"page_size": min(limit - len(models), _REGISTRY_PAGE_SIZE)}
             if token:
                 params["page_token"] = token
-            body = await self._get_json("registry", "/api/v1/registered-models", params)
-            if not isinstance(body, Mapping):
-                raise UpstreamError("registry", "registered models: not a JSON object")
-            models.extend(parse_registered_model(m) for m in _list(body, "registered_models")
-                          if isinstance(m, Mapping))
-            token = _str(body, "next_page_token")
+            page = await self._get_message("registry", "/api/v1/registered-models",
+                                           reg.ListRegisteredModelsResponse(), "registered models", params)
+            assert page is not None
+            models.extend(registered_model_summary(m) for m in page.registered_models)
+            token = page.next_page_token
             if not token:
                 break
         return [m for m in models if m.name][:limit]
 
     async def registry_versions(self, model_name: str, limit: int) -> list[VersionSummary]:
         """The ``limit`` newest versions of ``model_name`` (archived ones too), newest first."""
-        body = await self._get_json("registry", f"/api/v1/registered-models/{quote(model_name, safe='')}/versions",
-                                    {"page_size": limit, "include_archived": "true"})
-        if not isinstance(body, Mapping):
-            raise UpstreamError("registry", "model versions: not a JSON object")
-        versions = [parse_model_version(v) for v in _list(body, "model_versions") if isinstance(v, Mapping)]
+        page = await self._get_message(
+            "registry", f"/api/v1/registered-models/{quote(model_name, safe='')}/versions",
+            reg.ListModelVersionsResponse(), "model versions", {"page_size": limit, "include_archived": "true"})
+        assert page is not None
+        versions = [model_version_summary(v) for v in page.model_versions]
         return sorted(versions, key=lambda v: v.version, reverse=True)[:limit]
 
     async def monitor_latest_drift(self, model_name: str) -> ModelDrift | None:
         """Drift per feature of the monitor's latest evaluated window of ``model_name``; None if none yet."""
-        body = await self._get_json("monitor", f"/api/v1/models/{quote(model_name, safe='')}/drift", missing_ok=True)
-        if body is None:
-            return None
-        if not isinstance(body, Mapping):
-            raise UpstreamError("monitor", "drift: not a JSON object")
-        return parse_drift(body, model_name)
+        report = await self._get_message("monitor", f"/api/v1/models/{quote(model_name, safe='')}/drift",
+                                         mon.DriftReport(), "drift", missing_ok=True)
+        return None if report is None else drift_summary(report, model_name)
 
     async def monitor_alerts(self, limit: int) -> list[AlertSummary]:
         """The ``limit`` newest monitor alerts, newest first."""
-        body = await self._get_json("monitor", "/api/v1/alerts", {"limit": limit})
-        if not isinstance(body, Mapping):
-            raise UpstreamError("monitor", "alerts: not a JSON object")
-        return [parse_alert(a) for a in _list(body, "alerts") if isinstance(a, Mapping)][:limit]
+        page = await self._get_message("monitor", "/api/v1/alerts", mon.ListAlertsResponse(), "alerts",
+                                       {"limit": limit})
+        assert page is not None
+        return [alert_summary(a) for a in page.alerts][:limit]
 
     async def feedback_quality(self, model_name: str, window_start: datetime) -> ModelQuality | None:
         """Quality per version of ``model_name`` over predictions since ``window_start`` (UTC);
         None when the feedback service has seen no prediction of the model."""
-        body = await self._get_json(
-            "feedback", f"/api/v1/models/{quote(model_name, safe='')}/quality",
+        quality = await self._get_message(
+            "feedback", f"/api/v1/models/{quote(model_name, safe='')}/quality", fb.GetQualityResponse(), "quality",
             {"window_start": window_start.isoformat().replace("+00:00", "Z")}, missing_ok=True)
-        if body is None:
-            return None
-        if not isinstance(body, Mapping):
-            raise UpstreamError("feedback", "quality: not a JSON object")
-        return parse_quality(body, model_name)
+        return None if quality is None else quality_summary(quality, model_name)
 
     async def trainer_jobs(self, limit: int) -> list[TrainingJobSummary]:
         """The ``limit`` newest training jobs (each answers one retraining request), newest first."""
-        body = await self._get_json("trainer", "/v1/jobs", {"page_size": limit})
-        if not isinstance(body, Mapping):
-            raise UpstreamError("trainer", "jobs: not a JSON object")
-        return [parse_training_job(j) for j in _list(body, "jobs") if isinstance(j, Mapping)][:limit]
+        page = await self._get_message("trainer", "/v1/jobs", tr.ListTrainingJobsResponse(), "jobs",
+                                       {"page_size": limit})
+        assert page is not None
+        return [training_job_summary(j) for j in page.jobs][:limit]
 
     async def tracking_experiments(self) -> dict[str, str]:
         """Active experiments of tracking, id -> name, by id (at most :data:`MAX_EXPERIMENTS`)."""
@@ -504,13 +231,13 @@ class UpstreamClient:
             params: dict[str, str | int] = {"page_size": _TRACKING_PAGE_SIZE}
             if token:
                 params["page_token"] = token
-            body = await self._get_json("tracking", "/api/v1/experiments", params)
-            if not isinstance(body, Mapping):
-                raise UpstreamError("tracking", "experiments: not a JSON object")
-            for item in _list(body, "experiments"):
-                if isinstance(item, Mapping) and (experiment_id := _str(item, "experiment_id")):
-                    names[experiment_id] = _str(item, "name")
-            token = _str(body, "next_page_token")
+            page = await self._get_message("tracking", "/api/v1/experiments", trk.ListExperimentsResponse(),
+                                           "experiments", params)
+            assert page is not None
+            for experiment in page.experiments:
+                if experiment.experiment_id:
+                    names[experiment.experiment_id] = experiment.name
+            token = page.next_page_token
             if not token:
                 break
         return dict(list(names.items())[:MAX_EXPERIMENTS])
@@ -527,13 +254,23 @@ class UpstreamClient:
             return []
         body = await self._request_json("POST", "tracking", "/api/v1/runs/search", body={
             "experiment_ids": list(experiments), "order_by": ["attributes.start_time DESC"], "page_size": limit})
-        if not isinstance(body, Mapping):
-            raise UpstreamError("tracking", "runs: not a JSON object")
-        runs = [parse_run(r, experiments) for r in _list(body, "runs") if isinstance(r, Mapping)]
+        found = _message("tracking", "runs", body, trk.SearchRunsResponse())
+        runs = [run_summary(r, experiments) for r in found.runs]
         # Tracking sorts already; sorting again (stable, unknown start last) keeps "newest first"
         # true whatever the upstream does.
         runs.sort(key=lambda r: r.start_time.timestamp() if r.start_time else float("-inf"), reverse=True)
         return runs[:limit]
+
+
+def _message(service: str, what: str, body: Any, message: M) -> M:
+    """``body`` parsed into ``message``.
+
+    Raises:
+        UpstreamError: ``body`` is not a JSON object.
+    """
+    if not isinstance(body, Mapping):
+        raise UpstreamError(service, f"{what}: not a JSON object")
+    return parse_message(body, message)
 
 
 def _failing_detail(body: Mapping[str, Any], failing: tuple[str, ...]) -> str:

@@ -16,20 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
-from gyre_dashboard.model import (
-    AlertSummary,
-    Health,
-    ModelDrift,
-    ModelQuality,
-    ModelSummary,
-    Overview,
-    RunSummary,
-    Section,
-    ServiceHealth,
-    TrainingJobSummary,
-    UpstreamError,
-    VersionSummary,
-)
+from gyre_dashboard.domain.health import Health, ServiceHealth, UpstreamError
+from gyre_dashboard.domain.models import AlertSummary, ModelDrift, ModelQuality, ModelSummary, VersionSummary
+from gyre_dashboard.domain.overview import Overview, Section
+from gyre_dashboard.domain.training import RunSummary, TrainingJobSummary
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +81,7 @@ def _join_errors(errors: Sequence[str]) -> str:
     return "; ".join(distinct)[:MAX_SECTION_ERROR_CHARS]
 
 
-class OverviewService:
+class DashboardHandlers:
     """Gathers overviews; concurrent requests share one gathering, reused for ``cache_ttl_s``.
 
     Args:

@@ -12,19 +12,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gyre_dashboard.model import (
-    AlertSummary,
-    Health,
-    ModelDrift,
-    ModelQuality,
-    ModelSummary,
-    Overview,
-    RunOrigin,
-    RunSummary,
-    Section,
-    ServiceHealth,
-    TrainingJobSummary,
-)
+from gyre_dashboard.domain.health import Health, ServiceHealth
+from gyre_dashboard.domain.models import AlertSummary, ModelDrift, ModelQuality, ModelSummary
+from gyre_dashboard.domain.overview import Overview, Section
+from gyre_dashboard.domain.training import RunOrigin, RunSummary, TrainingJobSummary
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1d2330;background:#f7f8fa}
