@@ -190,6 +190,31 @@ async def test_drift_loop_over_kafka(service: ServiceRunner, kafka: KafkaSetting
         assert (await http.get(f"/api/v1/models/{MODEL}/versions/0/drift-report")).status_code == 400
 
 
+async def test_grpc_refuses_a_profile_the_http_route_refuses_and_keeps_the_stored_one(
+        service: ServiceRunner) -> None:
+    """SetReferenceProfile shares the PUT route's checks: no features or no rows is INVALID_ARGUMENT
+    (the PUT answers 422), and the stored profile stays as it was."""
+    good = pb.ReferenceProfile(model_name=MODEL, model_version=1, rows=3)
+    good.features.add(feature="x1", kind=pb.FEATURE_KIND_NUMERICAL, values=[1.0, 2.0, 3.0])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+        stub = pb_grpc.MonitorServiceStub(channel)
+        await stub.SetReferenceProfile(pb.SetReferenceProfileRequest(profile=good))
+        no_features = pb.ReferenceProfile(model_name=MODEL, model_version=1, rows=3)
+        no_rows = pb.ReferenceProfile()
+        no_rows.CopyFrom(good)
+        no_rows.rows = 0
+        for bad in (no_features, no_rows):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.SetReferenceProfile(pb.SetReferenceProfileRequest(profile=bad))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
+        stored = await stub.GetReferenceProfile(pb.GetReferenceProfileRequest(model_name=MODEL, model_version=1))
+        assert [f.feature for f in stored.profile.features] == ["x1"] and stored.profile.rows == 3
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http_port}", timeout=30) as http:
+        answer = await http.put(f"/api/v1/models/{MODEL}/versions/1/reference-profile",
+                                json={"rows": 3, "features": []})
+        assert answer.status_code == 422
+
+
 async def _count(stub: pb_grpc.MonitorServiceStub, n: int) -> bool:
     return len(await windows(stub)) >= n
 

@@ -19,8 +19,8 @@ from gyre_common.db import migrate
 from gyre_common.profile import build_reference_profile
 from gyre_common.topics import MONITOR_ALERTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.events.v1 import events_pb2
+from gyre_monitor.domain.predictions import Prediction
 from gyre_monitor.domain.windows import WindowPolicy
-from gyre_monitor.events import Prediction
 from gyre_monitor.handlers import MonitorConfig, MonitorHandlers
 from gyre_monitor.store import OutboxMessage, PostgresStore, PostgresTransaction
 

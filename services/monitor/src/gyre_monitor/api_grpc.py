@@ -15,13 +15,8 @@ from gyre_common.profile import profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
-from gyre_monitor.events import feature_drift_message, timestamp
-from gyre_monitor.handlers import (
-    DriftReport,
-    InvalidArgumentError,
-    MonitorHandlers,
-)
-from gyre_monitor.store import WindowRecord
+from gyre_monitor.convert import monitor_alerts, range_report, window_report
+from gyre_monitor.handlers import InvalidArgumentError, MonitorHandlers
 
 SERVICE_NAME = "gyre.monitor.v1.MonitorService"
 DEFAULT_PAGE_SIZE = 100
@@ -38,37 +33,6 @@ def page(page_size: int, page_token: str) -> tuple[int, int]:
             raise InvalidArgumentError(f"invalid page_token {page_token!r}")
         offset = int(page_token)
     return page_size or DEFAULT_PAGE_SIZE, offset
-
-
-def window_report(record: WindowRecord) -> pb.DriftReport:
-    """A DriftReport message of an evaluated window."""
-    return pb.DriftReport(
-        model_name=record.model_name,
-        model_version=record.model_version,
-        window_start=timestamp(record.window_start),
-        window_end=timestamp(record.window_end),
-        current_rows=record.rows,
-        feature_drifts=[feature_drift_message(f) for f in record.features],
-        drift_share=record.drift_share or 0.0,
-        dataset_drift=bool(record.dataset_drift),
-        drift_share_threshold=record.drift_share_threshold or 0.0,
-    )
-
-
-def range_report(report: DriftReport) -> pb.DriftReport:
-    """A DriftReport message of an on-demand report."""
-    drift = report.drift
-    return pb.DriftReport(
-        model_name=report.model_name,
-        model_version=report.model_version,
-        window_start=timestamp(report.window_start),
-        window_end=timestamp(report.window_end),
-        current_rows=drift.current_rows,
-        feature_drifts=[feature_drift_message(f) for f in drift.features],
-        drift_share=drift.drift_share,
-        dataset_drift=drift.dataset_drift,
-        drift_share_threshold=drift.drift_share_threshold,
-    )
 
 
 def _time(message: object, field: str) -> datetime | None:
@@ -124,7 +88,7 @@ class MonitorServicer(pb_grpc.MonitorServiceServicer):
                 # The monitor raises drift alerts only; quality alerts come from the feedback service.
                 return pb.ListAlertsResponse()
             payloads = await self.handlers.list_alerts(request.model_name, _time(request, "since"), limit, offset)
-            alerts = [events_pb2.MonitorAlert.FromString(p) for p in payloads]
+            alerts = monitor_alerts(payloads)
             token = str(offset + limit) if len(alerts) == limit else ""
             return pb.ListAlertsResponse(alerts=alerts, next_page_token=token)
         raise AssertionError("unreachable")

@@ -20,16 +20,13 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from gyre_common.limits import INT64_MAX, Text, body_limit
 from gyre_common.profile import MAX_SAMPLE_VALUES, ProfileError, profile_from_proto, profile_to_proto
-from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
-from gyre_monitor.api_grpc import range_report, window_report
+from gyre_monitor.convert import monitor_alerts, range_report, window_report
+from gyre_monitor.domain.profiles import MAX_PROFILE_FEATURES, MAX_PROFILE_TEXT_CHARS
 from gyre_monitor.handlers import MonitorHandlers
 
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 """Largest accepted reference-profile request body (the other routes keep the service's 4 MiB)."""
-
-MAX_PROFILE_FEATURES = 10_000
-"""Most features one reference profile may monitor."""
 
 Version = Annotated[int, Path(ge=1, le=INT64_MAX, description="Model version (1, 2, ...).")]
 ReadVersion = Annotated[int, Path(ge=-INT64_MAX, le=INT64_MAX, description="Model version (1, 2, ...); "
@@ -49,7 +46,7 @@ class FeatureProfileBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    feature: Text = Field(min_length=1, max_length=1024)
+    feature: Text = Field(min_length=1, max_length=MAX_PROFILE_TEXT_CHARS)
     kind: Literal["FEATURE_KIND_NUMERICAL", "FEATURE_KIND_CATEGORICAL", 1, 2]
     values: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=list,
                                                                        max_length=MAX_SAMPLE_VALUES)
@@ -68,7 +65,7 @@ class ReferenceProfileBody(BaseModel):
 
     features: list[FeatureProfileBody] = Field(min_length=1, max_length=MAX_PROFILE_FEATURES)
     rows: int = Field(ge=1, le=INT64_MAX, description="Rows of the training set the profile was taken from.")
-    dataset_fingerprint: Text = Field(default="", max_length=1024,
+    dataset_fingerprint: Text = Field(default="", max_length=MAX_PROFILE_TEXT_CHARS,
                                      validation_alias=AliasChoices("dataset_fingerprint", "datasetFingerprint"))
     model_name: str | None = _alias("model_name", "modelName")
     model_version: int | str | None = _alias("model_version", "modelVersion")
@@ -89,11 +86,11 @@ def _json(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def make_router(handlers: MonitorHandlers) -> APIRouter:
+def router(handlers: MonitorHandlers) -> APIRouter:
     """The monitor's REST routes under ``/api/v1``."""
-    router = APIRouter(prefix="/api/v1", tags=["monitor"])
+    api = APIRouter(prefix="/api/v1", tags=["monitor"])
 
-    @router.get("/models/{model_name}/drift")
+    @api.get("/models/{model_name}/drift")
     async def latest_drift(model_name: str, version: VersionFilter = None) -> dict[str, Any]:
         """Drift of the latest evaluated window of a model (of one version with ``version``), per feature."""
         record = await handlers.latest_drift(model_name, version)
@@ -103,7 +100,7 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
         body["alert_id"] = record.alert_id or ""
         return body
 
-    @router.get("/models/{model_name}/drift/windows")
+    @api.get("/models/{model_name}/drift/windows")
     async def drift_windows(model_name: str, version: VersionFilter = None,
                             since: datetime | None = None, limit: int = Query(100, ge=1, le=1000),
                             offset: Offset = 0) -> dict[str, Any]:
@@ -112,7 +109,7 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
         return {"windows": [{**_json(window_report(r)), "window_seq": r.window_seq} for r in records],
                 "next_offset": offset + limit if len(records) == limit else None}
 
-    @router.get("/models/{model_name}/versions/{version}/drift-report", response_model=None)
+    @api.get("/models/{model_name}/versions/{version}/drift-report", response_model=None)
     async def drift_report(model_name: str, version: ReadVersion, start: datetime | None = None,
                            end: datetime | None = None,
                            format: str = Query("json", pattern="^(json|html)$")) -> dict[str, Any] | HTMLResponse:
@@ -123,21 +120,21 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
             return HTMLResponse(report.html)
         return _json(range_report(report))
 
-    @router.get("/alerts")
+    @api.get("/alerts")
     async def alerts(model: str | None = None, since: datetime | None = None,
                      limit: int = Query(100, ge=1, le=1000), offset: Offset = 0) -> dict[str, Any]:
         """Alerts, newest first."""
         payloads = await handlers.list_alerts(model, since, limit, offset)
-        return {"alerts": [_json(events_pb2.MonitorAlert.FromString(p)) for p in payloads],
+        return {"alerts": [_json(alert) for alert in monitor_alerts(payloads)],
                 "next_offset": offset + limit if len(payloads) == limit else None}
 
-    @router.get("/models/{model_name}/versions/{version}/reference-profile")
+    @api.get("/models/{model_name}/versions/{version}/reference-profile")
     async def get_profile(model_name: str, version: ReadVersion) -> dict[str, Any]:
         """A version's reference profile (gyre.monitor.v1.ReferenceProfile as JSON)."""
         stored = await handlers.get_reference_profile(model_name, version)
         return _json(profile_to_proto(stored.profile))
 
-    @router.put("/models/{model_name}/versions/{version}/reference-profile",
+    @api.put("/models/{model_name}/versions/{version}/reference-profile",
                 openapi_extra=body_limit(MAX_PROFILE_BYTES))
     async def put_profile(model_name: str, version: Version, body: ReferenceProfileBody) -> JSONResponse:
         """Store (replace) a version's reference profile. An invalid profile (no features, wrong
@@ -145,10 +142,12 @@ def make_router(handlers: MonitorHandlers) -> APIRouter:
         and leaves the stored profile as it was."""
         try:
             profile = profile_from_proto(body.to_proto(model_name, version))
+            # The handler checks what the monitor needs of a profile for every transport (gRPC
+            # answers INVALID_ARGUMENT); here an invalid profile stays a 422 like the schema's.
+            stored, _ = await handlers.set_reference_profile(profile, source="api")
         except ProfileError as exc:
             raise RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": str(exc),
                                            "input": None}]) from None
-        stored, _ = await handlers.set_reference_profile(profile, source="api")
         return JSONResponse(_json(profile_to_proto(stored.profile)), status_code=200)
 
-    return router
+    return api

@@ -12,8 +12,8 @@ from gyre_common.runner import ServiceContext
 from gyre_common.settings import load_settings
 from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
+from gyre_monitor import api_http
 from gyre_monitor.api_grpc import SERVICE_NAME, MonitorServicer
-from gyre_monitor.api_http import make_router
 from gyre_monitor.consumers import InferenceEventsAdapter, RegistryEventsAdapter
 from gyre_monitor.domain.drift import DriftOptions
 from gyre_monitor.domain.windows import WindowPolicy
@@ -38,7 +38,7 @@ def monitor_config(settings: MonitorSettings) -> MonitorConfig:
     )
 
 
-def bootstrap(ctx: ServiceContext) -> None:
+async def bootstrap(ctx: ServiceContext) -> None:
     """Wire the monitor into the runner's context."""
     settings = ctx.settings
     assert isinstance(settings, MonitorSettings)
@@ -51,7 +51,7 @@ def bootstrap(ctx: ServiceContext) -> None:
     handlers = MonitorHandlers(store, monitor_config(settings), on_events=relay.wake, read_artifact=artifacts.get,
                                render_html=render_drift_html)
 
-    ctx.app.include_router(make_router(handlers))
+    ctx.app.include_router(api_http.router(handlers))
     ctx.add_servicer(pb_grpc.add_MonitorServiceServicer_to_server, MonitorServicer(handlers), name=SERVICE_NAME)
     add_consumer(ctx, Consumer(ctx.kafka, group=settings.registry_consumer_group, topics=[REGISTRY_EVENTS],
                                service=ctx.spec.name, handler=RegistryEventsAdapter(handlers)),

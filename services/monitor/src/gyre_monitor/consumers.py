@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from gyre_common.bus import Envelope
 from gyre_contracts.gyre.events.v1 import events_pb2
-from gyre_monitor.events import prediction_from_event
+from gyre_monitor.convert import prediction_from_event
 from gyre_monitor.handlers import MonitorHandlers
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from gyre_common import errors
 from gyre_common.profile import ProfileError, ReferenceProfile, decode_profile, encode_profile, with_version
 from gyre_common.topics import MONITOR_ALERTS, TRAINING_REQUESTS
+from gyre_monitor.convert import drift_alert, retraining_request
 from gyre_monitor.domain.alerts import (
     DriftState,
     alert_id,
@@ -29,13 +30,14 @@ from gyre_monitor.domain.alerts import (
     should_request_retraining,
     training_request_id,
 )
-from gyre_monitor.domain.drift import DatasetDrift, DriftOptions, PreparedReference
+from gyre_monitor.domain.drift import DriftOptions, DriftReport, PreparedReference
+from gyre_monitor.domain.predictions import Prediction
+from gyre_monitor.domain.profiles import check_reference_profile
 from gyre_monitor.domain.windows import ClosedBy, ClosedWindow, WindowPolicy, assign_windows
-from gyre_monitor.events import Prediction, drift_alert, retraining_request
 from gyre_monitor.store import (
-    MonitorStore,
     MonitorTransaction,
     OutboxMessage,
+    Store,
     StoredProfile,
     WindowRecord,
     WindowRow,
@@ -91,18 +93,6 @@ class IngestResult:
     training_requests: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class DriftReport:
-    """Drift of one version over an arbitrary time range (on demand)."""
-
-    model_name: str
-    model_version: int
-    window_start: datetime
-    window_end: datetime
-    drift: DatasetDrift
-    html: str = ""
-
-
 class MonitorHandlers:
     """The monitor's service layer.
 
@@ -116,7 +106,7 @@ class MonitorHandlers:
         clock: wall clock, aware UTC (``detected_at``/``requested_at``); debouncing uses event time.
     """
 
-    def __init__(self, store: MonitorStore, config: MonitorConfig, *, on_events: Callable[[], None] | None = None,
+    def __init__(self, store: Store, config: MonitorConfig, *, on_events: Callable[[], None] | None = None,
                  read_artifact: ReadArtifact | None = None, render_html: RenderHtml | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
@@ -247,10 +237,13 @@ class MonitorHandlers:
         Idempotent: storing the same profile again changes nothing but its ``created_at``.
 
         Raises:
-            ProfileError: the profile names no version (0: only a VERSION_CREATED event can number it).
+            ProfileError: the profile names no version (0: only a VERSION_CREATED event can number
+                it), or one the monitor cannot use (:func:`~gyre_monitor.domain.profiles.check_reference_profile`:
+                no features, too many, no rows).
         """
         if profile.model_version <= 0:
             raise ProfileError(f"model_version must be positive, got {profile.model_version}")
+        check_reference_profile(profile)
         digest = sha256 or hashlib.sha256(encode_profile(profile)).hexdigest()
         stored = StoredProfile(profile, digest, source, feature_view, label)
         result = IngestResult()

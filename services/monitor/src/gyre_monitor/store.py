@@ -1,7 +1,7 @@
-"""The monitor's storage: a :class:`MonitorStore` interface and its PostgreSQL adapter.
+"""The monitor's storage: a :class:`Store` interface and its PostgreSQL adapter.
 
 Everything that changes state in reaction to one consumed batch happens in one
-:meth:`MonitorStore.transaction` (window rows, cursors, results, alerts, outbox), so a crash leaves
+:meth:`Store.transaction` (window rows, cursors, results, alerts, outbox), so a crash leaves
 either all of it or none of it, and Kafka offsets are committed only afterwards.
 """
 
@@ -21,8 +21,8 @@ from gyre_common.outbox import OutboxEvent, add_events
 from gyre_common.profile import FeatureKind, ReferenceProfile, decode_profile, encode_profile
 from gyre_monitor.domain.alerts import DriftState
 from gyre_monitor.domain.drift import FeatureDrift, StatTest
+from gyre_monitor.domain.predictions import Scalar
 from gyre_monitor.domain.windows import WindowCursor
-from gyre_monitor.events import Scalar
 
 
 class WindowStatus:
@@ -153,7 +153,7 @@ class MonitorTransaction(ABC):
         """Forget stored predictions of windows numbered below ``before_window``."""
 
 
-class MonitorStore(ABC):
+class Store(ABC):
     """Where the monitor keeps profiles, windows, results, alerts and its outbox."""
 
     @abstractmethod
@@ -383,8 +383,8 @@ class PostgresTransaction(MonitorTransaction):
         )
 
 
-class PostgresStore(MonitorStore):
-    """:class:`MonitorStore` on an asyncpg pool whose search path starts with the ``monitor`` schema."""
+class PostgresStore(Store):
+    """:class:`Store` on an asyncpg pool whose search path starts with the ``monitor`` schema."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

@@ -1,1 +1,3 @@
-"""Pure monitor logic, no I/O: reference profiles, drift tests, windows, alerting decisions."""
+"""Pure monitor logic, no I/O and no transport: drift tests (``drift``), windows (``windows``),
+alerting decisions (``alerts``), served predictions (``predictions``) and what a reference profile must
+be (``profiles``)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 import numpy as np
@@ -310,3 +311,15 @@ def _z_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
         z = (p_ref - p_cur) / np.sqrt(pooled * (1 - pooled) * (1.0 / n_ref + 1.0 / n_cur))
     # 2 * (1 - cdf) rather than 2 * sf, as Evidently does, so tiny p-values agree too.
     return float(z), float(2 * (1 - stats.norm.cdf(np.abs(z))))
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Drift of one version over an arbitrary time range (on demand)."""
+
+    model_name: str
+    model_version: int
+    window_start: datetime
+    window_end: datetime
+    drift: DatasetDrift
+    html: str = ""

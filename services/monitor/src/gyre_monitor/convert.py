@@ -1,39 +1,22 @@
-"""Translations between the monitor's domain objects and the ``gyre.events.v1`` messages."""
+"""Protobuf <-> monitor domain: the events consumed and published, and the gRPC/REST messages.
+
+Used by the transports (api_grpc, api_http, consumers) and to build the events the handlers queue
+in the outbox. No I/O.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
-from gyre_monitor.domain.drift import DatasetDrift, FeatureDrift
-
-Scalar = float | int | str | bool | None
-"""A served input value as the monitor stores it (JSON-compatible; None = missing)."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One served prediction, as far as drift is concerned.
-
-    Attributes:
-        prediction_id: unique id (the dedupe key, with model and version).
-        model_name, model_version: who served it.
-        served_at: when, aware UTC.
-        inputs: input values by feature name.
-        shadow: made by a shadow model (not returned to the client).
-    """
-
-    prediction_id: str
-    model_name: str
-    model_version: int
-    served_at: datetime
-    inputs: Mapping[str, Scalar]
-    shadow: bool = False
+from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
+from gyre_monitor.domain.drift import DatasetDrift, DriftReport, FeatureDrift
+from gyre_monitor.domain.predictions import Prediction, Scalar
+from gyre_monitor.store import WindowRecord
 
 
 def scalar(value: common_pb2.FeatureValue) -> Scalar:
@@ -127,3 +110,39 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, windo
         requested_at=timestamp(requested_at),
         promote_to_alias=promote_to_alias,
     )
+
+
+def window_report(record: WindowRecord) -> pb.DriftReport:
+    """A DriftReport message of an evaluated window."""
+    return pb.DriftReport(
+        model_name=record.model_name,
+        model_version=record.model_version,
+        window_start=timestamp(record.window_start),
+        window_end=timestamp(record.window_end),
+        current_rows=record.rows,
+        feature_drifts=[feature_drift_message(f) for f in record.features],
+        drift_share=record.drift_share or 0.0,
+        dataset_drift=bool(record.dataset_drift),
+        drift_share_threshold=record.drift_share_threshold or 0.0,
+    )
+
+
+def range_report(report: DriftReport) -> pb.DriftReport:
+    """A DriftReport message of an on-demand report."""
+    drift = report.drift
+    return pb.DriftReport(
+        model_name=report.model_name,
+        model_version=report.model_version,
+        window_start=timestamp(report.window_start),
+        window_end=timestamp(report.window_end),
+        current_rows=drift.current_rows,
+        feature_drifts=[feature_drift_message(f) for f in drift.features],
+        drift_share=drift.drift_share,
+        dataset_drift=drift.dataset_drift,
+        drift_share_threshold=drift.drift_share_threshold,
+    )
+
+
+def monitor_alerts(payloads: Iterable[bytes]) -> list[events_pb2.MonitorAlert]:
+    """The stored MonitorAlerts of ``payloads`` (serialized protobuf), in order."""
+    return [events_pb2.MonitorAlert.FromString(payload) for payload in payloads]
