@@ -1,18 +1,42 @@
-"""The HTTP side every service shares: a FastAPI app with ``/healthz``, ``/readyz`` and ``/metrics``."""
+"""The HTTP side every service shares: a FastAPI app with ``/healthz``, ``/readyz`` and ``/metrics``,
+the answers of :mod:`gyre_common.errors`, and 503 while a dependency is away."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gyre_common.errors import GyreError, InvalidArgument, error_body
+from gyre_common.bus.failures import Failure, classify_failure
+from gyre_common.errors import GyreError, InvalidArgument, Unavailable, error_body
 from gyre_common.health import Readiness
 from gyre_common.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from gyre_common.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+"""``Retry-After`` of a 503 answered while a dependency is away, in seconds. Short on purpose: the
+outages seen here (a PostgreSQL restart, a broker failover) last seconds, the database pool
+reconnects by itself, and a client that keeps failing backs off on its own terms."""
+
+OUTAGE_MESSAGE = "a dependency of this service (its database or the broker) is unavailable; retry later"
+"""The ``detail`` of that 503 (and of the gRPC UNAVAILABLE status, :mod:`gyre_common.grpc_errors`)."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``"<Type>: <message>"`` of ``exc`` and of its causes, on one line (for a warning without a traceback)."""
+    parts: list[str] = []
+    link: BaseException | None = exc
+    seen = 0
+    while link is not None and seen < 4:
+        parts.append(f"{type(link).__name__}: {link}" if str(link) else type(link).__name__)
+        link, seen = link.__cause__, seen + 1
+    return " <- ".join(parts)
 
 
 def health_router(readiness: Readiness, telemetry: Telemetry) -> APIRouter:
@@ -54,6 +78,45 @@ def install_http_errors(app: FastAPI) -> None:
     """Answer every :class:`~gyre_common.errors.GyreError` a route raises with :func:`http_error_handler`
     (:func:`create_app` does it; only an app built otherwise needs it)."""
     app.add_exception_handler(GyreError, http_error_handler)
+
+
+class DependencyOutageMiddleware:
+    """Answers 503 ``{"detail", "reason": "unavailable"}`` with ``Retry-After`` when a route fails
+    because a dependency is away: any exception :func:`~gyre_common.bus.failures.classify_failure`
+    calls transient (PostgreSQL or the broker unreachable, restarting, out of connections; a
+    timeout), also when wrapped (``raise StoreError(...) from exc``). Logged as one warning line,
+    without a traceback: it is an outage, not a bug. Other exceptions pass on (500), and so does
+    one raised after the answer started (its status is already sent).
+
+    A :class:`~gyre_common.errors.GyreError` never gets here: the exception handler of
+    :func:`install_http_errors`, inside this middleware, answers it first with its own status.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started or classify_failure(exc) is not Failure.TRANSIENT:
+                raise
+            log.warning("%s %s answered 503, a dependency is unavailable: %s",
+                        scope.get("method"), scope.get("path"), describe_failure(exc))
+            response = JSONResponse(error_body(Unavailable(OUTAGE_MESSAGE)), status_code=503,
+                                    headers={"Retry-After": str(RETRY_AFTER_S)})
+            await response(scope, receive, send)
 
 
 class _ServiceApp(FastAPI):
@@ -106,6 +169,8 @@ def create_app(title: str, version: str = "0.1.0", *, http_metrics: bool = False
     ``{"detail": ..., "reason": ...}`` (see :mod:`gyre_common.errors`). A request body above
     ``max_body_bytes`` (or above the route's own :func:`~gyre_common.limits.body_limit`) answers
     413 with that body, ``reason`` ``too_large`` (:class:`~gyre_common.limits.BodyLimitMiddleware`).
+    A route failing because the database or the broker is away answers 503 ``reason``
+    ``unavailable`` with ``Retry-After`` (:class:`DependencyOutageMiddleware`), never 500.
 
     Args:
         http_metrics: FastAPI's native per-request HTTP metrics (``GYRE_TELEMETRY_HTTP_METRICS``).
@@ -116,5 +181,6 @@ def create_app(title: str, version: str = "0.1.0", *, http_metrics: bool = False
     install_http_errors(app)
     app.add_exception_handler(asyncpg.DataError, _unstorable_argument)
     _document_error_bodies(app)
+    app.add_middleware(DependencyOutageMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app

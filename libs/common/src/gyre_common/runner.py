@@ -53,6 +53,7 @@ from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import Counter
 
 from gyre_common.db import DatabaseUnavailable, MigrationError, create_pool, migrate
+from gyre_common.grpc_errors import DependencyOutageInterceptor
 from gyre_common.health import BrokerCheck, Check, Readiness, database_check, grpc_health_servicer
 from gyre_common.http import create_app, health_router
 from gyre_common.logging import setup_logging
@@ -356,7 +357,8 @@ class ServiceRunner:
         self._readiness = readiness = Readiness(settings.readiness_interval_s, settings.readiness_timeout_s,
                                                 health, [spec.name])
         self._grpc = grpc.aio.server(
-            interceptors=telemetry.grpc_server_interceptors(),
+            # Tracing outermost, so a call's span records the UNAVAILABLE of a dependency outage.
+            interceptors=[*telemetry.grpc_server_interceptors(), DependencyOutageInterceptor()],
             # Without so_reuseport 0, port 0 or a port held by another process could be shared
             # silently. The size limits refuse an oversized message with RESOURCE_EXHAUSTED before
             # a handler sees it; maximum_concurrent_rpcs refuses calls beyond it the same way
