@@ -112,35 +112,35 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, windo
     )
 
 
+def _drift_report(model_name: str, model_version: int, start: datetime, end: datetime, rows: int,
+                  features: Iterable[FeatureDrift], drift_share: float, dataset_drift: bool,
+                  threshold: float) -> pb.DriftReport:
+    return pb.DriftReport(
+        model_name=model_name,
+        model_version=model_version,
+        window_start=timestamp(start),
+        window_end=timestamp(end),
+        current_rows=rows,
+        feature_drifts=[feature_drift_message(f) for f in features],
+        drift_share=drift_share,
+        dataset_drift=dataset_drift,
+        drift_share_threshold=threshold,
+    )
+
+
 def window_report(record: WindowRecord) -> pb.DriftReport:
     """A DriftReport message of an evaluated window."""
-    return pb.DriftReport(
-        model_name=record.model_name,
-        model_version=record.model_version,
-        window_start=timestamp(record.window_start),
-        window_end=timestamp(record.window_end),
-        current_rows=record.rows,
-        feature_drifts=[feature_drift_message(f) for f in record.features],
-        drift_share=record.drift_share or 0.0,
-        dataset_drift=bool(record.dataset_drift),
-        drift_share_threshold=record.drift_share_threshold or 0.0,
-    )
+    return _drift_report(record.model_name, record.model_version, record.window_start, record.window_end,
+                         record.rows, record.features, record.drift_share or 0.0, bool(record.dataset_drift),
+                         record.drift_share_threshold or 0.0)
 
 
 def range_report(report: DriftReport) -> pb.DriftReport:
     """A DriftReport message of an on-demand report."""
     drift = report.drift
-    return pb.DriftReport(
-        model_name=report.model_name,
-        model_version=report.model_version,
-        window_start=timestamp(report.window_start),
-        window_end=timestamp(report.window_end),
-        current_rows=drift.current_rows,
-        feature_drifts=[feature_drift_message(f) for f in drift.features],
-        drift_share=drift.drift_share,
-        dataset_drift=drift.dataset_drift,
-        drift_share_threshold=drift.drift_share_threshold,
-    )
+    return _drift_report(report.model_name, report.model_version, report.window_start, report.window_end,
+                         drift.current_rows, drift.features, drift.drift_share, drift.dataset_drift,
+                         drift.drift_share_threshold)
 
 
 def monitor_alerts(payloads: Iterable[bytes]) -> list[events_pb2.MonitorAlert]:
