@@ -7,6 +7,7 @@ folder; Gyre then runs a copy kept in a cache folder that user can reach.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -24,8 +25,15 @@ pytestmark = [
 ]
 
 
-async def test_server_starts_from_binaries_inside_a_0700_folder(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def _select_one(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        return int(await connection.fetchval("SELECT 1"))
+    finally:
+        await connection.close()
+
+
+def test_server_starts_from_binaries_inside_a_0700_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     locked.chmod(0o700)  # mkdir's mode is filtered by the umask
@@ -42,11 +50,7 @@ async def test_server_starts_from_binaries_inside_a_0700_folder(tmp_path: Path,
     try:
         server = start_postgres_on_free_port(reachable / "data")
         try:
-            connection = await asyncpg.connect(server.url("postgres"))
-            try:
-                assert await connection.fetchval("SELECT 1") == 1
-            finally:
-                await connection.close()
+            assert asyncio.run(_select_one(server.url("postgres"))) == 1
         finally:
             server.destroy()
         # The server ran from the cached copy, which the system user can reach; the locked folder
