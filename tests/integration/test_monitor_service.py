@@ -20,7 +20,8 @@ from support.waiting import wait_until
 
 from gyre_common.artifacts import LocalArtifactStore
 from gyre_common.bus import Publisher
-from gyre_common.profile import PROFILE_FORMAT, build_reference_profile, encode_profile
+from gyre_common.profile import PROFILE_FORMAT, build_reference_profile
+from gyre_common.profile_wire import encode_profile
 from gyre_common.runner import ServiceRunner
 from gyre_common.settings import KafkaSettings
 from gyre_common.topics import INFERENCE_EVENTS, MONITOR_ALERTS, REGISTRY_EVENTS, TRAINING_REQUESTS

@@ -12,11 +12,10 @@ from gyre_common.profile import (
     ProfileError,
     build_reference_profile,
     category_key,
-    decode_profile,
-    encode_profile,
     finite_floats,
     with_version,
 )
+from gyre_common.profile_wire import decode_profile, encode_profile
 from gyre_monitor.domain.alerts import (
     DriftState,
     alert_id,

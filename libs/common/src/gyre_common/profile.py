@@ -3,7 +3,9 @@
 The trainer builds a profile from a version's training inputs and writes it, as a binary
 ``gyre.monitor.v1.ReferenceProfile``, to the artifact store; ``Lineage.reference_profile`` points
 at it; the registry copies the lineage into VERSION_CREATED; the monitor reads it from there. One
-builder, here, so both sides agree on every rule. Depends on numpy and the generated contracts only.
+builder, here, so both sides agree on every rule. Depends on numpy only; the protobuf form (what
+the artifact store keeps) is :mod:`gyre_common.profile_wire`, so a service's domain can use profiles
+without importing the contracts.
 
 A profile holds, per monitored feature, exactly what Evidently's default tests need:
 
@@ -51,16 +53,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.message import DecodeError
 
 from gyre_common.errors import InvalidArgument
-from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 
 __all__ = [
     "DEFAULT_MAX_VALUES",
@@ -76,12 +76,8 @@ __all__ = [
     "build_reference_profile",
     "category_key",
     "category_keys",
-    "decode_profile",
-    "encode_profile",
     "finite_floats",
     "infer_feature_kind",
-    "profile_from_proto",
-    "profile_to_proto",
     "validate_profile",
     "with_version",
 ]
@@ -408,75 +404,5 @@ def build_reference_profile(
     return ReferenceProfile(model_name, model_version, tuple(features), rows, dataset_fingerprint)
 
 
-# -- wire format -------------------------------------------------------------------------------
-
 PROFILE_FORMAT = "gyre.monitor.v1.ReferenceProfile"
-"""``ArtifactRef.format`` of a stored profile: binary protobuf of that message."""
-
-_KINDS = {
-    FeatureKind.NUMERICAL: pb.FEATURE_KIND_NUMERICAL,
-    FeatureKind.CATEGORICAL: pb.FEATURE_KIND_CATEGORICAL,
-}
-
-
-def profile_to_proto(profile: ReferenceProfile) -> pb.ReferenceProfile:
-    """The protobuf form of a profile (``created_at`` set when known)."""
-    message = pb.ReferenceProfile(
-        model_name=profile.model_name,
-        model_version=profile.model_version,
-        rows=profile.rows,
-        dataset_fingerprint=profile.dataset_fingerprint,
-    )
-    for feature in profile.features:
-        entry = message.features.add(feature=feature.name, kind=_KINDS[feature.kind], missing_count=feature.missing)
-        if feature.kind is FeatureKind.NUMERICAL:
-            entry.values.extend(feature.values.tolist())
-        else:
-            entry.category_counts.update(feature.counts)
-    if profile.created_at is not None:
-        message.created_at.FromDatetime(profile.created_at.astimezone(UTC))
-    return message
-
-
-def profile_from_proto(message: pb.ReferenceProfile) -> ReferenceProfile:
-    """A validated profile from its protobuf form.
-
-    Raises:
-        ProfileError: unspecified feature kind, or a profile that breaks the rules of
-            :func:`validate_profile`.
-    """
-    features = []
-    for entry in message.features:
-        if entry.kind == pb.FEATURE_KIND_NUMERICAL:
-            values = np.asarray(entry.values, dtype=np.float64)
-            features.append(FeatureReference(entry.feature, FeatureKind.NUMERICAL, values=values,
-                                             missing=entry.missing_count))
-        elif entry.kind == pb.FEATURE_KIND_CATEGORICAL:
-            features.append(FeatureReference(entry.feature, FeatureKind.CATEGORICAL,
-                                             counts=dict(entry.category_counts), missing=entry.missing_count))
-        else:
-            raise ProfileError(f"feature {entry.feature!r} has no kind (numerical or categorical)")
-    created_at = message.created_at.ToDatetime(tzinfo=UTC) if message.HasField("created_at") else None
-    return ReferenceProfile(message.model_name, message.model_version, tuple(features), int(message.rows),
-                            message.dataset_fingerprint, created_at)
-
-
-def encode_profile(profile: ReferenceProfile) -> bytes:
-    """Binary protobuf of a profile (what goes into the artifact store)."""
-    # Deterministic: map entries (category counts) in key order, so equal profiles are equal bytes
-    # (artifacts are content-addressed).
-    return profile_to_proto(profile).SerializeToString(deterministic=True)
-
-
-def decode_profile(data: bytes) -> ReferenceProfile:
-    """Parse and validate a binary profile.
-
-    Raises:
-        ProfileError: the bytes are not a ``gyre.monitor.v1.ReferenceProfile`` or the profile is invalid.
-    """
-    message = pb.ReferenceProfile()
-    try:
-        message.ParseFromString(data)
-    except DecodeError as exc:
-        raise ProfileError(f"not a binary gyre.monitor.v1.ReferenceProfile: {exc}") from None
-    return profile_from_proto(message)
+"""``ArtifactRef.format`` of a stored profile: binary protobuf of that message (:mod:`gyre_common.profile_wire`)."""

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import grpc
 
 from gyre_common.grpc_errors import grpc_errors
-from gyre_common.profile import profile_from_proto, profile_to_proto
+from gyre_common.profile_wire import profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc

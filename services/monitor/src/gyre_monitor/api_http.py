@@ -19,7 +19,8 @@ from google.protobuf import json_format
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from gyre_common.limits import INT64_MAX, Text, body_limit
-from gyre_common.profile import MAX_SAMPLE_VALUES, ProfileError, profile_from_proto, profile_to_proto
+from gyre_common.profile import MAX_SAMPLE_VALUES, ProfileError
+from gyre_common.profile_wire import profile_from_proto, profile_to_proto
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_monitor.convert import monitor_alerts, range_report, window_report
 from gyre_monitor.domain.profiles import MAX_PROFILE_FEATURES, MAX_PROFILE_TEXT_CHARS

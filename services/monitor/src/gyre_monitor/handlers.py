@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from gyre_common import errors
-from gyre_common.profile import ProfileError, ReferenceProfile, decode_profile, encode_profile, with_version
+from gyre_common.profile import ProfileError, ReferenceProfile, with_version
+from gyre_common.profile_wire import decode_profile, encode_profile
 from gyre_common.topics import MONITOR_ALERTS, TRAINING_REQUESTS
 from gyre_monitor.convert import drift_alert, retraining_request
 from gyre_monitor.domain.alerts import (

@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 
 from gyre_common.outbox import OutboxEvent, add_events
-from gyre_common.profile import FeatureKind, ReferenceProfile, decode_profile, encode_profile
+from gyre_common.profile import FeatureKind, ReferenceProfile
+from gyre_common.profile_wire import decode_profile, encode_profile
 from gyre_monitor.domain.alerts import DriftState
 from gyre_monitor.domain.drift import FeatureDrift, StatTest
 from gyre_monitor.domain.predictions import Scalar

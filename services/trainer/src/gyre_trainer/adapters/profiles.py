@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from gyre_common.artifacts import ArtifactRef, ArtifactStore
-from gyre_common.profile import PROFILE_FORMAT, ReferenceProfile, encode_profile
+from gyre_common.profile import PROFILE_FORMAT, ReferenceProfile
+from gyre_common.profile_wire import encode_profile
 from gyre_trainer.ports import ProfileSink
 
 
