@@ -15,7 +15,7 @@ PYTEST_TMP = --basetemp="$$(mktemp -d -t gyre-pytest-XXXXXX)"
 # The development workspace also installs optional extras, so their code is tested too.
 EDITABLE := $(foreach p,$(filter-out libs/common libs/cli,$(PACKAGES)),-e $(p)) -e 'libs/common[faust]' -e 'libs/cli[dlq]'
 
-.PHONY: help install up down logs status demo test test-unit test-integration test-e2e test-chaos generate docs lint typecheck bench clean
+.PHONY: help install up down logs status demo test test-unit test-integration test-e2e test-chaos generate docs lint typecheck check bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -66,13 +66,16 @@ generate: install ## Generate typed Python code from proto/ into libs/contracts
 docs: install ## Regenerate docs generated from code (docs/configuration.md from the settings classes)
 	$(PY) scripts/generate_config_docs.py
 
-lint: install ## Lint protos (buf), Python (ruff) and fail when generated code is stale
+lint: install ## Lint protos (buf), Python (ruff), the layering (import-linter, .importlinter); fail when generated code is stale
 	$(PY) scripts/generate_contracts.py --check
 	$(VENV)/bin/buf lint proto
 	$(VENV)/bin/ruff check libs services tests bench scripts
+	$(VENV)/bin/lint-imports
 
 typecheck: install ## Type-check the code we own (mypy)
 	$(VENV)/bin/mypy libs/common/src libs/ml/src libs/stack/src libs/cli/src $(wildcard services/*/src)
+
+check: lint typecheck test-unit ## What to run before a commit: lint, type-check and the unit tier (no I/O)
 
 bench: install ## Run the benchmarks in bench/ and print ratios against their peers
 	$(PY) bench/run.py
