@@ -1,4 +1,4 @@
-"""The shared MLflow layer (gyre_common.mlflow): error map, gateway and field reader (no I/O)."""
+"""The shared MLflow layer (gyre_common.mlflow): error map, gateway, field reader, grammar (no I/O)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ from gyre_common import errors
 from gyre_common.mlflow.errors import DEFAULT_ERRORS, ErrorMap, MlflowNotImplemented
 from gyre_common.mlflow.fields import Fields, read_fields
 from gyre_common.mlflow.gateway import MlflowGateway, MlflowJSONResponse
+from gyre_common.mlflow.search import (
+    NUMERIC_OPS,
+    BoolOp,
+    Comparison,
+    Dialect,
+    Operand,
+    OrderKey,
+    parse_filter,
+    parse_order_by,
+)
+from gyre_common.mlflow.search_sql import Args, Column, JsonbKeys, KeyedRows, where_sql
 
 
 @pytest.mark.parametrize(("error", "code", "status"), [
@@ -126,3 +137,47 @@ async def test_reader_limits_and_empty_bodies() -> None:
         await _read(b'{"a": "' + b"x" * 100 + b'"}', limit=50)
     empty = await _read(b"", method="DELETE", query=b"name=m")
     assert empty.string("name") == "m"
+
+
+# -- the shared grammar and its SQL ---------------------------------------------------------------
+
+class _Refused(Exception):
+    pass
+
+
+def _refuse(field: str, message: str) -> Exception:
+    return _Refused(f"{field}: {message}")
+
+
+_TEXT = Operand("string", frozenset({"=", "!=", "IN"}))
+_FLAT = Dialect(error=_refuse, prefixes={"tags": "tag"}, keyed={"tag": _TEXT},
+                attributes={"n": Operand("integer", NUMERIC_OPS), "s": _TEXT}, bare_attributes=True, boolean=False)
+_BOOLEAN = Dialect(error=_refuse, prefixes={"tags": "tag"}, keyed={"tag": _TEXT},
+                   attributes={"n": Operand("number", NUMERIC_OPS)}, bare_attributes=True)
+
+
+def test_one_grammar_two_dialects() -> None:
+    assert parse_filter(_BOOLEAN, "n > 1 or (tags.a = 'x' and n < 2)") == [BoolOp("OR", (
+        Comparison("attribute", "n", ">", 1.0),
+        BoolOp("AND", (Comparison("tag", "a", "=", "x"), Comparison("attribute", "n", "<", 2.0)))))]
+    assert parse_filter(_FLAT, "n > 1 AND tags.`a b` IN ('x')") == [
+        Comparison("attribute", "n", ">", 1), Comparison("tag", "a b", "IN", ("x",))]
+    for text, message in [("n > 1 OR n < 2", "OR is not supported"), ("(n > 1)", "parentheses are not supported"),
+                          ("n > 1.5", "takes an integer"), (f"n > {2**63}", "outside"), ("s > 'x'", "does not apply"),
+                          ("x = 'y'", "unknown attribute")]:
+        with pytest.raises(_Refused, match=f"^filter: .*{message}"):
+            parse_filter(_FLAT, text)
+    assert parse_order_by(_FLAT, ["n DESC"]) == [OrderKey("attribute", "n", False)]
+    with pytest.raises(_Refused, match=r"^order_by: "):
+        parse_order_by(_FLAT, ["n sideways"])
+
+
+def test_filters_compile_through_the_services_column_map() -> None:
+    columns = {("attribute", "n"): Column("t.n", "::float8"), ("tag", "a"): JsonbKeys("t.tags"),
+               ("tag", None): KeyedRows("tags", "x.owner = t.id")}
+    args = Args(first=3)
+    where = where_sql(parse_filter(_BOOLEAN, "n > 1 or tags.a = 'x' and tags.b != 'y'"), columns, args)
+    assert where == ["(t.n > $3::float8 OR (t.tags @> jsonb_build_object($4::text, $5::text) AND "
+                     "EXISTS (SELECT 1 FROM tags x WHERE x.owner = t.id AND x.key = $6::text "
+                     "AND x.value <> $7::text)))"]
+    assert args.values == [1.0, "a", "x", "b", "y"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gyre_common.mlflow.search_sql import Args, Column, ColumnMap, KeyedRows, where_sql
 from gyre_tracking.domain.model import ViewType
-from gyre_tracking.domain.search import BoolOp, Comparison, Entity, Expr, OrderKey, SearchQuery
+from gyre_tracking.domain.search import Entity, Expr, OrderKey, SearchQuery
 
 RUN_COLUMNS = ("r.run_pk, r.run_id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, "
                "r.artifact_uri, r.user_id, r.lifecycle_stage")
@@ -29,56 +30,29 @@ _ATTRIBUTE_COLUMNS = {
     "start_time": "r.start_time",
     "end_time": "r.end_time",
 }
-_SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "LIKE": "LIKE", "ILIKE": "ILIKE"}
-_KEYED_TABLES = {Entity.METRIC: "latest_metrics", Entity.PARAM: "params", Entity.TAG: "tags"}
+_KEYED_TABLES: dict[str, str] = {Entity.METRIC: "latest_metrics", Entity.PARAM: "params", Entity.TAG: "tags"}
 
 
-class _Args:
-    """Collects bind parameters and hands out their ``$n`` placeholders."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def add(self, value: Any, cast: str = "") -> str:
-        self.values.append(value)
-        return f"${len(self.values)}{cast}"
+def _epoch_millis(column: str) -> str:
+    # MLflow compares times in epoch milliseconds.
+    return f"floor(extract(epoch FROM {column}) * 1000)::float8"
 
 
-def _value_condition(column: str, comparison: Comparison, args: _Args, numeric: bool) -> str:
-    op, value = comparison.op, comparison.value
-    if op == "IN":
-        return f"{column} = ANY({args.add(list(value or ()), '::text[]')})"  # type: ignore[arg-type]
-    if op == "NOT IN":
-        return f"{column} <> ALL({args.add(list(value or ()), '::text[]')})"  # type: ignore[arg-type]
-    return f"{column} {_SQL_OPS[op]} {args.add(value, '::float8' if numeric else '::text')}"
-
-
-def _comparison_sql(comparison: Comparison, args: _Args, experiments: str) -> str:
-    if comparison.entity is Entity.ATTRIBUTE:
-        column = _ATTRIBUTE_COLUMNS[comparison.key]
-        if comparison.key in ("start_time", "end_time"):
-            # MLflow compares times in epoch milliseconds.
-            column = f"floor(extract(epoch FROM {column}) * 1000)::float8"
-            return _value_condition(column, comparison, args, numeric=True)
-        return _value_condition(column, comparison, args, numeric=False)
-    table = _KEYED_TABLES[comparison.entity]
-    scope = f"x.run_pk = r.run_pk AND x.key = {args.add(comparison.key, '::text')}"
-    if comparison.entity is Entity.METRIC:
-        scope += f" AND x.experiment_id = ANY({experiments})"
-    if comparison.op == "IS NULL":
-        return f"NOT EXISTS (SELECT 1 FROM {table} x WHERE {scope})"
-    if comparison.op == "IS NOT NULL":
-        return f"EXISTS (SELECT 1 FROM {table} x WHERE {scope})"
-    condition = _value_condition("x.value", comparison, args, numeric=comparison.entity is Entity.METRIC)
-    return f"EXISTS (SELECT 1 FROM {table} x WHERE {scope} AND {condition})"
-
-
-def _expr_sql(expr: Expr, args: _Args, experiments: str) -> str:
-    if isinstance(expr, Comparison):
-        return _comparison_sql(expr, args, experiments)
-    assert isinstance(expr, BoolOp)
-    joiner = f" {expr.op} "
-    return "(" + joiner.join(_expr_sql(operand, args, experiments) for operand in expr.operands) + ")"
+def _run_filter_columns(experiments: str) -> ColumnMap:
+    """Where each key of a run filter reads (the shared grammar's column map); ``experiments`` is
+    the placeholder of the searched experiments' keys."""
+    columns: dict[tuple[str, str | None], Any] = {
+        (Entity.ATTRIBUTE, name): Column(_epoch_millis(column), "::float8") if name in ("start_time", "end_time")
+        else Column(column, "::text")
+        for name, column in _ATTRIBUTE_COLUMNS.items()
+    }
+    # Metric comparisons also name the experiments, so that PostgreSQL can answer them with a range
+    # scan of latest_metrics_search and a hash semi-join.
+    columns[(Entity.METRIC, None)] = KeyedRows("latest_metrics", "x.run_pk = r.run_pk", "::float8",
+                                               scope=f"x.experiment_id = ANY({experiments})")
+    columns[(Entity.PARAM, None)] = KeyedRows("params", "x.run_pk = r.run_pk")
+    columns[(Entity.TAG, None)] = KeyedRows("tags", "x.run_pk = r.run_pk")
+    return columns
 
 
 _VIEW_CONDITIONS = {
@@ -88,7 +62,7 @@ _VIEW_CONDITIONS = {
 }
 
 
-def _order_sql(index: int, key: OrderKey, args: _Args, experiments: str) -> tuple[str, str, str]:
+def _order_sql(index: int, key: OrderKey, args: Args, experiments: str) -> tuple[str, str, str]:
     """(LEFT JOIN or "", sort expression, direction) of one order_by key."""
     direction = "ASC NULLS LAST" if key.ascending else "DESC NULLS LAST"
     if key.entity is Entity.ATTRIBUTE:
@@ -103,7 +77,7 @@ def _order_sql(index: int, key: OrderKey, args: _Args, experiments: str) -> tupl
     return join, f"{alias}.value", direction
 
 
-def _page_sql(query: SearchQuery, experiment_pks: list[int], args: _Args, *, sort_columns: bool
+def _page_sql(query: SearchQuery, experiment_pks: list[int], args: Args, *, sort_columns: bool
               ) -> tuple[str, list[str]]:
     """The query selecting one page of runs (:data:`RUN_COLUMNS`, then the sort keys as ``k0``,
     ``k1``... when ``sort_columns``), and the ORDER BY terms over those ``k`` columns."""
@@ -113,7 +87,7 @@ def _page_sql(query: SearchQuery, experiment_pks: list[int], args: _Args, *, sor
     scope = f"r.experiment_id = ({experiments})[1]" if len(experiment_pks) == 1 else \
         f"r.experiment_id = ANY({experiments})"
     where = [scope, *_VIEW_CONDITIONS[query.view]]
-    where += [_expr_sql(c, args, experiments) for c in query.comparisons]
+    where += where_sql(query.comparisons, _run_filter_columns(experiments), args)
     joins: list[str] = []
     terms: list[tuple[str, str]] = []
     for index, key in enumerate(query.order_by):
@@ -133,7 +107,7 @@ def _page_sql(query: SearchQuery, experiment_pks: list[int], args: _Args, *, sor
 
 def compile_search(query: SearchQuery, experiment_pks: list[int]) -> tuple[str, list[Any]]:
     """The SQL text and bind parameters selecting one page of ``query``'s runs (:data:`RUN_COLUMNS`)."""
-    args = _Args()
+    args = Args()
     sql, _ = _page_sql(query, experiment_pks, args, sort_columns=False)
     return sql, args.values
 
@@ -170,7 +144,7 @@ def compile_search_json(query: SearchQuery, experiment_pks: list[int]) -> tuple[
     """Like :func:`compile_search`, but each row is one text column: the run as the JSON of
     MLflow's ``Run`` message, built by PostgreSQL (for runs/search answers of thousands of runs,
     where building the same JSON in Python was most of the time)."""
-    args = _Args()
+    args = Args()
     page, order = _page_sql(query, experiment_pks, args, sort_columns=True)
     # The outer ORDER BY repeats the page's order over its selected sort keys: a subquery's order
     # is not guaranteed to survive the select around it.
@@ -188,22 +162,12 @@ _EXPERIMENT_ATTRIBUTE_COLUMNS = {
 }
 
 
-def _experiment_expr_sql(expr: Expr, args: _Args) -> str:
-    if isinstance(expr, BoolOp):
-        joiner = f" {expr.op} "
-        return "(" + joiner.join(_experiment_expr_sql(operand, args) for operand in expr.operands) + ")"
-    if expr.entity is Entity.ATTRIBUTE:
-        column = _EXPERIMENT_ATTRIBUTE_COLUMNS[expr.key]
-        if expr.key in ("creation_time", "last_update_time"):
-            return _value_condition(f"floor(extract(epoch FROM {column}) * 1000)::float8", expr, args, numeric=True)
-        return _value_condition(column, expr, args, numeric=False)
-    scope = f"x.experiment_id = e.experiment_id AND x.key = {args.add(expr.key, '::text')}"
-    if expr.op == "IS NULL":
-        return f"NOT EXISTS (SELECT 1 FROM experiment_tags x WHERE {scope})"
-    if expr.op == "IS NOT NULL":
-        return f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {scope})"
-    condition = _value_condition("x.value", expr, args, numeric=False)
-    return f"EXISTS (SELECT 1 FROM experiment_tags x WHERE {scope} AND {condition})"
+_EXPERIMENT_FILTER_COLUMNS: ColumnMap = {
+    (Entity.ATTRIBUTE, "name"): Column("e.name", "::text"),
+    (Entity.ATTRIBUTE, "creation_time"): Column(_epoch_millis("e.created_at"), "::float8"),
+    (Entity.ATTRIBUTE, "last_update_time"): Column(_epoch_millis("e.last_updated_at"), "::float8"),
+    (Entity.TAG, None): KeyedRows("experiment_tags", "x.experiment_id = e.experiment_id"),
+}
 
 
 def compile_experiment_search(view: ViewType, comparisons: Sequence[Expr], order_by: Sequence[OrderKey],
@@ -212,10 +176,10 @@ def compile_experiment_search(view: ViewType, comparisons: Sequence[Expr], order
 
     Default order, as MLflow's: newest first (creation_time DESC), then experiment_id.
     """
-    args = _Args()
+    args = Args()
     stages = [stage.value for stage in view.stages]
     where = [f"e.lifecycle_stage = ANY({args.add(stages, '::text[]')})"]
-    where += [_experiment_expr_sql(c, args) for c in comparisons]
+    where += where_sql(comparisons, _EXPERIMENT_FILTER_COLUMNS, args)
     order = [f"{_EXPERIMENT_ATTRIBUTE_COLUMNS[k.key]} {'ASC' if k.ascending else 'DESC'}" for k in order_by]
     order += ["e.created_at DESC", "e.experiment_id ASC"]
     sql = (f"SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE {' AND '.join(where)} "
