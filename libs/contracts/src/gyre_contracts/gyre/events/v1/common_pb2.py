@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgyre/events/v1/common.proto\x12\x0egyre.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0c\x64ouble_value\x18\x01 \x01(\x01H\x00\x12\x15\n\x0bint64_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"N\n\x0b\x41rtifactRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"i\n\x0eModelSignature\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.gyre.events.v1.TensorSpec\x12+\n\x07outputs\x18\x02 \x03(\x0b\x32\x1a.gyre.events.v1.TensorSpec\"\xbd\x04\n\x07Lineage\x12\x1b\n\x13training_request_id\x18\x01 \x01(\t\x12\x15\n\rfeature_views\x18\x02 \x03(\t\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x15\n\rexperiment_id\x18\x07 \x01(\t\x12\x45\n\x0fhyperparameters\x18\x08 \x03(\x0b\x32,.gyre.events.v1.Lineage.HyperparametersEntry\x12\x35\n\x07metrics\x18\t \x03(\x0b\x32$.gyre.events.v1.Lineage.MetricsEntry\x12\x14\n\x0c\x63ode_version\x18\n \x01(\t\x12\r\n\x05label\x18\x0b \x01(\t\x12\x15\n\rtraining_rows\x18\x0c \x01(\x03\x12\x36\n\x11reference_profile\x18\r \x01(\x0b\x32\x1b.gyre.events.v1.ArtifactRef\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgyre/events/v1/common.proto\x12\x0egyre.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0c\x64ouble_value\x18\x01 \x01(\x01H\x00\x12\x15\n\x0bint64_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0cstring_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x33\n\x0c\x66loat_vector\x18\x05 \x01(\x0b\x32\x1b.gyre.events.v1.FloatVectorH\x00\x42\x06\n\x04kind\"\x1d\n\x0b\x46loatVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"N\n\x0b\x41rtifactRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"i\n\x0eModelSignature\x12*\n\x06inputs\x18\x01 \x03(\x0b\x32\x1a.gyre.events.v1.TensorSpec\x12+\n\x07outputs\x18\x02 \x03(\x0b\x32\x1a.gyre.events.v1.TensorSpec\"\xbd\x04\n\x07Lineage\x12\x1b\n\x13training_request_id\x18\x01 \x01(\t\x12\x15\n\rfeature_views\x18\x02 \x03(\t\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x05 \x01(\t\x12\x0e\n\x06run_id\x18\x06 \x01(\t\x12\x15\n\rexperiment_id\x18\x07 \x01(\t\x12\x45\n\x0fhyperparameters\x18\x08 \x03(\x0b\x32,.gyre.events.v1.Lineage.HyperparametersEntry\x12\x35\n\x07metrics\x18\t \x03(\x0b\x32$.gyre.events.v1.Lineage.MetricsEntry\x12\x14\n\x0c\x63ode_version\x18\n \x01(\t\x12\r\n\x05label\x18\x0b \x01(\t\x12\x15\n\rtraining_rows\x18\x0c \x01(\x03\x12\x36\n\x11reference_profile\x18\r \x01(\x0b\x32\x1b.gyre.events.v1.ArtifactRef\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +36,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINEAGE_HYPERPARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_LINEAGE_METRICSENTRY']._loaded_options = None
   _globals['_LINEAGE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_FEATUREVALUE']._serialized_start=80
-  _globals['_FEATUREVALUE']._serialized_end=195
-  _globals['_ARTIFACTREF']._serialized_start=197
-  _globals['_ARTIFACTREF']._serialized_end=275
-  _globals['_TENSORSPEC']._serialized_start=277
-  _globals['_TENSORSPEC']._serialized_end=336
-  _globals['_MODELSIGNATURE']._serialized_start=338
-  _globals['_MODELSIGNATURE']._serialized_end=443
-  _globals['_LINEAGE']._serialized_start=446
-  _globals['_LINEAGE']._serialized_end=1019
-  _globals['_LINEAGE_HYPERPARAMETERSENTRY']._serialized_start=917
-  _globals['_LINEAGE_HYPERPARAMETERSENTRY']._serialized_end=971
-  _globals['_LINEAGE_METRICSENTRY']._serialized_start=973
-  _globals['_LINEAGE_METRICSENTRY']._serialized_end=1019
+  _globals['_FEATUREVALUE']._serialized_start=81
+  _globals['_FEATUREVALUE']._serialized_end=249
+  _globals['_FLOATVECTOR']._serialized_start=251
+  _globals['_FLOATVECTOR']._serialized_end=280
+  _globals['_ARTIFACTREF']._serialized_start=282
+  _globals['_ARTIFACTREF']._serialized_end=360
+  _globals['_TENSORSPEC']._serialized_start=362
+  _globals['_TENSORSPEC']._serialized_end=421
+  _globals['_MODELSIGNATURE']._serialized_start=423
+  _globals['_MODELSIGNATURE']._serialized_end=528
+  _globals['_LINEAGE']._serialized_start=531
+  _globals['_LINEAGE']._serialized_end=1104
+  _globals['_LINEAGE_HYPERPARAMETERSENTRY']._serialized_start=1002
+  _globals['_LINEAGE_HYPERPARAMETERSENTRY']._serialized_end=1056
+  _globals['_LINEAGE_METRICSENTRY']._serialized_start=1058
+  _globals['_LINEAGE_METRICSENTRY']._serialized_end=1104
 # @@protoc_insertion_point(module_scope)

@@ -21,12 +21,13 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class FeatureValue(_message.Message):
-    """One scalar value of a feature, a model input or a model output.
+    """One value of a feature, a model input or a model output: a scalar, a text or a float vector.
 
     An unset `kind` means "missing" (like SQL NULL): consumers must treat it as absent, not as
     zero. In proto3 JSON a value is an object with exactly one key, e.g. `{"doubleValue": 3.5}`,
-    `{"int64Value": "42"}` (64-bit integers are JSON strings), `{"stringValue": "gold"}` or
-    `{"boolValue": true}`; `{}` is a missing value.
+    `{"int64Value": "42"}` (64-bit integers are JSON strings), `{"stringValue": "gold"}` (also free
+    text), `{"boolValue": true}` or `{"floatVector": {"values": [0.12, -0.5, 0.33]}}`; `{}` is a
+    missing value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -35,6 +36,7 @@ class FeatureValue(_message.Message):
     INT64_VALUE_FIELD_NUMBER: _builtins.int
     STRING_VALUE_FIELD_NUMBER: _builtins.int
     BOOL_VALUE_FIELD_NUMBER: _builtins.int
+    FLOAT_VECTOR_FIELD_NUMBER: _builtins.int
     double_value: _builtins.float
     """A floating point number (IEEE 754 double)."""
     int64_value: _builtins.int
@@ -43,6 +45,12 @@ class FeatureValue(_message.Message):
     """A UTF-8 string (categories, free text)."""
     bool_value: _builtins.bool
     """A boolean flag."""
+    @_builtins.property
+    def float_vector(self) -> Global___FloatVector:
+        """A fixed-length vector of floats, e.g. a sentence embedding (added in #11; readers built
+        before it see an unknown field, i.e. a missing value).
+        """
+
     def __init__(
         self,
         *,
@@ -50,16 +58,44 @@ class FeatureValue(_message.Message):
         int64_value: _builtins.int = ...,
         string_value: _builtins.str = ...,
         bool_value: _builtins.bool = ...,
+        float_vector: Global___FloatVector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "int64_value", b"int64_value", "kind", b"kind", "string_value", b"string_value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "float_vector", b"float_vector", "int64_value", b"int64_value", "kind", b"kind", "string_value", b"string_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "int64_value", b"int64_value", "kind", b"kind", "string_value", b"string_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_value", b"bool_value", "double_value", b"double_value", "float_vector", b"float_vector", "int64_value", b"int64_value", "kind", b"kind", "string_value", b"string_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["double_value", "int64_value", "string_value", "bool_value"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["double_value", "int64_value", "string_value", "bool_value", "float_vector"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___FeatureValue: _TypeAlias = FeatureValue  # noqa: Y015
+
+@_typing.final
+class FloatVector(_message.Message):
+    """A dense vector of 32-bit floats (IEEE 754 single precision, packed on the wire: 4 bytes per
+    element), e.g. a 384-d sentence embedding. Single precision is what encoders compute; a producer
+    that holds doubles loses nothing a model uses. Every element must be finite.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The elements, in order."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FloatVector: _TypeAlias = FloatVector  # noqa: Y015
 
 @_typing.final
 class ArtifactRef(_message.Message):

@@ -936,6 +936,8 @@ class InferenceEvent(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ROW_INDEX_FIELD_NUMBER: _builtins.int
     REQUEST_KEY_FIELD_NUMBER: _builtins.int
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
     prediction_id: _builtins.str
     """Unique id of this prediction, returned to the client; feedback refers to it."""
     model_name: _builtins.str
@@ -956,6 +958,11 @@ class InferenceEvent(_message.Message):
     """Business key of the request, e.g. the entity id whose online features were looked up; empty
     when the client gave none.
     """
+    entity_id: _builtins.str
+    """Entity the prediction is about (the key of the model's training feature view, e.g. a customer
+    id), from the request parameter `entity_id`; empty when the client gave none. Feedback uses
+    it to send corrected labels back to the feature store as label events.
+    """
     @_builtins.property
     def served_at(self) -> _timestamp_pb2.Timestamp:
         """When the prediction was returned, UTC."""
@@ -967,6 +974,12 @@ class InferenceEvent(_message.Message):
     @_builtins.property
     def outputs(self) -> _containers.MessageMap[_builtins.str, _common_pb2.FeatureValue]:
         """Model outputs of this row, by output name (e.g. "predict", "proba_1")."""
+
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """Event time of the entity's features the prediction used (request parameter `event_time`,
+        RFC 3339), UTC; unset when the client gave none (corrections then use served_at).
+        """
 
     def __init__(
         self,
@@ -983,10 +996,12 @@ class InferenceEvent(_message.Message):
         request_id: _builtins.str = ...,
         row_index: _builtins.int = ...,
         request_key: _builtins.str = ...,
+        entity_id: _builtins.str = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["served_at", b"served_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "served_at", b"served_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "inputs", b"inputs", "latency_ms", b"latency_ms", "model_name", b"model_name", "model_version", b"model_version", "outputs", b"outputs", "prediction_id", b"prediction_id", "request_id", b"request_id", "request_key", b"request_key", "row_index", b"row_index", "served_at", b"served_at", "shadow", b"shadow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "entity_id", b"entity_id", "event_time", b"event_time", "inputs", b"inputs", "latency_ms", b"latency_ms", "model_name", b"model_name", "model_version", b"model_version", "outputs", b"outputs", "prediction_id", b"prediction_id", "request_id", b"request_id", "request_key", b"request_key", "row_index", b"row_index", "served_at", b"served_at", "shadow", b"shadow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,6 +42,13 @@ class _ValueTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueType.V
     """FeatureValue.string_value."""
     VALUE_TYPE_BOOL: _ValueType.ValueType  # 4
     """FeatureValue.bool_value."""
+    VALUE_TYPE_TEXT: _ValueType.ValueType  # 5
+    """FeatureValue.string_value holding free text (UTF-8): at most FeatureSpec.max_text_bytes bytes
+    (65536 when 0). Unlike VALUE_TYPE_STRING (a category), profiles give length statistics and
+    models encode it (e.g. with a sentence encoder).
+    """
+    VALUE_TYPE_FLOAT_VECTOR: _ValueType.ValueType  # 6
+    """FeatureValue.float_vector with exactly FeatureSpec.dimension finite elements (an embedding)."""
 
 class ValueType(_ValueType, metaclass=_ValueTypeEnumTypeWrapper):
     """Type of the values of one feature; a FeatureValue of a feature must use the matching field."""
@@ -56,6 +63,13 @@ VALUE_TYPE_STRING: ValueType.ValueType  # 3
 """FeatureValue.string_value."""
 VALUE_TYPE_BOOL: ValueType.ValueType  # 4
 """FeatureValue.bool_value."""
+VALUE_TYPE_TEXT: ValueType.ValueType  # 5
+"""FeatureValue.string_value holding free text (UTF-8): at most FeatureSpec.max_text_bytes bytes
+(65536 when 0). Unlike VALUE_TYPE_STRING (a category), profiles give length statistics and
+models encode it (e.g. with a sentence encoder).
+"""
+VALUE_TYPE_FLOAT_VECTOR: ValueType.ValueType  # 6
+"""FeatureValue.float_vector with exactly FeatureSpec.dimension finite elements (an embedding)."""
 Global___ValueType: _TypeAlias = ValueType  # noqa: Y015
 
 class _FeatureStatus:
@@ -99,22 +113,34 @@ class FeatureSpec(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    MAX_TEXT_BYTES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Feature name, unique in the view (lowercase letters, digits and "_")."""
     type: Global___ValueType.ValueType
     """Type of its values."""
     description: _builtins.str
     """What the feature means, with its unit."""
+    dimension: _builtins.int
+    """VALUE_TYPE_FLOAT_VECTOR only (required there): the number of elements of every value, 1 to
+    16384. Must be 0 for the other types. Cannot change once registered.
+    """
+    max_text_bytes: _builtins.int
+    """VALUE_TYPE_TEXT only: the longest text accepted, in UTF-8 bytes, 1 to 65536; 0 means 65536.
+    Must be 0 for the other types. May change (it applies to events ingested afterwards).
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         type: Global___ValueType.ValueType = ...,
         description: _builtins.str = ...,
+        dimension: _builtins.int = ...,
+        max_text_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "dimension", b"dimension", "max_text_bytes", b"max_text_bytes", "name", b"name", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -635,7 +661,9 @@ Global___BuildTrainingSetRequest: _TypeAlias = BuildTrainingSetRequest  # noqa: 
 class Column(_message.Message):
     """One column of a chunk. Exactly the typed list that matches `type` is filled, with one entry per
     row; where present[i] is false the row's value is missing and the typed entry is a placeholder
-    (0, "" or false).
+    (0, "" or false). VALUE_TYPE_STRING and VALUE_TYPE_TEXT columns fill string_values;
+    VALUE_TYPE_FLOAT_VECTOR columns fill float_vector_values with `dimension` floats per row (a
+    missing row has `dimension` zeros), so the column is one packed array of rows x dimension.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -647,10 +675,16 @@ class Column(_message.Message):
     STRING_VALUES_FIELD_NUMBER: _builtins.int
     BOOL_VALUES_FIELD_NUMBER: _builtins.int
     PRESENT_FIELD_NUMBER: _builtins.int
+    FLOAT_VECTOR_VALUES_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Feature name."""
     type: Global___ValueType.ValueType
     """Type of the values."""
+    dimension: _builtins.int
+    """Elements per row of a VALUE_TYPE_FLOAT_VECTOR column (the view's FeatureSpec.dimension); 0
+    for other types.
+    """
     @_builtins.property
     def double_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Values of a VALUE_TYPE_DOUBLE column."""
@@ -671,6 +705,12 @@ class Column(_message.Message):
     def present(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
         """Whether each row has a value."""
 
+    @_builtins.property
+    def float_vector_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Values of a VALUE_TYPE_FLOAT_VECTOR column, row-major: row i is
+        float_vector_values[i * dimension : (i + 1) * dimension].
+        """
+
     def __init__(
         self,
         *,
@@ -681,10 +721,12 @@ class Column(_message.Message):
         string_values: _abc.Iterable[_builtins.str] | None = ...,
         bool_values: _abc.Iterable[_builtins.bool] | None = ...,
         present: _abc.Iterable[_builtins.bool] | None = ...,
+        float_vector_values: _abc.Iterable[_builtins.float] | None = ...,
+        dimension: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_values", b"bool_values", "double_values", b"double_values", "int64_values", b"int64_values", "name", b"name", "present", b"present", "string_values", b"string_values", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_values", b"bool_values", "dimension", b"dimension", "double_values", b"double_values", "float_vector_values", b"float_vector_values", "int64_values", b"int64_values", "name", b"name", "present", b"present", "string_values", b"string_values", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
