@@ -578,6 +578,8 @@ class TrainingRequest(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     PROMOTE_TO_ALIAS_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    TEXT_FEATURE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Unique id of the request (UUID or a deterministic digest); the idempotency key."""
     model_name: _builtins.str
@@ -596,6 +598,17 @@ class TrainingRequest(_message.Message):
     """Alias to move to the new version if it beats the current holder of that alias on the same
     holdout (e.g. "champion"); empty means register only. Promotion still obeys the registry's
     approval policy.
+    """
+    backend: _builtins.str
+    """Training backend: "sklearn" (scikit-learn pipelines, hyperopt AutoML over estimator families)
+    or "torch-text" (a pretrained text encoder fine-tuned with a new head, hyperopt over the
+    head's hyperparameters). Empty means the backend of the model's current champion (its
+    "gyre.backend" tag), so a retraining requested by the monitor or feedback keeps the model's
+    kind; "sklearn" for a model without one.
+    """
+    text_feature: _builtins.str
+    """torch-text: the text feature of the view the model reads (its one BYTES input). Empty means
+    the champion's, else the view's only text feature. Must be empty for sklearn.
     """
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp:
@@ -633,10 +646,12 @@ class TrainingRequest(_message.Message):
         task: Global___TrainingTask.ValueType = ...,
         search: Global___SearchConfig | None = ...,
         promote_to_alias: _builtins.str = ...,
+        backend: _builtins.str = ...,
+        text_feature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at", "search", b"search", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "feature_view", b"feature_view", "label", b"label", "model_name", b"model_name", "promote_to_alias", b"promote_to_alias", "reason", b"reason", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "search", b"search", "task", b"task", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "evidence", b"evidence", "feature_view", b"feature_view", "label", b"label", "model_name", b"model_name", "promote_to_alias", b"promote_to_alias", "reason", b"reason", "request_id", b"request_id", "requested_at", b"requested_at", "requested_by", b"requested_by", "search", b"search", "task", b"task", "text_feature", b"text_feature", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
