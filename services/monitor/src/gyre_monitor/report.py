@@ -26,6 +26,8 @@ def _reference_columns(profile: ReferenceProfile) -> dict[str, list[object]]:
     length = max(numerical + categorical)
     columns: dict[str, list[object]] = {}
     for feature in profile.features:
+        if feature.kind is FeatureKind.TEXT:
+            continue
         if feature.kind is FeatureKind.NUMERICAL:
             values: list[object] = feature.values.tolist()
         else:
@@ -47,7 +49,8 @@ def render_drift_html(profile: ReferenceProfile, rows: Sequence[WindowRow]) -> s
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    kinds = {f.name: f.kind for f in profile.features}
+    # Text features are left out: their drift (embeddings, descriptors) is in the JSON report only.
+    kinds = {f.name: f.kind for f in profile.features if f.kind is not FeatureKind.TEXT}
     current: dict[str, list[object]] = {}
     for name, kind in kinds.items():
         raw = [row.inputs.get(name) for row in rows]

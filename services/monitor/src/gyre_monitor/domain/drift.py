@@ -179,7 +179,10 @@ class PreparedReference:
     def __init__(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         self._features: list[tuple[FeatureReference, _NumericalReference | _CategoricalReference]] = []
+        self._text_features = [f.name for f in profile.features if f.kind is FeatureKind.TEXT]
         for feature in profile.features:
+            if feature.kind is FeatureKind.TEXT:
+                continue
             if feature.kind is FeatureKind.NUMERICAL:
                 values = np.sort(feature.values)
                 self._features.append((feature, _NumericalReference(values, float(np.std(values)))))
@@ -211,6 +214,7 @@ class PreparedReference:
                 skipped.append(SkippedFeature(feature.name, "no value in the window"))
             else:
                 results.append(result)
+        skipped.extend(SkippedFeature(name, "text drift is not checked yet") for name in self._text_features)
         drifted = sum(1 for result in results if result.drifted)
         share = drifted / len(results) if results else 0.0
         return DatasetDrift(

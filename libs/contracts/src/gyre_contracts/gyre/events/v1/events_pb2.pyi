@@ -1114,10 +1114,13 @@ class FeatureDrift(_message.Message):
     DRIFTED_FIELD_NUMBER: _builtins.int
     REFERENCE_ROWS_FIELD_NUMBER: _builtins.int
     CURRENT_ROWS_FIELD_NUMBER: _builtins.int
+    DESCRIPTOR_FIELD_NUMBER: _builtins.int
     feature: _builtins.str
     """Feature (model input) name."""
     test_name: _builtins.str
-    """Test used: "ks", "chisquare", "z", "wasserstein" (normed) or "jensenshannon"."""
+    """Test used: "ks", "chisquare", "z", "wasserstein" (normed), "jensenshannon", or "model" (the
+    domain classifier of a text feature's embeddings, as Evidently names it).
+    """
     statistic: _builtins.float
     """The test's statistic (hypothesis tests) or distance (distance measures)."""
     p_value: _builtins.float
@@ -1132,6 +1135,11 @@ class FeatureDrift(_message.Message):
     """Number of reference rows the test used."""
     current_rows: _builtins.int
     """Number of current (window) rows the test used."""
+    descriptor: _builtins.str
+    """What of the feature was tested: empty for a numerical or categorical feature's values; for a
+    text feature "embedding" (test_name "model": a domain classifier's ROC AUC, drift when above
+    threshold), "length", "oov_share" or "empty" (the descriptor's values, tested as above).
+    """
     def __init__(
         self,
         *,
@@ -1143,16 +1151,49 @@ class FeatureDrift(_message.Message):
         drifted: _builtins.bool = ...,
         reference_rows: _builtins.int = ...,
         current_rows: _builtins.int = ...,
+        descriptor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_p_value", b"_p_value", "p_value", b"p_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_p_value", b"_p_value", "current_rows", b"current_rows", "drifted", b"drifted", "feature", b"feature", "p_value", b"p_value", "reference_rows", b"reference_rows", "statistic", b"statistic", "test_name", b"test_name", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_p_value", b"_p_value", "current_rows", b"current_rows", "descriptor", b"descriptor", "drifted", b"drifted", "feature", b"feature", "p_value", b"p_value", "reference_rows", b"reference_rows", "statistic", b"statistic", "test_name", b"test_name", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__p_value: _TypeAlias = _typing.Literal["p_value"]  # noqa: Y015
     _WhichOneofArgType__p_value: _TypeAlias = _typing.Literal["_p_value", b"_p_value"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__p_value) -> _WhichOneofReturnType__p_value | None: ...
 
 Global___FeatureDrift: _TypeAlias = FeatureDrift  # noqa: Y015
+
+@_typing.final
+class SkippedCheck(_message.Message):
+    """A drift check that could not run over a window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    DESCRIPTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    """Feature (model input) name."""
+    descriptor: _builtins.str
+    """Descriptor of a text feature (see FeatureDrift.descriptor); empty for the whole feature."""
+    reason: _builtins.str
+    """Why, e.g. "no value in the window", "texts arrived as sha256 + length only",
+    "not checked: install gyre-monitor[text]".
+    """
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        descriptor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor", "feature", b"feature", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedCheck: _TypeAlias = SkippedCheck  # noqa: Y015
 
 @_typing.final
 class QualityResult(_message.Message):
@@ -1214,6 +1255,7 @@ class MonitorAlert(_message.Message):
     DRIFT_SHARE_THRESHOLD_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     DETECTED_AT_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     """Unique id of the alert; the idempotency key."""
     kind: Global___AlertKind.ValueType
@@ -1248,6 +1290,10 @@ class MonitorAlert(_message.Message):
     def detected_at(self) -> _timestamp_pb2.Timestamp:
         """When the alert was raised, UTC."""
 
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedCheck]:
+        """Drift checks that could not run over the window, and why (DRIFT)."""
+
     def __init__(
         self,
         *,
@@ -1263,10 +1309,11 @@ class MonitorAlert(_message.Message):
         drift_share_threshold: _builtins.float = ...,
         quality: _abc.Iterable[Global___QualityResult] | None = ...,
         detected_at: _timestamp_pb2.Timestamp | None = ...,
+        skipped: _abc.Iterable[Global___SkippedCheck] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "dataset_drift", b"dataset_drift", "detected_at", b"detected_at", "drift_share", b"drift_share", "drift_share_threshold", b"drift_share_threshold", "feature_drifts", b"feature_drifts", "kind", b"kind", "model_name", b"model_name", "model_version", b"model_version", "quality", b"quality", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "dataset_drift", b"dataset_drift", "detected_at", b"detected_at", "drift_share", b"drift_share", "drift_share_threshold", b"drift_share_threshold", "feature_drifts", b"feature_drifts", "kind", b"kind", "model_name", b"model_name", "model_version", b"model_version", "quality", b"quality", "skipped", b"skipped", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

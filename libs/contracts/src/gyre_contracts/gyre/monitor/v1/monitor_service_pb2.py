@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gyre_contracts.gyre.events.v1 import events_pb2 as gyre_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gyre/monitor/v1/monitor_service.proto\x12\x0fgyre.monitor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bgyre/events/v1/events.proto\"\xf9\x01\n\x0e\x46\x65\x61tureProfile\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.gyre.monitor.v1.FeatureKind\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12L\n\x0f\x63\x61tegory_counts\x18\x04 \x03(\x0b\x32\x33.gyre.monitor.v1.FeatureProfile.CategoryCountsEntry\x12\x15\n\rmissing_count\x18\x05 \x01(\x03\x1a\x35\n\x13\x43\x61tegoryCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xcb\x01\n\x10ReferenceProfile\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x31\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1f.gyre.monitor.v1.FeatureProfile\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x02\n\x0b\x44riftReport\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63urrent_rows\x18\x05 \x01(\x03\x12\x34\n\x0e\x66\x65\x61ture_drifts\x18\x06 \x03(\x0b\x32\x1c.gyre.events.v1.FeatureDrift\x12\x13\n\x0b\x64rift_share\x18\x07 \x01(\x01\x12\x15\n\rdataset_drift\x18\x08 \x01(\x08\x12\x1d\n\x15\x64rift_share_threshold\x18\t \x01(\x01\"P\n\x1aSetReferenceProfileRequest\x12\x32\n\x07profile\x18\x01 \x01(\x0b\x32!.gyre.monitor.v1.ReferenceProfile\"Q\n\x1bSetReferenceProfileResponse\x12\x32\n\x07profile\x18\x01 \x01(\x0b\x32!.gyre.monitor.v1.ReferenceProfile\"G\n\x1aGetReferenceProfileRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"Q\n\x1bGetReferenceProfileResponse\x12\x32\n\x07profile\x18\x01 \x01(\x0b\x32!.gyre.monitor.v1.ReferenceProfile\"\xba\x01\n\x15GetDriftReportRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinclude_html\x18\x05 \x01(\x08\"T\n\x16GetDriftReportResponse\x12,\n\x06report\x18\x01 \x01(\x0b\x32\x1c.gyre.monitor.v1.DriftReport\x12\x0c\n\x04html\x18\x02 \x01(\t\"\x96\x01\n\x17ListDriftWindowsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"b\n\x18ListDriftWindowsResponse\x12-\n\x07reports\x18\x01 \x03(\x0b\x32\x1c.gyre.monitor.v1.DriftReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa2\x01\n\x11ListAlertsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.gyre.events.v1.AlertKind\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"[\n\x12ListAlertsResponse\x12,\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1c.gyre.events.v1.MonitorAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*e\n\x0b\x46\x65\x61tureKind\x12\x1c\n\x18\x46\x45\x41TURE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x45\x41TURE_KIND_NUMERICAL\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_KIND_CATEGORICAL\x10\x02\x32\x97\x04\n\x0eMonitorService\x12p\n\x13SetReferenceProfile\x12+.gyre.monitor.v1.SetReferenceProfileRequest\x1a,.gyre.monitor.v1.SetReferenceProfileResponse\x12p\n\x13GetReferenceProfile\x12+.gyre.monitor.v1.GetReferenceProfileRequest\x1a,.gyre.monitor.v1.GetReferenceProfileResponse\x12\x61\n\x0eGetDriftReport\x12&.gyre.monitor.v1.GetDriftReportRequest\x1a\'.gyre.monitor.v1.GetDriftReportResponse\x12g\n\x10ListDriftWindows\x12(.gyre.monitor.v1.ListDriftWindowsRequest\x1a).gyre.monitor.v1.ListDriftWindowsResponse\x12U\n\nListAlerts\x12\".gyre.monitor.v1.ListAlertsRequest\x1a#.gyre.monitor.v1.ListAlertsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gyre/monitor/v1/monitor_service.proto\x12\x0fgyre.monitor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bgyre/events/v1/events.proto\"\x9a\x01\n\x0bTextProfile\x12\x0f\n\x07\x65ncoder\x18\x01 \x01(\t\x12\x1c\n\x14\x65mbedding_dimensions\x18\x02 \x01(\x05\x12\x12\n\nembeddings\x18\x03 \x01(\x0c\x12\x12\n\nvocabulary\x18\x04 \x03(\t\x12\x34\n\x0b\x64\x65scriptors\x18\x05 \x03(\x0b\x32\x1f.gyre.monitor.v1.FeatureProfile\"\xa5\x02\n\x0e\x46\x65\x61tureProfile\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.gyre.monitor.v1.FeatureKind\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12L\n\x0f\x63\x61tegory_counts\x18\x04 \x03(\x0b\x32\x33.gyre.monitor.v1.FeatureProfile.CategoryCountsEntry\x12\x15\n\rmissing_count\x18\x05 \x01(\x03\x12*\n\x04text\x18\x06 \x01(\x0b\x32\x1c.gyre.monitor.v1.TextProfile\x1a\x35\n\x13\x43\x61tegoryCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xcb\x01\n\x10ReferenceProfile\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x31\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1f.gyre.monitor.v1.FeatureProfile\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x1b\n\x13\x64\x61taset_fingerprint\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe0\x02\n\x0b\x44riftReport\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63urrent_rows\x18\x05 \x01(\x03\x12\x34\n\x0e\x66\x65\x61ture_drifts\x18\x06 \x03(\x0b\x32\x1c.gyre.events.v1.FeatureDrift\x12\x13\n\x0b\x64rift_share\x18\x07 \x01(\x01\x12\x15\n\rdataset_drift\x18\x08 \x01(\x08\x12\x1d\n\x15\x64rift_share_threshold\x18\t \x01(\x01\x12-\n\x07skipped\x18\n \x03(\x0b\x32\x1c.gyre.events.v1.SkippedCheck\"P\n\x1aSetReferenceProfileRequest\x12\x32\n\x07profile\x18\x01 \x01(\x0b\x32!.gyre.monitor.v1.ReferenceProfile\"Q\n\x1bSetReferenceProfileResponse\x12\x32\n\x07profile\x18\x01 \x01(\x0b\x32!.gyre.monitor.v1.ReferenceProfile\"G\n\x1aGetReferenceProfileRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"Q\n\x1bGetReferenceProfileResponse\x12\x32\n\x07profile\x18\x01 \x01(\x0b\x32!.gyre.monitor.v1.ReferenceProfile\"\xba\x01\n\x15GetDriftReportRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x30\n\x0cwindow_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinclude_html\x18\x05 \x01(\x08\"T\n\x16GetDriftReportResponse\x12,\n\x06report\x18\x01 \x01(\x0b\x32\x1c.gyre.monitor.v1.DriftReport\x12\x0c\n\x04html\x18\x02 \x01(\t\"\x96\x01\n\x17ListDriftWindowsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"b\n\x18ListDriftWindowsResponse\x12-\n\x07reports\x18\x01 \x03(\x0b\x32\x1c.gyre.monitor.v1.DriftReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa2\x01\n\x11ListAlertsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.gyre.events.v1.AlertKind\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"[\n\x12ListAlertsResponse\x12,\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1c.gyre.events.v1.MonitorAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*|\n\x0b\x46\x65\x61tureKind\x12\x1c\n\x18\x46\x45\x41TURE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x45\x41TURE_KIND_NUMERICAL\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_KIND_CATEGORICAL\x10\x02\x12\x15\n\x11\x46\x45\x41TURE_KIND_TEXT\x10\x03\x32\x97\x04\n\x0eMonitorService\x12p\n\x13SetReferenceProfile\x12+.gyre.monitor.v1.SetReferenceProfileRequest\x1a,.gyre.monitor.v1.SetReferenceProfileResponse\x12p\n\x13GetReferenceProfile\x12+.gyre.monitor.v1.GetReferenceProfileRequest\x1a,.gyre.monitor.v1.GetReferenceProfileResponse\x12\x61\n\x0eGetDriftReport\x12&.gyre.monitor.v1.GetDriftReportRequest\x1a\'.gyre.monitor.v1.GetDriftReportResponse\x12g\n\x10ListDriftWindows\x12(.gyre.monitor.v1.ListDriftWindowsRequest\x1a).gyre.monitor.v1.ListDriftWindowsResponse\x12U\n\nListAlerts\x12\".gyre.monitor.v1.ListAlertsRequest\x1a#.gyre.monitor.v1.ListAlertsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FEATUREPROFILE_CATEGORYCOUNTSENTRY']._loaded_options = None
   _globals['_FEATUREPROFILE_CATEGORYCOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_FEATUREKIND']._serialized_start=1993
-  _globals['_FEATUREKIND']._serialized_end=2094
-  _globals['_FEATUREPROFILE']._serialized_start=121
-  _globals['_FEATUREPROFILE']._serialized_end=370
-  _globals['_FEATUREPROFILE_CATEGORYCOUNTSENTRY']._serialized_start=317
-  _globals['_FEATUREPROFILE_CATEGORYCOUNTSENTRY']._serialized_end=370
-  _globals['_REFERENCEPROFILE']._serialized_start=373
-  _globals['_REFERENCEPROFILE']._serialized_end=576
-  _globals['_DRIFTREPORT']._serialized_start=579
-  _globals['_DRIFTREPORT']._serialized_end=884
-  _globals['_SETREFERENCEPROFILEREQUEST']._serialized_start=886
-  _globals['_SETREFERENCEPROFILEREQUEST']._serialized_end=966
-  _globals['_SETREFERENCEPROFILERESPONSE']._serialized_start=968
-  _globals['_SETREFERENCEPROFILERESPONSE']._serialized_end=1049
-  _globals['_GETREFERENCEPROFILEREQUEST']._serialized_start=1051
-  _globals['_GETREFERENCEPROFILEREQUEST']._serialized_end=1122
-  _globals['_GETREFERENCEPROFILERESPONSE']._serialized_start=1124
-  _globals['_GETREFERENCEPROFILERESPONSE']._serialized_end=1205
-  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=1208
-  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=1394
-  _globals['_GETDRIFTREPORTRESPONSE']._serialized_start=1396
-  _globals['_GETDRIFTREPORTRESPONSE']._serialized_end=1480
-  _globals['_LISTDRIFTWINDOWSREQUEST']._serialized_start=1483
-  _globals['_LISTDRIFTWINDOWSREQUEST']._serialized_end=1633
-  _globals['_LISTDRIFTWINDOWSRESPONSE']._serialized_start=1635
-  _globals['_LISTDRIFTWINDOWSRESPONSE']._serialized_end=1733
-  _globals['_LISTALERTSREQUEST']._serialized_start=1736
-  _globals['_LISTALERTSREQUEST']._serialized_end=1898
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1900
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1991
-  _globals['_MONITORSERVICE']._serialized_start=2097
-  _globals['_MONITORSERVICE']._serialized_end=2632
+  _globals['_FEATUREKIND']._serialized_start=2241
+  _globals['_FEATUREKIND']._serialized_end=2365
+  _globals['_TEXTPROFILE']._serialized_start=121
+  _globals['_TEXTPROFILE']._serialized_end=275
+  _globals['_FEATUREPROFILE']._serialized_start=278
+  _globals['_FEATUREPROFILE']._serialized_end=571
+  _globals['_FEATUREPROFILE_CATEGORYCOUNTSENTRY']._serialized_start=518
+  _globals['_FEATUREPROFILE_CATEGORYCOUNTSENTRY']._serialized_end=571
+  _globals['_REFERENCEPROFILE']._serialized_start=574
+  _globals['_REFERENCEPROFILE']._serialized_end=777
+  _globals['_DRIFTREPORT']._serialized_start=780
+  _globals['_DRIFTREPORT']._serialized_end=1132
+  _globals['_SETREFERENCEPROFILEREQUEST']._serialized_start=1134
+  _globals['_SETREFERENCEPROFILEREQUEST']._serialized_end=1214
+  _globals['_SETREFERENCEPROFILERESPONSE']._serialized_start=1216
+  _globals['_SETREFERENCEPROFILERESPONSE']._serialized_end=1297
+  _globals['_GETREFERENCEPROFILEREQUEST']._serialized_start=1299
+  _globals['_GETREFERENCEPROFILEREQUEST']._serialized_end=1370
+  _globals['_GETREFERENCEPROFILERESPONSE']._serialized_start=1372
+  _globals['_GETREFERENCEPROFILERESPONSE']._serialized_end=1453
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=1456
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=1642
+  _globals['_GETDRIFTREPORTRESPONSE']._serialized_start=1644
+  _globals['_GETDRIFTREPORTRESPONSE']._serialized_end=1728
+  _globals['_LISTDRIFTWINDOWSREQUEST']._serialized_start=1731
+  _globals['_LISTDRIFTWINDOWSREQUEST']._serialized_end=1881
+  _globals['_LISTDRIFTWINDOWSRESPONSE']._serialized_start=1883
+  _globals['_LISTDRIFTWINDOWSRESPONSE']._serialized_end=1981
+  _globals['_LISTALERTSREQUEST']._serialized_start=1984
+  _globals['_LISTALERTSREQUEST']._serialized_end=2146
+  _globals['_LISTALERTSRESPONSE']._serialized_start=2148
+  _globals['_LISTALERTSRESPONSE']._serialized_end=2239
+  _globals['_MONITORSERVICE']._serialized_start=2368
+  _globals['_MONITORSERVICE']._serialized_end=2903
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,10 @@ class _FeatureKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeatureKi
     """Numbers, compared as distributions (K-S, Wasserstein)."""
     FEATURE_KIND_CATEGORICAL: _FeatureKind.ValueType  # 2
     """Categories, compared as frequencies (chi-squared, Z, Jensen-Shannon)."""
+    FEATURE_KIND_TEXT: _FeatureKind.ValueType  # 3
+    """Free text, compared by its embeddings (a domain classifier) and by its descriptors (length,
+    out-of-vocabulary share, empty share), each descriptor like a numerical or categorical feature.
+    """
 
 class FeatureKind(_FeatureKind, metaclass=_FeatureKindEnumTypeWrapper):
     """How a feature's values are compared."""
@@ -45,7 +49,60 @@ FEATURE_KIND_NUMERICAL: FeatureKind.ValueType  # 1
 """Numbers, compared as distributions (K-S, Wasserstein)."""
 FEATURE_KIND_CATEGORICAL: FeatureKind.ValueType  # 2
 """Categories, compared as frequencies (chi-squared, Z, Jensen-Shannon)."""
+FEATURE_KIND_TEXT: FeatureKind.ValueType  # 3
+"""Free text, compared by its embeddings (a domain classifier) and by its descriptors (length,
+out-of-vocabulary share, empty share), each descriptor like a numerical or categorical feature.
+"""
 Global___FeatureKind: _TypeAlias = FeatureKind  # noqa: Y015
+
+@_typing.final
+class TextProfile(_message.Message):
+    """Reference of a text feature (FeatureProfile.kind = FEATURE_KIND_TEXT)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCODER_FIELD_NUMBER: _builtins.int
+    EMBEDDING_DIMENSIONS_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    VOCABULARY_FIELD_NUMBER: _builtins.int
+    DESCRIPTORS_FIELD_NUMBER: _builtins.int
+    encoder: _builtins.str
+    """Sentence encoder the embeddings come from (gyre_ml.encoders), e.g. "all-MiniLM-L6-v2"; the
+    monitor embeds served texts with the same one.
+    """
+    embedding_dimensions: _builtins.int
+    """Width of one embedding; 0 when there are no embeddings."""
+    embeddings: _builtins.bytes
+    """Reference sample of embeddings: float16, little-endian, row-major, rows x embedding_dimensions
+    values (at most 5000 rows); empty when the monitor should test descriptors only.
+    """
+    @_builtins.property
+    def vocabulary(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Reference vocabulary (lowercased word tokens), most frequent first, at most 100000."""
+
+    @_builtins.property
+    def descriptors(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureProfile]:
+        """Descriptors, each profiled like a feature: "length" (numerical, characters per text),
+        "oov_share" (numerical, share of word tokens outside the vocabulary), "empty" (categorical,
+        "true"/"false"). A descriptor without reference values is left out.
+        """
+
+    def __init__(
+        self,
+        *,
+        encoder: _builtins.str = ...,
+        embedding_dimensions: _builtins.int = ...,
+        embeddings: _builtins.bytes = ...,
+        vocabulary: _abc.Iterable[_builtins.str] | None = ...,
+        descriptors: _abc.Iterable[Global___FeatureProfile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptors", b"descriptors", "embedding_dimensions", b"embedding_dimensions", "embeddings", b"embeddings", "encoder", b"encoder", "vocabulary", b"vocabulary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TextProfile: _TypeAlias = TextProfile  # noqa: Y015
 
 @_typing.final
 class FeatureProfile(_message.Message):
@@ -78,6 +135,7 @@ class FeatureProfile(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     CATEGORY_COUNTS_FIELD_NUMBER: _builtins.int
     MISSING_COUNT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     feature: _builtins.str
     """Feature (model input) name."""
     kind: Global___FeatureKind.ValueType
@@ -92,6 +150,10 @@ class FeatureProfile(_message.Message):
     def category_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Reference counts of a categorical feature, by category (numbers as their decimal string)."""
 
+    @_builtins.property
+    def text(self) -> Global___TextProfile:
+        """Embeddings, vocabulary and descriptors of a text feature; unset for other kinds."""
+
     def __init__(
         self,
         *,
@@ -100,10 +162,11 @@ class FeatureProfile(_message.Message):
         values: _abc.Iterable[_builtins.float] | None = ...,
         category_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         missing_count: _builtins.int = ...,
+        text: Global___TextProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_counts", b"category_counts", "feature", b"feature", "kind", b"kind", "missing_count", b"missing_count", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_counts", b"category_counts", "feature", b"feature", "kind", b"kind", "missing_count", b"missing_count", "text", b"text", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -170,6 +233,7 @@ class DriftReport(_message.Message):
     DRIFT_SHARE_FIELD_NUMBER: _builtins.int
     DATASET_DRIFT_FIELD_NUMBER: _builtins.int
     DRIFT_SHARE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Model reported on."""
     model_version: _builtins.int
@@ -194,6 +258,12 @@ class DriftReport(_message.Message):
     def feature_drifts(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.FeatureDrift]:
         """One result per monitored feature."""
 
+    @_builtins.property
+    def skipped(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.SkippedCheck]:
+        """Checks that could not run in this window, and why (e.g. a text feature's embedding drift when
+        served texts arrive as hashes only).
+        """
+
     def __init__(
         self,
         *,
@@ -206,10 +276,11 @@ class DriftReport(_message.Message):
         drift_share: _builtins.float = ...,
         dataset_drift: _builtins.bool = ...,
         drift_share_threshold: _builtins.float = ...,
+        skipped: _abc.Iterable[_events_pb2.SkippedCheck] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_rows", b"current_rows", "dataset_drift", b"dataset_drift", "drift_share", b"drift_share", "drift_share_threshold", b"drift_share_threshold", "feature_drifts", b"feature_drifts", "model_name", b"model_name", "model_version", b"model_version", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_rows", b"current_rows", "dataset_drift", b"dataset_drift", "drift_share", b"drift_share", "drift_share_threshold", b"drift_share_threshold", "feature_drifts", b"feature_drifts", "model_name", b"model_name", "model_version", b"model_version", "skipped", b"skipped", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
