@@ -133,6 +133,8 @@ class Phase:
     infer_failed: int = 0
     feedback_ok: int = 0
     feedback_failed: int = 0
+    feedback_errors_5xx: int = 0
+    """Refusals with a 5xx other than 503: a client could not tell an outage from a bug."""
     errors: list[str] = field(default_factory=list)
     #: seconds from the start of the fault to every service answering /readyz 200 again
     recovered_s: float | None = None
@@ -260,6 +262,8 @@ class Traffic:
                                                             "author": "chaos", "feedback_id": feedback_id})
                 ok = 200 <= response.status_code < 300
                 detail = f"{response.status_code} {response.text[:200]}"
+                if response.status_code >= 500 and response.status_code != 503:
+                    phase.feedback_errors_5xx += 1
             except httpx.HTTPError as exc:
                 ok, detail = False, repr(exc)
             if ok:
@@ -565,6 +569,9 @@ async def test_faults(infra: Infra, stack: Stack) -> None:
     assert not failed_sends, f"feature events not acknowledged: {failed_sends}"
     assert not failed_calls, f"inference calls failed while another component was away: {failed_calls}"
     assert not refused, f"feedback refused while feedback and its database were up: {refused}"
+    # A refusal during an outage says "retry later" (503), never a server error.
+    not_503 = {p.name: p.feedback_errors_5xx for p in traffic.phases if p.feedback_errors_5xx}
+    assert not not_503, f"feedback answered 5xx other than 503: {not_503}"
     assert not lost, f"items lost or applied twice, per phase (arrived, expected): {lost}"
     assert all(p.drained_s is not None for p in traffic.phases)
 
