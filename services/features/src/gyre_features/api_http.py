@@ -21,7 +21,7 @@ from gyre_features.convert import raw_event
 from gyre_features.domain.errors import InvalidArgument, TooLarge
 from gyre_features.domain.profiles import DatasetProfile
 from gyre_features.domain.training import EntityRow, TrainingSetQuery
-from gyre_features.domain.values import ValueType
+from gyre_features.domain.values import FloatVector, Value, ValueType
 from gyre_features.domain.views import FeatureSpec, FeatureView
 from gyre_features.handlers import MAX_PAGE_SIZE, MAX_WRITE_EVENTS, FeaturesHandlers
 
@@ -32,8 +32,10 @@ class FeatureSpecBody(BaseModel):
     """One feature of a view."""
 
     name: str
-    type: Literal["float", "int", "string", "bool"]
+    type: Literal["float", "int", "string", "bool", "text", "float_vector"]
     description: str = ""
+    dimension: int = Field(0, ge=0, description="float_vector only (required): elements per value, 1 to 16384.")
+    max_text_bytes: int = Field(0, ge=0, description="text only: longest value in UTF-8 bytes; 0 = 65536.")
 
 
 class FeatureViewBody(BaseModel):
@@ -79,12 +81,26 @@ def _time(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _spec_json(spec: FeatureSpec) -> dict[str, Any]:
+    item: dict[str, Any] = {"name": spec.name, "type": spec.type.value, "description": spec.description}
+    if spec.type == ValueType.FLOAT_VECTOR:
+        item["dimension"] = spec.dimension
+    if spec.type == ValueType.TEXT:
+        item["max_text_bytes"] = spec.text_limit_bytes
+    return item
+
+
+def value_json(value: Value | None) -> Any:
+    """The JSON form of a feature value: a vector as a list of numbers, the rest as they are."""
+    return list(value.values) if isinstance(value, FloatVector) else value
+
+
 def view_json(view: FeatureView) -> dict[str, Any]:
     """The JSON form of a stored view."""
     return {
         "name": view.name,
         "entity": view.entity,
-        "features": [{"name": f.name, "type": f.type.value, "description": f.description} for f in view.features],
+        "features": [_spec_json(f) for f in view.features],
         "ttl_seconds": view.ttl_seconds,
         "description": view.description,
         "owner": view.owner,
@@ -95,12 +111,16 @@ def view_json(view: FeatureView) -> dict[str, Any]:
 
 
 def profile_json(profile: DatasetProfile) -> dict[str, Any]:
-    """The JSON form of a dataset profile (numeric stats only for numeric features, top for the rest)."""
+    """The JSON form of a dataset profile: numeric stats for numbers, ``length`` stats for text,
+    ``norm`` stats for vectors, distinct values and the top ones for categories."""
     features = []
     for f in profile.features:
         item: dict[str, Any] = {"name": f.name, "type": f.type.value, "count": f.count, "missing": f.missing}
         if f.type.numeric:
             item.update(mean=f.mean, std=f.std, min=f.min, max=f.max)
+        elif f.measure:
+            # text: length in characters; float_vector: L2 norm
+            item[f.measure] = {"mean": f.mean, "std": f.std, "min": f.min, "max": f.max}
         else:
             item.update(distinct=f.distinct, top=[{"value": c.value, "count": c.count} for c in f.top])
         features.append(item)
@@ -118,7 +138,8 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
         """Register or evolve a feature view; 201 when new, 200 when updated or unchanged."""
         view = FeatureView(
             name=body.name, entity=body.entity,
-            features=tuple(FeatureSpec(f.name, ValueType(f.type), f.description) for f in body.features),
+            features=tuple(FeatureSpec(f.name, ValueType(f.type), f.description, f.dimension, f.max_text_bytes)
+                           for f in body.features),
             ttl_seconds=body.ttl_seconds, description=body.description, owner=body.owner, tags=body.tags,
         )
         stored, created = await handlers.register_view(view)
@@ -178,7 +199,7 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
             rows.append({
                 "entity_id": row.entity_id,
                 "found": row.found,
-                "values": {name: r.value for name, r in row.results.items()},
+                "values": {name: value_json(r.value) for name, r in row.results.items()},
                 "statuses": {name: r.status.value for name, r in row.results.items()},
                 "event_times": {name: _time(r.event_time) for name, r in row.results.items()},
                 "event_time": _time(row.event_time),
@@ -204,8 +225,8 @@ def router(handlers: FeaturesHandlers) -> APIRouter:
             entity_ids.extend(chunk.entity_ids)
             times.extend(_time(t) for t in chunk.event_times)
             for spec, values in zip(schema.features, chunk.columns, strict=True):
-                columns[spec.name].extend(values)
-            label.extend(chunk.label)
+                columns[spec.name].extend(values if spec.type != ValueType.FLOAT_VECTOR else map(value_json, values))
+            label.extend(chunk.label if schema.label.type != ValueType.FLOAT_VECTOR else map(value_json, chunk.label))
         assert stream.summary is not None
         return {
             "feature_view": schema.feature_view,

@@ -16,7 +16,7 @@ from gyre_features.domain.events import RawFeatureEvent
 from gyre_features.domain.online import FeatureResult, FeatureStatus
 from gyre_features.domain.timestamps import unix_us
 from gyre_features.domain.training import TrainingSetChunk
-from gyre_features.domain.values import Scalar, ValueType
+from gyre_features.domain.values import FloatVector, Value, ValueType
 from gyre_features.domain.views import FeatureSpec, FeatureView
 
 _TYPE_TO_PROTO = {
@@ -24,6 +24,8 @@ _TYPE_TO_PROTO = {
     ValueType.INT: pb.VALUE_TYPE_INT64,
     ValueType.STRING: pb.VALUE_TYPE_STRING,
     ValueType.BOOL: pb.VALUE_TYPE_BOOL,
+    ValueType.TEXT: pb.VALUE_TYPE_TEXT,
+    ValueType.FLOAT_VECTOR: pb.VALUE_TYPE_FLOAT_VECTOR,
 }
 _TYPE_FROM_PROTO = {number: value_type for value_type, number in _TYPE_TO_PROTO.items()}
 _STATUS_TO_PROTO = {
@@ -37,6 +39,7 @@ _KIND_TYPES = {
     "int64_value": ValueType.INT,
     "string_value": ValueType.STRING,
     "bool_value": ValueType.BOOL,
+    "float_vector": ValueType.FLOAT_VECTOR,
 }
 
 
@@ -59,24 +62,32 @@ def optional_time(message: object, field_name: str) -> datetime | None:
     return None
 
 
-def value_from_proto(value: common_pb2.FeatureValue) -> tuple[ValueType | None, Scalar | None]:
-    """(type, value) of a FeatureValue; (None, None) when no kind is set (a missing value)."""
+def value_from_proto(value: common_pb2.FeatureValue) -> tuple[ValueType | None, object | None]:
+    """(type, value) of a FeatureValue; (None, None) when no kind is set (a missing value).
+
+    Text arrives as ``string_value`` (type STRING; validation accepts it for a TEXT feature); a
+    vector as the sequence of its float32 elements (validated into a FloatVector).
+    """
     kind = value.WhichOneof("kind")
     if kind is None:
         return None, None
+    if kind == "float_vector":
+        return ValueType.FLOAT_VECTOR, value.float_vector.values
     return _KIND_TYPES[kind], getattr(value, kind)
 
 
-def value_to_proto(value_type: ValueType, value: Scalar | None) -> common_pb2.FeatureValue:
-    """A FeatureValue of ``value`` (empty for None)."""
+def value_to_proto(value_type: ValueType, value: Value | None) -> common_pb2.FeatureValue:
+    """A FeatureValue of ``value`` (empty for None); TEXT as ``string_value``."""
     message = common_pb2.FeatureValue()
     if value is None:
         return message
-    if value_type == ValueType.FLOAT:
+    if isinstance(value, FloatVector):
+        message.float_vector.values.extend(value.values)
+    elif value_type == ValueType.FLOAT:
         message.double_value = float(value)
     elif value_type == ValueType.INT:
         message.int64_value = int(value)
-    elif value_type == ValueType.STRING:
+    elif value_type in (ValueType.STRING, ValueType.TEXT):
         message.string_value = str(value)
     else:
         message.bool_value = bool(value)
@@ -107,8 +118,10 @@ def view_from_proto(message: pb.FeatureView) -> FeatureView:
     for feature in message.features:
         value_type = _TYPE_FROM_PROTO.get(feature.type)
         if value_type is None:
-            raise InvalidArgument(f"feature {feature.name!r} needs a type (VALUE_TYPE_DOUBLE, _INT64, _STRING, _BOOL)")
-        specs.append(FeatureSpec(feature.name, value_type, feature.description))
+            raise InvalidArgument(f"feature {feature.name!r} needs a type (VALUE_TYPE_DOUBLE, _INT64, _STRING, _BOOL, "
+                                  "_TEXT, _FLOAT_VECTOR)")
+        specs.append(FeatureSpec(feature.name, value_type, feature.description, feature.dimension,
+                                 feature.max_text_bytes))
     return FeatureView(
         name=message.name,
         entity=message.entity,
@@ -125,7 +138,8 @@ def view_to_proto(view: FeatureView) -> pb.FeatureView:
     message = pb.FeatureView(
         name=view.name,
         entity=view.entity,
-        features=[pb.FeatureSpec(name=f.name, type=_TYPE_TO_PROTO[f.type], description=f.description)
+        features=[pb.FeatureSpec(name=f.name, type=_TYPE_TO_PROTO[f.type], description=f.description,
+                                 dimension=f.dimension, max_text_bytes=f.max_text_bytes)
                   for f in view.features],
         ttl_seconds=view.ttl_seconds,
         description=view.description,
@@ -151,15 +165,24 @@ def online_row_to_proto(entity_id: str, found: bool, results: dict[str, FeatureR
     return row
 
 
-def column_to_proto(spec: FeatureSpec, values: list[Scalar | None]) -> pb.Column:
-    """A columnar block: the typed list filled with placeholders where ``present`` is false."""
+def column_to_proto(spec: FeatureSpec, values: list[Value | None]) -> pb.Column:
+    """A columnar block: the typed list filled with placeholders where ``present`` is false.
+
+    TEXT fills ``string_values`` like STRING; FLOAT_VECTOR fills ``float_vector_values`` row-major
+    with ``dimension`` elements per row (zeros for a missing row).
+    """
     column = pb.Column(name=spec.name, type=_TYPE_TO_PROTO[spec.type])
     column.present.extend([v is not None for v in values])
-    if spec.type == ValueType.FLOAT:
-        column.double_values.extend([0.0 if v is None else float(v) for v in values])
+    if spec.type == ValueType.FLOAT_VECTOR:
+        column.dimension = spec.dimension
+        zeros = (0.0,) * spec.dimension
+        column.float_vector_values.extend(
+            [x for v in values for x in (zeros if v is None else v.values)])  # type: ignore[union-attr]
+    elif spec.type == ValueType.FLOAT:
+        column.double_values.extend([0.0 if v is None else float(v) for v in values])  # type: ignore[arg-type]
     elif spec.type == ValueType.INT:
-        column.int64_values.extend([0 if v is None else int(v) for v in values])
-    elif spec.type == ValueType.STRING:
+        column.int64_values.extend([0 if v is None else int(v) for v in values])  # type: ignore[arg-type]
+    elif spec.type in (ValueType.STRING, ValueType.TEXT):
         column.string_values.extend(["" if v is None else str(v) for v in values])
     else:
         column.bool_values.extend([False if v is None else bool(v) for v in values])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gyre_features.domain.errors import InvalidFeatureEvent
-from gyre_features.domain.values import Scalar, ValueType
+from gyre_features.domain.values import FloatVector, Value, ValueType, VectorError
 from gyre_features.domain.views import FeatureSpec, FeatureView
 
 MAX_STRING_VALUE_CHARS = 65_536
@@ -27,8 +27,9 @@ class RawFeatureEvent:
         feature_view: view name ("" when absent).
         entity_id: entity key value ("" when absent).
         event_time: when the values became true (UTC), or None when absent.
-        values: feature name -> (kind, value); kind is ``float``/``int``/``string``/``bool``, or None
-            with value None for an explicitly missing value.
+        values: feature name -> (kind, value); kind is ``float``/``int``/``string``/``bool`` with a
+            scalar, or ``float_vector`` with a sequence of floats (or a :class:`FloatVector`), or
+            None with value None for an explicitly missing value. Text arrives as ``string``.
         created_time: producer's creation time (UTC), or None.
         source: producing system, for audit.
         event_id: the CloudEvents id (dedupe key).
@@ -38,7 +39,7 @@ class RawFeatureEvent:
     feature_view: str
     entity_id: str
     event_time: datetime | None
-    values: Mapping[str, tuple[ValueType | None, Scalar | None]]
+    values: Mapping[str, tuple[ValueType | None, object | None]]
     event_id: str
     received_time: datetime
     created_time: datetime | None = None
@@ -64,18 +65,18 @@ class FeatureRow:
     entity_id: str
     event_time: datetime
     created_time: datetime
-    values: Mapping[str, Scalar | None]
+    values: Mapping[str, Value | None]
     complete: bool
     event_id: str
     source: str = ""
 
 
-def _coerce(view: FeatureView, spec: FeatureSpec, kind: ValueType | None, value: Scalar | None) -> Scalar | None:
+def _coerce(view: FeatureView, spec: FeatureSpec, kind: ValueType | None, value: object | None) -> Value | None:
     if kind is None or value is None:
         return None
     if kind == spec.type:
         if kind == ValueType.FLOAT:
-            number = float(value)
+            number = float(value)  # type: ignore[arg-type]
             if not math.isfinite(number):
                 raise InvalidFeatureEvent(
                     "bad_value", f"feature {spec.name!r} of view {view.name!r}: {number!r} is not finite "
@@ -85,14 +86,44 @@ def _coerce(view: FeatureView, spec: FeatureSpec, kind: ValueType | None, value:
             raise InvalidFeatureEvent(
                 "bad_value", f"feature {spec.name!r} of view {view.name!r}: string longer than "
                 f"{MAX_STRING_VALUE_CHARS} characters")
-        return value
+        if kind == ValueType.FLOAT_VECTOR:
+            return _vector(view, spec, value)
+        return value  # type: ignore[return-value]
+    # Text travels as a FeatureValue string_value: the view's type, not the wire kind, says it is text.
+    if kind == ValueType.STRING and spec.type == ValueType.TEXT:
+        text = str(value)
+        # A UTF-8 character is at most 4 bytes: short texts skip the encoding.
+        if len(text) * 4 > spec.text_limit_bytes and len(text.encode("utf-8")) > spec.text_limit_bytes:
+            raise InvalidFeatureEvent(
+                "bad_value", f"feature {spec.name!r} of view {view.name!r}: text of {len(text.encode('utf-8'))} "
+                f"UTF-8 bytes; at most {spec.text_limit_bytes}")
+        return text
     # An integer is a lossless float for every value a model sees; JSON producers often send 1
     # where they mean 1.0, so accept it rather than dead-letter the event.
     if kind == ValueType.INT and spec.type == ValueType.FLOAT and not isinstance(value, bool):
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     raise InvalidFeatureEvent(
         "wrong_type", f"feature {spec.name!r} of view {view.name!r} is {spec.type.value}, got a {kind.value} "
-        f"value {value!r}")
+        f"value {_shorten(value)}")
+
+
+def _shorten(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _vector(view: FeatureView, spec: FeatureSpec, value: object) -> FloatVector:
+    try:
+        vector = value if isinstance(value, FloatVector) else FloatVector.of(value)  # type: ignore[arg-type]
+    except (VectorError, TypeError) as exc:
+        raise InvalidFeatureEvent(
+            "bad_value", f"feature {spec.name!r} of view {view.name!r}: {exc} (send a missing value instead "
+            "of a vector with NaN/Inf)") from None
+    if len(vector) != spec.dimension:
+        raise InvalidFeatureEvent(
+            "bad_value", f"feature {spec.name!r} of view {view.name!r} is a float_vector of dimension "
+            f"{spec.dimension}, got {len(vector)} elements")
+    return vector
 
 
 def validate_event(views: Mapping[str, FeatureView], raw: RawFeatureEvent) -> FeatureRow:
@@ -104,7 +135,8 @@ def validate_event(views: Mapping[str, FeatureView], raw: RawFeatureEvent) -> Fe
 
     Raises:
         InvalidFeatureEvent: unknown view or feature, wrong value type, missing entity id or
-            event_time, no values, non-finite float. The reason says which.
+            event_time, no values, non-finite float, a vector of the wrong dimension or with a
+            non-finite element, a text over its limit. The reason says which.
     """
     if not raw.feature_view:
         raise InvalidFeatureEvent("missing_feature_view", "the event names no feature_view")
@@ -120,7 +152,7 @@ def validate_event(views: Mapping[str, FeatureView], raw: RawFeatureEvent) -> Fe
     if not raw.values:
         raise InvalidFeatureEvent("no_values", f"event for view {view.name!r}, entity {raw.entity_id!r} has no values")
     specs = {spec.name: spec for spec in view.features}
-    values: dict[str, Scalar | None] = {}
+    values: dict[str, Value | None] = {}
     for name, (kind, value) in raw.values.items():
         spec = specs.get(name)
         if spec is None:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from gyre_features.domain.events import FeatureRow
 from gyre_features.domain.timestamps import unix_us
-from gyre_features.domain.values import Scalar
+from gyre_features.domain.values import Value
 from gyre_features.domain.views import FeatureView
 
 
@@ -35,7 +35,7 @@ class OnlineValue:
         event_time: event time of the event that set it (UTC).
     """
 
-    value: Scalar | None
+    value: Value | None
     event_time: datetime
 
 
@@ -49,7 +49,7 @@ class FeatureResult:
         event_time: event time of the stored value (None when NOT_FOUND), UTC.
     """
 
-    value: Scalar | None
+    value: Value | None
     status: FeatureStatus
     event_time: datetime | None
 
@@ -82,7 +82,7 @@ def online_result(view: FeatureView, stored: OnlineValue | None, now: datetime) 
     return FeatureResult(stored.value, FeatureStatus.PRESENT, stored.event_time)
 
 
-OnlineState = dict[str, tuple[Scalar | None, int, int]]
+OnlineState = dict[str, tuple[Value | None, int, int]]
 """Online state of one entity: feature -> (value, event_time_us, created_time_us)."""
 
 

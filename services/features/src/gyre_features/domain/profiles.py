@@ -24,7 +24,10 @@ class FeatureProfile:
         name, type: the feature.
         count: events in the window that carry a non-null value.
         missing: events in the window without a value for it (not named, or null).
-        mean, std, min, max: numeric features only (std is the sample standard deviation, None
+        measure: what mean/std/min/max describe: ``value`` (FLOAT, INT), ``length`` (TEXT: the
+            length in characters) or ``norm`` (FLOAT_VECTOR: the L2 norm); ``""`` for categorical
+            features, which have none.
+        mean, std, min, max: statistics of ``measure`` (std is the sample standard deviation, None
             under 2 values).
         distinct: categorical features only: number of distinct values.
         top: categorical features only: most frequent values, most frequent first.
@@ -34,6 +37,7 @@ class FeatureProfile:
     type: ValueType
     count: int
     missing: int
+    measure: str = ""
     mean: float | None = None
     std: float | None = None
     min: float | None = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gyre_features.domain.errors import InvalidArgument
-from gyre_features.domain.values import Scalar
+from gyre_features.domain.values import Value
 from gyre_features.domain.views import FeatureSpec, FeatureView
 
 
@@ -100,8 +100,8 @@ class TrainingSetChunk:
 
     entity_ids: list[str]
     event_times: list[datetime]
-    columns: list[list[Scalar | None]]
-    label: list[Scalar | None]
+    columns: list[list[Value | None]]
+    label: list[Value | None]
 
     def __len__(self) -> int:
         return len(self.entity_ids)

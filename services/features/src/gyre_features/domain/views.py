@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gyre_features.domain.errors import Conflict, InvalidArgument, NotFound
-from gyre_features.domain.values import ValueType
+from gyre_features.domain.values import MAX_TEXT_BYTES, MAX_VECTOR_DIMENSION, ValueType
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_FEATURES_PER_VIEW = 1000
@@ -36,11 +36,43 @@ class FeatureSpec:
         name: feature name, unique within the view.
         type: the type every value must have.
         description: free text for humans.
+        dimension: FLOAT_VECTOR only (required): elements of every value, 1 to
+            :data:`MAX_VECTOR_DIMENSION`; 0 for every other type.
+        max_text_bytes: TEXT only: the longest value in UTF-8 bytes, 1 to :data:`MAX_TEXT_BYTES`;
+            0 means :data:`MAX_TEXT_BYTES`. 0 for every other type.
     """
 
     name: str
     type: ValueType
     description: str = ""
+    dimension: int = 0
+    max_text_bytes: int = 0
+
+    @property
+    def text_limit_bytes(self) -> int:
+        """The longest TEXT value this feature accepts, in UTF-8 bytes."""
+        return self.max_text_bytes or MAX_TEXT_BYTES
+
+    def check(self, view: str) -> None:
+        """Check the type's parameters.
+
+        Raises:
+            InvalidArgument: a FLOAT_VECTOR without a dimension in range, a TEXT limit out of
+                range, or either parameter set on a type that has none.
+        """
+        where = f"feature {self.name!r} of view {view!r}"
+        if self.type == ValueType.FLOAT_VECTOR:
+            if not 1 <= self.dimension <= MAX_VECTOR_DIMENSION:
+                raise InvalidArgument(f"{where} is a float_vector: its dimension must be 1 to "
+                                      f"{MAX_VECTOR_DIMENSION}, got {self.dimension}")
+        elif self.dimension:
+            raise InvalidArgument(f"{where} is {self.type.value}: only float_vector features take a dimension")
+        if self.type == ValueType.TEXT:
+            if not 0 <= self.max_text_bytes <= MAX_TEXT_BYTES:
+                raise InvalidArgument(f"{where} is text: max_text_bytes must be 1 to {MAX_TEXT_BYTES} "
+                                      f"(0 = {MAX_TEXT_BYTES}), got {self.max_text_bytes}")
+        elif self.max_text_bytes:
+            raise InvalidArgument(f"{where} is {self.type.value}: only text features take max_text_bytes")
 
 
 @dataclass(frozen=True)
@@ -77,6 +109,7 @@ class FeatureView:
         seen: set[str] = set()
         for spec in self.features:
             check_name("feature", spec.name)
+            spec.check(self.name)
             if spec.name in seen:
                 raise InvalidArgument(f"feature {spec.name!r} appears twice in view {self.name!r}")
             seen.add(spec.name)
@@ -106,11 +139,12 @@ class FeatureView:
     def check_update(self, new: FeatureView) -> None:
         """Check that ``new`` may replace this view: same entity, every feature kept with its type.
 
-        Adding features and changing TTL or metadata is allowed. Removing a feature or changing
-        its type is not: stored values and trained models depend on it (register a new view).
+        Adding features and changing TTL, metadata or a text feature's max_text_bytes is allowed.
+        Removing a feature or changing its type or a vector's dimension is not: stored values and
+        trained models depend on it (register a new view).
 
         Raises:
-            Conflict: the entity would change, or a feature would be removed or change type.
+            Conflict: the entity would change, or a feature would be removed or change type or dimension.
         """
         if new.entity != self.entity:
             raise Conflict(f"feature view {self.name!r} is keyed by {self.entity!r}; cannot re-key it to "
@@ -120,12 +154,15 @@ class FeatureView:
             if spec.name not in new_types:
                 raise Conflict(f"feature {spec.name!r} of view {self.name!r} cannot be removed "
                                "(register a new view instead)")
-        old_types = {spec.name: spec.type for spec in self.features}
+        old_specs = {spec.name: spec for spec in self.features}
         for spec in new.features:
-            old = old_types.get(spec.name)
-            if old is not None and old != spec.type:
-                raise Conflict(f"feature {spec.name!r} of view {self.name!r} is {old.value}; cannot change it to "
+            old = old_specs.get(spec.name)
+            if old is not None and old.type != spec.type:
+                raise Conflict(f"feature {spec.name!r} of view {self.name!r} is {old.type.value}; cannot change it to "
                                f"{spec.type.value} (add a feature with a new name instead)")
+            if old is not None and old.dimension != spec.dimension:
+                raise Conflict(f"feature {spec.name!r} of view {self.name!r} has dimension {old.dimension}; cannot "
+                               f"change it to {spec.dimension} (add a feature with a new name instead)")
 
     def is_outside_ttl(self, event_time: datetime, as_of: datetime) -> bool:
         """Whether a value with ``event_time`` has expired at ``as_of`` (both UTC).
