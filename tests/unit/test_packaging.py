@@ -165,15 +165,21 @@ def test_heavy_ml_stays_in_the_trainer() -> None:
 
 
 def test_services_need_only_what_their_image_installs() -> None:
-    """deploy/Dockerfile installs libs/contracts, libs/common and the service; nothing else of ours."""
+    """deploy/Dockerfile installs libs/contracts, libs/common and the service; nothing else of ours.
+    Built with EXTRAS it also installs libs/ml, so an optional extra may need gyre-ml (serving's
+    and the monitor's `text`), never another of our libraries."""
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
     assert 'pip install -c constraints.txt libs/contracts libs/common "services/${SERVICE}"' in dockerfile
+    assert 'libs/contracts libs/common libs/ml "services/${SERVICE}[${EXTRAS}]"' in dockerfile
     for pkg in PACKAGES.values():
         if pkg.path.parent.name != "services":
             continue
-        ours = {name for name in _closure(pkg) if name in PACKAGES}
-        extra = sorted(ours - SERVICE_IMAGE_LIBS)
+        default = {name for name in _closure(OwnPackage(pkg.name, pkg.path, pkg.requires)) if name in PACKAGES}
+        extra = sorted(default - SERVICE_IMAGE_LIBS)
         assert not extra, f"{pkg.name} needs {extra}, which deploy/Dockerfile does not install"
+        with_extras = {name for name in _closure(pkg) if name in PACKAGES}
+        extra = sorted(with_extras - SERVICE_IMAGE_LIBS - {ML})
+        assert not extra, f"{pkg.name}'s extras need {extra}, which deploy/Dockerfile does not install"
 
 
 def test_every_service_folder_is_an_installed_service() -> None:

@@ -19,7 +19,7 @@ from gyre_serving import api_http
 from gyre_serving.api_grpc import SERVICE_NAME, InferenceServicer
 from gyre_serving.batching import BatchingPolicy
 from gyre_serving.consumers import RegistryEventsFollower, Snapshot
-from gyre_serving.domain.model import ModelSource
+from gyre_serving.domain.runtime import ModelSource
 from gyre_serving.emitter import InferenceEmitter, SpoolingOverflow
 from gyre_serving.handlers import DataPlane
 from gyre_serving.loader import ModelLoader
@@ -52,7 +52,8 @@ async def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None =
                                timeout_s=settings.rpc_timeout_s,
                                interceptors=ctx.telemetry.grpc_client_interceptors())
                 if settings.registry_address else None)
-    loader = ModelLoader(store, settings.trusted_types, compile=settings.runtime == "auto").load
+    loader = ModelLoader(store, settings.trusted_types, compile=settings.runtime == "auto",
+                         max_text_bytes=settings.max_text_bytes, torch_threads=settings.torch_threads).load
     lookup = registry.version if registry is not None else None
     manager = ModelManager(repository, loader, alias=settings.alias, models=settings.models,
                            load_attempts=settings.load_attempts, lookup=lookup)
@@ -79,7 +80,8 @@ async def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None =
                           traffic={name: TrafficSplit(split.canary_percent, split.shadow)
                                    for name, split in settings.traffic.items()},
                           batching={name: BatchingPolicy(policy.max_batch_rows, policy.max_wait_ms / 1000.0)
-                                    for name, policy in settings.batching.items()})
+                                    for name, policy in settings.batching.items()},
+                          event_text=settings.event_text)
     ctx.app.include_router(api_http.router(dataplane))
     ctx.add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(dataplane),
                      name=SERVICE_NAME)
@@ -101,6 +103,7 @@ async def bootstrap(ctx: ServiceContext, *, artifacts: ArtifactSettings | None =
     # Started in this order, stopped in reverse: the follower stops first, the emitter last (after
     # the servers drained, so the events of the last requests are still published).
     ctx.add_task(emitter, name="inference-events")
+    ctx.add_task(_InferenceThread(dataplane), name="inference-thread")
     if registry is not None:
         ctx.add_task(_Closing(registry), name="registry-client")
     ctx.add_task(follower.run, name="registry-events")
@@ -131,3 +134,16 @@ class _Closing:
 
     async def stop(self) -> None:
         await self.client.close()
+
+
+class _InferenceThread:
+    """Stops the data plane's inference thread at shutdown (after the servers drained)."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.dataplane.close()

@@ -3,6 +3,7 @@ messages) into domain types, and served batches into ``InferenceEvent`` messages
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2
 from gyre_serving.domain.events import ServedBatch
-from gyre_serving.domain.model import ModelSource
 from gyre_serving.domain.registry import ChangeKind, RegistryChange
+from gyre_serving.domain.runtime import ModelSource
 from gyre_serving.domain.signature import Signature, TensorSpec
 
 _KINDS = {
@@ -86,6 +87,16 @@ def _set_value(target: common_pb2.FeatureValue, value: Any) -> None:
         target.string_value = str(value)
 
 
+def _text_digests(texts: list[Any]) -> list[str]:
+    """``sha256:<hex of the UTF-8 bytes>:<length in characters>`` of each text (what the monitor reads
+    in hash-only mode: the length descriptors still work, the text never leaves serving)."""
+    digests = []
+    for text in texts:
+        value = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace")
+        digests.append(f"sha256:{hashlib.sha256(value.encode('utf-8')).hexdigest()}:{len(value)}")
+    return digests
+
+
 def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
     """One ``InferenceEvent`` per row of ``batch``, with named inputs and outputs."""
     served_at = Timestamp()
@@ -94,6 +105,12 @@ def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
     # this runs once per served row, on the serving process's core.
     inputs = [(name, column.tolist()) for name, column in zip(batch.feature_names, batch.feature_columns,
                                                              strict=True)]
+    if batch.hashed_inputs:
+        inputs = [(name, _text_digests(values) if name in batch.hashed_inputs else values) for name, values in inputs]
+    event_time: Timestamp | None = None
+    if batch.event_time is not None:
+        event_time = Timestamp()
+        event_time.FromDatetime(batch.event_time)
     outputs = [(name, column.tolist()) for name, column in batch.output_columns]
     events = []
     for row, prediction_id in enumerate(batch.prediction_ids):
@@ -108,6 +125,8 @@ def inference_events(batch: ServedBatch) -> list[events_pb2.InferenceEvent]:
             row_index=row,
             request_key=batch.request_key,
             shadow=batch.shadow,
+            entity_id=batch.entity_id,
+            event_time=event_time,
         )
         event_inputs, event_outputs = event.inputs, event.outputs
         for name, values in inputs:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,8 +21,8 @@ from gyre_serving import metrics
 from gyre_serving.batching import AdaptiveBatcher, BatchingPolicy
 from gyre_serving.domain.errors import InvalidRequestError, ModelNotFoundError, RequestTooLargeError
 from gyre_serving.domain.events import ServedBatch, new_event_id, prediction_ids
-from gyre_serving.domain.model import LoadedModel, Prediction
-from gyre_serving.domain.signature import TensorSpec
+from gyre_serving.domain.runtime import Prediction, Runtime
+from gyre_serving.domain.signature import FeatureBatch, TensorSpec
 from gyre_serving.domain.tensors import DEFAULT_MAX_ELEMENTS, Tensor
 from gyre_serving.repository import ModelRepository
 from gyre_serving.traffic import TrafficSplit, canary
@@ -32,8 +33,18 @@ MAX_ID_LENGTH = 128
 """Longest request id accepted (it becomes the prediction id and a Kafka key)."""
 PREDICTION_IDS_PARAMETER = "prediction_ids"
 """Response parameter listing the prediction id of each row, comma-separated."""
+_NO_INPUTS: frozenset[str] = frozenset()
 REQUEST_KEY_PARAMETER = "request_key"
 """Request parameter carrying a business key (e.g. an entity id), copied into the inference events."""
+ENTITY_ID_PARAMETER = "entity_id"
+"""Request parameter naming the entity the prediction is about (the key of the model's training
+feature view), copied into every row's inference event: feedback sends corrected labels back to
+the feature store under it."""
+EVENT_TIME_PARAMETER = "event_time"
+"""Request parameter: RFC 3339 time (with an offset) of the entity's features the prediction used;
+copied into the inference events (UTC) as the time of a corrected label."""
+MAX_ENTITY_ID_LENGTH = 256
+"""Longest ``entity_id`` parameter accepted, in characters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +130,19 @@ class DataPlane:
             naming a challenger's version number is answered by it.
         traffic: model name (or ``*``) -> its split; none: the challenger gets no traffic.
         batching: model name (or ``*``) -> adaptive batching; none: every request predicts alone.
+        event_text: ``text``: inference events carry each text input as sent; ``hash``: only its
+            sha256 and length (:attr:`Runtime.text_inputs`).
+
+    Blocking models (:attr:`Runtime.blocking`, torch) predict in one worker thread, one call at a
+    time, so the event loop keeps decoding, answering and batching meanwhile; torch's own threads
+    (``torch_threads``) parallelise inside the call.
     """
 
     def __init__(self, repository: ModelRepository, events: EventSink, *, server_name: str,
                  server_version: str, ready: Callable[[], bool], max_batch_rows: int,
                  max_tensor_elements: int = DEFAULT_MAX_ELEMENTS, challengers: ModelRepository | None = None,
                  traffic: Mapping[str, TrafficSplit] | None = None,
-                 batching: Mapping[str, BatchingPolicy] | None = None) -> None:
+                 batching: Mapping[str, BatchingPolicy] | None = None, event_text: str = "text") -> None:
         self.repository = repository
         self.challengers = challengers
         self.events = events
@@ -136,6 +153,10 @@ class DataPlane:
         self._traffic = dict(traffic or {})
         self._batching = dict(batching or {})
         self._batchers: dict[str, AdaptiveBatcher] = {}
+        self._hash_text = event_text == "hash"
+        self._background: set[asyncio.Task[None]] = set()
+        # One thread: torch parallelises inside a call; two calls at once would only fight over cores.
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gyre-inference")
 
     def live(self) -> bool:
         """Whether the server is live: it answers at all."""
@@ -192,10 +213,14 @@ class DataPlane:
                 raise RequestTooLargeError(
                     f"input {tensor.name!r} has {tensor.data.shape[0]} rows; at most {self.max_batch_rows} per request"
                 )
-        key = request.parameters.get(REQUEST_KEY_PARAMETER)
+        parameters = request.parameters
+        key = parameters.get(REQUEST_KEY_PARAMETER)
         request_key = key if isinstance(key, str) else ""
+        entity_id, event_time = "", None
+        if ENTITY_ID_PARAMETER in parameters or EVENT_TIME_PARAMETER in parameters:
+            entity_id, event_time = _entity(parameters)
         alias = self.repository.alias if request.model_version in ("", self.repository.alias) else ""
-        shadow: LoadedModel | None = None
+        shadow: Runtime | None = None
         if alias and self._traffic:
             model, alias, shadow = self._split(model, alias, request_key or request_id)
         wanted = _requested_outputs(model, request.outputs)
@@ -221,6 +246,9 @@ class DataPlane:
                 latency_ms=(time.perf_counter() - started) * 1000.0,
                 request_key=request_key,
                 event_id=new_event_id(),
+                hashed_inputs=model.text_inputs if self._hash_text else _NO_INPUTS,
+                entity_id=entity_id,
+                event_time=event_time,
             ))
             if shadow is not None:
                 # After this request's answer, not before: the shadow never delays the client.
@@ -229,7 +257,7 @@ class DataPlane:
         return InferenceResponse(model.name, str(model.version), request_id, outputs, ids,
                                  {PREDICTION_IDS_PARAMETER: ",".join(ids)})
 
-    def _resolve(self, name: str, version: str) -> LoadedModel:
+    def _resolve(self, name: str, version: str) -> Runtime:
         """The served model, or the challenger when ``version`` is the challenger's number or alias."""
         challengers = self.challengers
         if challengers is not None and version:
@@ -240,7 +268,7 @@ class DataPlane:
                     return challenger
         return self.repository.resolve(name, version)
 
-    def _split(self, model: LoadedModel, alias: str, key: str) -> tuple[LoadedModel, str, LoadedModel | None]:
+    def _split(self, model: Runtime, alias: str, key: str) -> tuple[Runtime, str, Runtime | None]:
         """(model that answers, its alias, shadow model or None) under the model's traffic split."""
         split = self._traffic.get(model.name) or self._traffic.get("*")
         challenger = self.challengers.get(model.name) if self.challengers is not None else None
@@ -251,20 +279,34 @@ class DataPlane:
             return challenger, self.challengers.alias, None
         return model, alias, challenger if split.shadow else None
 
-    async def _predict(self, model: LoadedModel, batch: Any) -> Prediction:
+    async def _predict(self, model: Runtime, batch: Any) -> Prediction:
         if not self._batching:
+            if model.blocking:
+                return await asyncio.get_running_loop().run_in_executor(self._inference, model.predict, batch)
             return model.predict(batch)
         batcher = self._batchers.get(model.name)
         if batcher is None:
             policy = self._batching.get(model.name) or self._batching.get("*")
             if policy is None:
+                if model.blocking:
+                    return await asyncio.get_running_loop().run_in_executor(self._inference, model.predict, batch)
                 return model.predict(batch)
-            batcher = self._batchers[model.name] = AdaptiveBatcher(policy, model.name)
+            batcher = self._batchers[model.name] = AdaptiveBatcher(policy, model.name, self._inference)
         return await batcher.predict(model, batch)
 
-    def _shadow(self, model: LoadedModel, inputs: Sequence[Tensor], request_id: str, ids: tuple[str, ...],
+    def close(self) -> None:
+        """Stop the inference thread once the servers have drained (it finishes a running call)."""
+        self._inference.shutdown(wait=False, cancel_futures=True)
+
+    def _shadow(self, model: Runtime, inputs: Sequence[Tensor], request_id: str, ids: tuple[str, ...],
                 request_key: str) -> None:
         """Predict with the shadow (challenger) model; its answer only goes to the inference events."""
+        if model.blocking:  # not on the event loop: in the inference thread, after the clients' calls
+            task = asyncio.get_running_loop().create_task(
+                self._shadow_blocking(model, inputs, request_id, ids, request_key))
+            self._background.add(task)  # a reference until it ends: the loop keeps only weak ones
+            task.add_done_callback(self._background.discard)
+            return
         started = time.perf_counter()
         try:
             batch = model.features(inputs)
@@ -273,6 +315,22 @@ class DataPlane:
             metrics.SHADOW_PREDICTIONS.labels(model.name, "failed").inc()
             log.debug("shadow %s v%d failed on request %s: %s", model.name, model.version, request_id, exc)
             return
+        self._emit_shadow(model, batch, prediction, request_id, ids, request_key, started)
+
+    async def _shadow_blocking(self, model: Runtime, inputs: Sequence[Tensor], request_id: str,
+                               ids: tuple[str, ...], request_key: str) -> None:
+        started = time.perf_counter()
+        try:
+            batch = model.features(inputs)
+            prediction = await asyncio.get_running_loop().run_in_executor(self._inference, model.predict, batch)
+        except Exception as exc:  # the client already has its answer; the shadow's failure is only counted
+            metrics.SHADOW_PREDICTIONS.labels(model.name, "failed").inc()
+            log.debug("shadow %s v%d failed on request %s: %s", model.name, model.version, request_id, exc)
+            return
+        self._emit_shadow(model, batch, prediction, request_id, ids, request_key, started)
+
+    def _emit_shadow(self, model: Runtime, batch: FeatureBatch, prediction: Prediction, request_id: str,
+                     ids: tuple[str, ...], request_key: str, started: float) -> None:
         metrics.SHADOW_PREDICTIONS.labels(model.name, "ok").inc()
         assert self.challengers is not None
         self.events.emit(ServedBatch(
@@ -280,11 +338,38 @@ class DataPlane:
             request_id=request_id, prediction_ids=ids, feature_names=batch.names, feature_columns=batch.columns,
             output_columns=prediction.event_columns, served_at=datetime.now(UTC),
             latency_ms=(time.perf_counter() - started) * 1000.0, request_key=request_key, shadow=True,
-            event_id=new_event_id(),
+            event_id=new_event_id(), hashed_inputs=model.text_inputs if self._hash_text else _NO_INPUTS,
         ))
 
 
-def _requested_outputs(model: LoadedModel, names: Sequence[str]) -> set[str] | None:
+def _entity(parameters: Mapping[str, Any]) -> tuple[str, datetime | None]:
+    """The ``entity_id`` and ``event_time`` request parameters, checked.
+
+    Raises:
+        InvalidRequestError: a non-string or over-long entity id; an event time that is not an
+            RFC 3339 string with an offset (a time without one would be ambiguous).
+    """
+    entity = parameters.get(ENTITY_ID_PARAMETER, "")
+    if not isinstance(entity, str) or len(entity) > MAX_ENTITY_ID_LENGTH:
+        raise InvalidRequestError(f"parameter {ENTITY_ID_PARAMETER!r} must be a string of at most "
+                                  f"{MAX_ENTITY_ID_LENGTH} characters")
+    raw = parameters.get(EVENT_TIME_PARAMETER)
+    if raw is None:
+        return entity, None
+    try:
+        if not isinstance(raw, str):
+            raise ValueError
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidRequestError(f"parameter {EVENT_TIME_PARAMETER!r} must be an RFC 3339 time string, "
+                                  f"e.g. 2026-05-01T12:00:00Z; got {raw!r}") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise InvalidRequestError(f"parameter {EVENT_TIME_PARAMETER!r} needs a UTC offset (Z or +hh:mm); "
+                                  f"got {raw!r}")
+    return entity, when.astimezone(UTC)
+
+
+def _requested_outputs(model: Runtime, names: Sequence[str]) -> set[str] | None:
     if not names:
         return None
     known = [spec.name for spec in model.signature.outputs]

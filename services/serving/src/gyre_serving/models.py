@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from gyre_serving import metrics
 from gyre_serving.domain.errors import ModelLoadError
-from gyre_serving.domain.model import LoadedModel, ModelSource
 from gyre_serving.domain.registry import ChangeKind, RegistryChange
+from gyre_serving.domain.runtime import ModelSource, Runtime
 from gyre_serving.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
-Loader = Callable[[ModelSource], LoadedModel]
+Loader = Callable[[ModelSource], Runtime]
 """Blocking load of one version (:meth:`gyre_serving.loader.ModelLoader.load`); run in a thread."""
 VersionLookup = Callable[[str, int], Awaitable[ModelSource | None]]
 """Asks the registry for one version's artifact and signature (None: unknown)."""
@@ -179,7 +179,7 @@ class ModelManager:
                 metrics.SERVED_VERSION.labels(name, self.alias).set(0)
                 log.warning("stopped serving %s v%d: %s", name, removed.version, why)
 
-    async def _load_with_retries(self, source: ModelSource) -> LoadedModel:
+    async def _load_with_retries(self, source: ModelSource) -> Runtime:
         delay = self.retry_delay_s
         for attempt in range(1, self.load_attempts + 1):
             try:

@@ -9,7 +9,7 @@ import grpc
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from gyre_serving.convert import source_from_version
-from gyre_serving.domain.model import ModelSource
+from gyre_serving.domain.runtime import ModelSource
 
 PAGE_SIZE = 500
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from gyre_serving.domain.errors import InvalidRequestError, ModelNotFoundError
-from gyre_serving.domain.model import LoadedModel
+from gyre_serving.domain.runtime import Runtime
 
 
 class ModelRepository:
-    """Which :class:`LoadedModel` answers for each model name.
+    """Which :class:`Runtime` answers for each model name.
 
     Swapping is one dict assignment on the event loop: a request holds the model object it
     resolved, so requests in flight finish on the old version while new ones get the new one.
@@ -18,17 +18,17 @@ class ModelRepository:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[str, Runtime] = {}
 
-    def get(self, name: str) -> LoadedModel | None:
+    def get(self, name: str) -> Runtime | None:
         """The model served under ``name``, if any."""
         return self._models.get(name)
 
-    def models(self) -> list[LoadedModel]:
+    def models(self) -> list[Runtime]:
         """Every served model, by name."""
         return [self._models[name] for name in sorted(self._models)]
 
-    def resolve(self, name: str, version: str = "") -> LoadedModel:
+    def resolve(self, name: str, version: str = "") -> Runtime:
         """The model that answers a request for ``name`` at ``version``.
 
         Args:
@@ -55,12 +55,12 @@ class ModelRepository:
             )
         return model
 
-    def put(self, model: LoadedModel) -> LoadedModel | None:
+    def put(self, model: Runtime) -> Runtime | None:
         """Serve ``model`` for its name from now on; returns the model it replaced."""
         previous = self._models.get(model.name)
         self._models[model.name] = model
         return previous
 
-    def remove(self, name: str) -> LoadedModel | None:
+    def remove(self, name: str) -> Runtime | None:
         """Stop serving ``name``; returns the model that was served."""
         return self._models.pop(name, None)

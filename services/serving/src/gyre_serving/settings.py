@@ -118,6 +118,21 @@ class ServingSettings(ServiceSettings):
     scalers fitted on arrays, checked against scikit-learn at load) run on ONNX Runtime, the rest on
     scikit-learn; `sklearn`: scikit-learn for every model (docs/services/serving.md)."""
 
+    torch_threads: int = Field(default=0, ge=0)
+    """Threads torch computes a text model's batch with (`torch.set_num_threads`, process-wide); 0
+    (the default) uses the cores this process may run on. Text models predict in one worker thread,
+    one batch at a time, off the event loop (docs/services/serving.md)."""
+
+    max_text_bytes: int = Field(default=16_384, ge=1)
+    """Longest text one BYTES element of a text model's input may hold, in UTF-8 bytes (16 KiB);
+    longer answers gRPC INVALID_ARGUMENT / HTTP 400, as does a text that is not valid UTF-8. The
+    model reads at most its `max_length` tokens (128 by default) of a text anyway."""
+
+    event_text: Literal["text", "hash"] = "text"
+    """What inference events carry of a text model's input: `text`, the text itself; `hash`, only
+    `<input>_sha256` (hex of its UTF-8 bytes) and `<input>_length` (characters), for texts that
+    must not leave serving."""
+
     challenger_alias: str = "challenger"
     """Registry alias of the challenger version that traffic splits (canary, shadow) send requests to."""
 

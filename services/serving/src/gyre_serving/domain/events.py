@@ -56,6 +56,10 @@ class ServedBatch:
         request_key: the request's ``request_key`` parameter (a business key), or empty.
         shadow: a shadow (challenger) prediction that was not returned to the client.
         event_id: :func:`new_event_id`; each row's ``ce_id`` is ``<event_id>.<row>``.
+        hashed_inputs: text inputs whose events carry ``sha256:<hex of the UTF-8 bytes>:<length in
+            characters>`` instead of the text (``GYRE_SERVING_EVENT_TEXT=hash``).
+        entity_id: the request parameter ``entity_id`` (the entity the prediction is about), or empty.
+        event_time: the request parameter ``event_time`` (aware, UTC), or None.
     """
 
     model_name: str
@@ -71,6 +75,9 @@ class ServedBatch:
     request_key: str = ""
     shadow: bool = False
     event_id: str = ""
+    hashed_inputs: frozenset[str] = frozenset()
+    entity_id: str = ""
+    event_time: datetime | None = None
 
     @property
     def rows(self) -> int:

@@ -1,7 +1,8 @@
-"""A loaded model version: the estimator, its signature, and how a request becomes its outputs.
+"""The scikit-learn runtime: a loaded estimator, its signature, and how a request becomes its outputs.
 
-A :class:`LoadedModel` is immutable once built: swapping versions replaces the object, so a request
-that started on the old version finishes on it.
+:class:`LoadedModel` is the :class:`~gyre_serving.domain.runtime.Runtime` adapter of ``skops``
+artifacts. When the model converts exactly it hands finite rows to ONNX Runtime (the ONNX adapter,
+:mod:`gyre_serving.domain.compiled`) and keeps scikit-learn for the rest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from gyre_serving.domain.compiled import CompiledModel, compile_model, type_name, why_not_compilable
 from gyre_serving.domain.errors import InvalidRequestError, ModelLoadError, PredictionError
+from gyre_serving.domain.runtime import ModelSource, Prediction, Runtime
 from gyre_serving.domain.signature import (
     MATRIX_INPUT,
     PREDICT_OUTPUT,
@@ -37,44 +39,12 @@ PLATFORM = "sklearn"
 """``ModelMetadata.platform`` of the models serving loads today."""
 
 
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    """Where a model version comes from: what the registry says about it.
-
-    Attributes:
-        name: registered model name.
-        version: version number (from 1).
-        artifact_uri: artifact location (``file:///...`` for the local store).
-        sha256: lowercase hex digest the artifact must have.
-        format: artifact format ("skops"; empty is read as skops).
-        signature: the version's signature; None lets serving infer one from the estimator.
-    """
-
-    name: str
-    version: int
-    artifact_uri: str
-    sha256: str
-    format: str = "skops"
-    signature: Signature | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """The outputs of one request.
-
-    Attributes:
-        outputs: every signature output, in signature order, with the request's batch size first.
-        event_columns: per-row values for inference events: ``(name, 1-D array)`` with the predict
-            output under its own name and each probability column as ``<output>_<class>``.
-    """
-
-    outputs: tuple[Tensor, ...]
-    event_columns: tuple[tuple[str, np.ndarray[Any, Any]], ...]
+__all__ = ["PLATFORM", "LoadedModel", "ModelSource", "Prediction", "predicts_most_probable_class"]
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """One model version ready to predict. Build it with :meth:`build`.
+class LoadedModel(Runtime):
+    """A scikit-learn model version ready to predict. Build it with :meth:`build`.
 
     Attributes:
         source: where it came from (name, version, artifact, declared signature).
@@ -100,14 +70,6 @@ class LoadedModel:
     labels_from_proba: bool = False
     compiled: CompiledModel | None = None
     runtime_note: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def version(self) -> int:
-        return self.source.version
 
     @property
     def platform(self) -> str:
@@ -234,18 +196,6 @@ class LoadedModel:
         except Exception as exc:
             raise PredictionError(f"model {self.name} v{self.version} failed: {type(exc).__name__}: {exc}") from exc
         return Prediction(tuple(outputs), tuple(events))
-
-    def warm_up(self) -> Prediction:
-        """Predict on a dummy row built from the signature, so the first real request pays no
-        first-call costs and a model that cannot answer is refused before it takes traffic.
-
-        Raises:
-            ModelLoadError: ``warmup`` with what failed.
-        """
-        try:
-            return self.predict(self.features(dummy_inputs(self.signature)))
-        except Exception as exc:
-            raise ModelLoadError("warmup", f"{self.name} v{self.version} failed its warm-up request: {exc}") from exc
 
     def _model_input(self, batch: FeatureBatch) -> Any:
         columns = [_as_model_column(column) for column in batch.columns]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gyre_serving.domain.model import ModelSource
+from gyre_serving.domain.runtime import ModelSource
 
 
 class ChangeKind(StrEnum):
