@@ -24,6 +24,7 @@ from gyre_trainer.adapters.tracking import GrpcRunLogger
 from gyre_trainer.api_grpc import SERVICE_NAME, TrainerServicer
 from gyre_trainer.auth import TokenAuth
 from gyre_trainer.consumers import TrainingRequestsAdapter
+from gyre_trainer.domain.backends.options import TextOptions
 from gyre_trainer.domain.jobs import TrainingPolicy
 from gyre_trainer.handlers import TrainerHandlers
 from gyre_trainer.ports import ModelRegistryClient, RunLogger, TrainingDataSource
@@ -48,6 +49,9 @@ def policy_from(settings: TrainerSettings) -> TrainingPolicy:
         champion_alias=settings.champion_alias,
         max_attempts=settings.max_attempts,
         retry_delay_s=settings.retry_delay_s,
+        text=TextOptions(max_length=settings.text_max_length, batch_size=settings.text_batch_size,
+                         validation_fraction=settings.text_validation_fraction,
+                         max_epochs=settings.text_max_epochs, threads=settings.torch_threads),
     )
 
 

@@ -68,6 +68,8 @@ def request_from_proto(message: ev.TrainingRequest) -> TrainingRequest:
             holdout_fraction=search.holdout_fraction,
         ),
         promote_to_alias=message.promote_to_alias,
+        backend=message.backend,
+        text_feature=message.text_feature,
     )
 
 
@@ -84,6 +86,8 @@ def request_to_proto(request: TrainingRequest) -> ev.TrainingRequest:
         requested_by=request.requested_by,
         task=_TASK_NUMBERS[request.task] if request.task is not None else ev.TRAINING_TASK_UNSPECIFIED,
         promote_to_alias=request.promote_to_alias,
+        backend=request.backend,
+        text_feature=request.text_feature,
     )
     config = ev.SearchConfig(
         max_evals=search.max_evals,

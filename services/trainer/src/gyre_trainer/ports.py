@@ -70,7 +70,11 @@ class RunLogger(ABC):
     @abstractmethod
     async def log_trial(self, search: SearchRun, *, run_id: str, trial: TrialResult,
                         tags: Mapping[str, str]) -> str:
-        """Record one finished trial as a child run (params, ``val_*`` metrics, status); its run id."""
+        """Record one finished trial as a child run (params, ``val_*`` metrics, status); its run id.
+
+        A trial with a ``history`` (per-epoch metrics) gets each of them as metric history, step =
+        epoch, timestamp = the epoch's end; its final ``val_*`` metrics are the last epoch's, so
+        they are not logged a second time at step 0."""
 
     @abstractmethod
     async def finish_search(self, search: SearchRun, *, succeeded: bool, best_run_id: str,
@@ -123,7 +127,7 @@ class Registration:
     """Everything CreateModelVersion needs.
 
     Attributes:
-        artifact_format: ``ArtifactRef.format`` (``"skops"``).
+        artifact_format: ``ArtifactRef.format`` (``"skops"``, ``"safetensors-text"``).
         tags: free-form tags, e.g. the holdout definition and the reference-profile artifact.
         idempotency_key: makes a retried registration return the first version.
         evaluation: how the version scored, for the registry's promotion policy.
@@ -181,6 +185,8 @@ class RegisteredVersion:
     artifact: ArtifactRef
     input_names: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    artifact_format: str = ""
+    """``ArtifactRef.format`` (``skops``, ``safetensors-text``): which backend loads it; "" is skops."""
 
 
 class ModelRegistryClient(ABC):

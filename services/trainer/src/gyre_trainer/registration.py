@@ -15,6 +15,7 @@ from datetime import datetime
 from gyre_common.artifacts import ArtifactRef
 from gyre_common.models import SKOPS_FORMAT, TRUSTED_SKOPS_TYPES
 from gyre_trainer import __version__
+from gyre_trainer.domain.backends import SKLEARN
 from gyre_trainer.domain.dataset import TrainingSet
 from gyre_trainer.domain.holdout import HOLDOUT_RULE, HoldoutSplit
 from gyre_trainer.domain.jobs import Job
@@ -48,6 +49,11 @@ class Candidate:
         best_run_id: the tracking run of the best trial.
         holdout_metrics: the refitted best model on the holdout, by metric name without prefix.
         profile: the reference profile's artifact (None when the inputs allow none) and its format.
+        backend: the backend that trained it (``sklearn``, ``torch-text``).
+        artifact_format: the registry's format of ``artifact``.
+        summary: a few words naming the model (the description starts with them); "" for a
+            scikit-learn model means its family.
+        backend_tags: the backend's own tags (e.g. trusted skops types, the text feature).
     """
 
     job: Job
@@ -67,6 +73,10 @@ class Candidate:
     signature: Signature
     profile: ArtifactRef | None = None
     profile_format: str = ""
+    backend: str = SKLEARN
+    artifact_format: str = SKOPS_FORMAT
+    summary: str = ""
+    backend_tags: dict[str, str] | None = None
 
     @property
     def hyperparameters(self) -> dict[str, str]:
@@ -84,11 +94,12 @@ def search_run_name(job: Job) -> str:
     return f"{job.model_name}-search-{job.job_id[:8]}-{job.attempts}"
 
 
-def search_run_tags(job: Job, *, dataset_fingerprint: str, task: Task, objective: str) -> dict[str, str]:
+def search_run_tags(job: Job, *, dataset_fingerprint: str, task: Task, objective: str,
+                    backend: str = SKLEARN) -> dict[str, str]:
     """Tags of the parent run when the search starts."""
     return {"gyre.job_id": job.job_id, "gyre.training_request_id": job.request_id,
             "gyre.feature_view": job.request.feature_view, "gyre.dataset_fingerprint": dataset_fingerprint,
-            "gyre.task": task.value, "gyre.objective_metric": objective}
+            "gyre.task": task.value, "gyre.objective_metric": objective, "gyre.backend": backend}
 
 
 def trial_run_tags(job: Job, *, parent_run_id: str, trial_number: int) -> dict[str, str]:
@@ -103,9 +114,15 @@ def search_result_tags(artifact: ArtifactRef, best: TrialResult) -> dict[str, st
 
 
 def model_tags(candidate: Candidate, champion: Champion | None) -> dict[str, str]:
-    """The version's tags: search, holdout definition, trusted types, runs, classes, champion."""
+    """The version's tags: backend, search, holdout definition, the backend's own (trusted skops
+    types; text feature and encoder), runs, classes, champion. ``gyre.backend`` (and
+    ``gyre.text_feature``) let a retraining request without a backend keep the model's kind."""
     config, split = candidate.config, candidate.split
+    backend_tags = candidate.backend_tags
+    if backend_tags is None:  # a Candidate built without a backend: scikit-learn's
+        backend_tags = {"gyre.skops.trusted_types": ",".join(TRUSTED_SKOPS_TYPES)}
     tags = {
+        "gyre.backend": candidate.backend,
         "gyre.task": candidate.task.value,
         "gyre.objective_metric": config.objective,
         "gyre.search.max_evals": str(config.max_evals),
@@ -116,7 +133,7 @@ def model_tags(candidate: Candidate, champion: Champion | None) -> dict[str, str
         "gyre.holdout.id": split.holdout_id,
         "gyre.holdout.rows": str(split.holdout.rows),
         "gyre.holdout.digest": split.rows_digest,
-        "gyre.skops.trusted_types": ",".join(TRUSTED_SKOPS_TYPES),
+        **backend_tags,
         "gyre.parent_run_id": candidate.parent_run_id,
         "gyre.job_id": candidate.job.job_id,
     }
@@ -172,10 +189,10 @@ def registration_for(candidate: Candidate, champion: Champion | None) -> Registr
     return Registration(
         model_name=job.model_name,
         artifact=candidate.artifact,
-        artifact_format=SKOPS_FORMAT,
+        artifact_format=candidate.artifact_format,
         signature=candidate.signature,
         lineage=lineage_of(candidate),
-        description=(f"{candidate.best.params['family']} from training request {job.request_id} "
+        description=(f"{candidate.summary or candidate.best.params['family']} from training request {job.request_id} "
                      f"(TRAINING_REASON_{job.request.reason.name})"),
         tags=model_tags(candidate, champion),
         idempotency_key=job.request_id,

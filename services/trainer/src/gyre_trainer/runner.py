@@ -6,6 +6,9 @@ build the model (refit, holdout metrics, artifact checked loadable, signature, r
 score the production model on the same holdout (for the record), register the version with its
 lineage (the registry's policy decides any promotion), and finish the job with its events. What
 is recorded is built by the pure functions of :mod:`gyre_trainer.registration`.
+
+What a trial, a model and an artifact are is the job's backend's business (scikit-learn or
+torch-text, :mod:`gyre_trainer.domain.backends`); the steps above are the same for every backend.
 """
 
 from __future__ import annotations
@@ -13,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import pandas as pd
 
 from gyre_common.artifacts import ArtifactRef, ArtifactStore
-from gyre_common.models import UntrustedArtifactError, dump_model, load_model
-from gyre_common.profile import ProfileError, build_reference_profile
+from gyre_common.models import UntrustedArtifactError
+from gyre_common.profile import ProfileError
 from gyre_trainer import training_events as events
+from gyre_trainer.domain.backends import SKLEARN, TrainerBackend, backend_for, backend_for_format
 from gyre_trainer.domain.dataset import DatasetError, TrainingSet, fingerprint
-from gyre_trainer.domain.evaluation import evaluate
 from gyre_trainer.domain.holdout import HoldoutSplit, split_holdout
 from gyre_trainer.domain.jobs import InvalidRequest, Job, JobStatus, TrainingPolicy, TrainingRequest, derived_id
 from gyre_trainer.domain.search import (
@@ -32,11 +35,8 @@ from gyre_trainer.domain.search import (
     SearchFailed,
     SearchOutcome,
     TrialResult,
-    fit_best,
     run_search,
 )
-from gyre_trainer.domain.signature import signature_of
-from gyre_trainer.domain.space import resolve_families
 from gyre_trainer.domain.task import Task, check_objective, infer_task
 from gyre_trainer.ports import (
     DependencyRejected,
@@ -92,8 +92,10 @@ class _Plan:
     config: SearchConfig
     split: HoldoutSplit
     dataset_fingerprint: str
+    backend: TrainerBackend
 
 
+# TextModelError (an artifact gyre_ml would not load back) is a ValueError, like DatasetError.
 _PERMANENT = (InvalidRequest, DatasetError, DependencyRejected, SearchFailed, UntrustedArtifactError)
 
 
@@ -163,23 +165,43 @@ class JobRunner:
         plan = await self._prepare(job.request)
         run = await self._start_search_run(job, plan)
         search_run.append(run)
-        outcome = await self._search(job, run, plan.split, plan.config, token)
+        outcome = await self._search(job, run, plan, token)
         assert outcome.best is not None
         best = outcome.best
-        candidate = await self._build(job, plan, run, best)
+        candidate = await self._build(job, plan, run, best, outcome.prepared)
         # For the record (tags, the SUCCEEDED event): the production model on this very holdout. The
         # decision is the registry's; this lets a person see both versions on the same rows.
-        champion = await self._champion(job.model_name, job.request.promote_to_alias or self.policy.champion_alias,
-                                        plan.split, plan.task)
+        champion = await self._champion(job.model_name, self._champion_alias(job.request), plan.split, plan.task)
         await self.runs.finish_search(run, succeeded=True, best_run_id=candidate.best_run_id,
                                       metrics=candidate.holdout_metrics,
                                       tags=search_result_tags(candidate.artifact, best))
         registered = await self.registry.register(registration_for(candidate, champion))
         return await self._succeed(job, candidate, champion, registered)
 
+    def _champion_alias(self, request: TrainingRequest) -> str:
+        return request.promote_to_alias or self.policy.champion_alias
+
+    async def _backend(self, request: TrainingRequest) -> TrainerBackend:
+        """The request's backend; for "" the champion's (its ``gyre.backend`` and
+        ``gyre.text_feature`` tags), so a retraining asked by the monitor or feedback, which know
+        nothing of backends, trains the same kind of model; scikit-learn for a model without one."""
+        name, text_feature = request.backend, request.text_feature
+        if not name:
+            current = await self.registry.version_by_alias(request.model_name, self._champion_alias(request))
+            tags = current.tags if current is not None else {}
+            name = tags.get("gyre.backend", "") or SKLEARN
+            text_feature = text_feature or tags.get("gyre.text_feature", "")
+            if name == SKLEARN and text_feature:
+                raise InvalidRequest("text_feature", "applies to the torch-text backend only (set backend)")
+        try:
+            return backend_for(name, text=replace(self.policy.text, text_feature=text_feature))
+        except ValueError as exc:  # a champion tagged with a backend this build does not know
+            raise InvalidRequest("backend", str(exc)) from None
+
     async def _prepare(self, request: TrainingRequest) -> _Plan:
-        """Load the training set, check it, and fix the task, the search and the holdout."""
+        """Load the training set, check it, and fix the backend, the task, the search and the holdout."""
         policy, search = self.policy, request.search
+        backend = await self._backend(request)
         loaded = await self.source.training_set(request.feature_view, request.label, request.window_start,
                                                 request.window_end)
         data = loaded.data
@@ -189,9 +211,10 @@ class JobRunner:
         if data.label.isna().any():
             raise DatasetError(f"{int(data.label.isna().sum())} rows have no label")
         task = _task_of(request, data)
+        backend.check(data, task)
         config = SearchConfig(
             task=task,
-            families=resolve_families(task, list(search.estimator_families)),
+            families=backend.families(task, list(search.estimator_families)),
             objective=check_objective(task, search.objective_metric),
             max_evals=search.max_evals or policy.default_max_evals,
             seed=search.random_seed or policy.default_seed,
@@ -203,7 +226,7 @@ class JobRunner:
         split = await asyncio.to_thread(split_holdout, data, fraction=fraction, feature_view=request.feature_view,
                                         label=request.label, classification=task is Task.CLASSIFICATION)
         return _Plan(data, loaded.window_start or request.window_start, loaded.window_end or request.window_end,
-                     task, config, split, dataset_fp)
+                     task, config, split, dataset_fp, backend)
 
     async def _start_search_run(self, job: Job, plan: _Plan) -> SearchRun:
         """Create (idempotently per attempt) the parent run and record it on the job."""
@@ -212,25 +235,26 @@ class JobRunner:
             run_id=derived_id("run", job.job_id, job.attempts, "search"),
             run_name=search_run_name(job),
             tags=search_run_tags(job, dataset_fingerprint=plan.dataset_fingerprint, task=plan.task,
-                                 objective=plan.config.objective),
+                                 objective=plan.config.objective, backend=plan.backend.name),
         )
         job.parent_run_id = run.run_id
         await self.store.save_progress(job)
         return run
 
-    async def _build(self, job: Job, plan: _Plan, run: SearchRun, best: TrialResult) -> Candidate:
+    async def _build(self, job: Job, plan: _Plan, run: SearchRun, best: TrialResult, prepared: object) -> Candidate:
         """Refit the best trial on the development rows, score it on the holdout, store it (after
         checking serving could load it) and profile its inputs."""
-        model = await asyncio.to_thread(fit_best, plan.split.development, plan.config, best)
-        holdout_metrics = await asyncio.to_thread(evaluate, model, plan.split.holdout.features,
+        backend = plan.backend
+        model = await asyncio.to_thread(backend.fit_final, prepared, best.params, plan.config)
+        holdout_metrics = await asyncio.to_thread(backend.evaluate, model, plan.split.holdout.features,
                                                   plan.split.holdout.label, plan.task)
-        blob = await asyncio.to_thread(dump_model, model)
-        # Serving loads with the same trusted types: refuse to register what it could not load.
-        await asyncio.to_thread(load_model, blob)
+        # The backend checks that the bytes load back as serving will load them.
+        blob = await asyncio.to_thread(backend.serialise, model)
         artifact = await asyncio.to_thread(self.artifacts.put, blob)
-        signature = signature_of(plan.data, plan.task, getattr(model, "classes_", None))
-        profile = await self._save_profile(plan.split.development.features, plan.dataset_fingerprint,
-                                           plan.config.seed, job.model_name)
+        signature = backend.signature(plan.data, plan.task, model)
+        inputs = plan.split.development.features[backend.input_names(plan.data)]
+        profile = await self._save_profile(backend, inputs, plan.dataset_fingerprint, plan.config.seed,
+                                           job.model_name)
         return Candidate(
             job=job, task=plan.task, config=plan.config, data=plan.data, split=plan.split,
             window_start=plan.window_start, window_end=plan.window_end,
@@ -238,6 +262,8 @@ class JobRunner:
             experiment_id=run.experiment_id, best=best, best_run_id=job.best_run_id,
             holdout_metrics=dict(holdout_metrics), artifact=artifact, signature=signature,
             profile=profile, profile_format=self.profiles.format,
+            backend=backend.name, artifact_format=backend.model_format, summary=backend.describe(best.params),
+            backend_tags=backend.model_tags(model),
         )
 
     async def _succeed(self, job: Job, candidate: Candidate, champion: Champion | None,
@@ -262,13 +288,13 @@ class JobRunner:
                  version, objective, candidate.holdout_metrics.get(objective, float("nan")), job.promoted)
         return job
 
-    async def _save_profile(self, features: pd.DataFrame, dataset_fp: str, seed: int,
+    async def _save_profile(self, backend: TrainerBackend, features: pd.DataFrame, dataset_fp: str, seed: int,
                             model_name: str) -> ArtifactRef | None:
         try:
             # Version 0: the registry numbers the version after this profile's URI is in the lineage;
             # the monitor takes the number from the VERSION_CREATED event.
-            profile = await asyncio.to_thread(build_reference_profile, features, model_name=model_name,
-                                              model_version=0, dataset_fingerprint=dataset_fp,
+            profile = await asyncio.to_thread(backend.reference_profile, features, model_name=model_name,
+                                              dataset_fingerprint=dataset_fp,
                                               max_values=self.policy.profile_max_values, seed=seed)
         except ProfileError as exc:
             # A model whose inputs the monitor cannot compare (all free text) is still a model.
@@ -276,8 +302,7 @@ class JobRunner:
             return None
         return await self.profiles.save(profile)
 
-    async def _search(self, job: Job, run: SearchRun, split: HoldoutSplit, config: SearchConfig,
-                      token: CancelToken) -> SearchOutcome:
+    async def _search(self, job: Job, run: SearchRun, plan: _Plan, token: CancelToken) -> SearchOutcome:
         loop = asyncio.get_running_loop()
         best_loss = [float("inf")]
 
@@ -302,8 +327,8 @@ class JobRunner:
             future = asyncio.run_coroutine_threadsafe(record(trial), loop)
             future.result(timeout=self.policy.trial_callback_timeout_s)
 
-        return await asyncio.to_thread(run_search, split.development, config, on_trial=on_trial,
-                                       should_stop=token.is_set)
+        return await asyncio.to_thread(run_search, plan.split.development, plan.config, on_trial=on_trial,
+                                       should_stop=token.is_set, backend=plan.backend)
 
     async def _champion(self, model_name: str, alias: str, split: HoldoutSplit, task: Task) -> Champion | None:
         """The alias holder's metrics on this job's holdout rows; None when the alias points nowhere.
@@ -315,13 +340,15 @@ class JobRunner:
         if current is None:
             return None
         try:
+            # The champion may come from another backend than this job's: its artifact format says whose.
+            backend = backend_for_format(current.artifact_format, text=self.policy.text)
             blob = await asyncio.to_thread(self.artifacts.get, current.artifact.uri, current.artifact.sha256)
-            model = await asyncio.to_thread(load_model, blob)
+            model = await asyncio.to_thread(backend.load, blob)
             names = list(current.input_names) or split.holdout.feature_names
             missing = [n for n in names if n not in split.holdout.features.columns]
             if missing:
                 return Champion(current.version, {}, f"holdout lacks the champion's inputs {missing}")
-            metrics = await asyncio.to_thread(evaluate, model, split.holdout.features[names],
+            metrics = await asyncio.to_thread(backend.evaluate, model, split.holdout.features[names],
                                               split.holdout.label, task)
             return Champion(current.version, metrics)
         except Exception as exc:  # the comparison is advisory: a broken champion must not sink the job

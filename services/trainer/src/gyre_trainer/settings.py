@@ -87,3 +87,18 @@ class TrainerSettings(OutboxSettings):
 
     champion_alias: str = "production"
     """Alias whose holder each job scores on its holdout, for the record (the registry's policy alone moves it)."""
+
+    text_max_length: int = Field(default=64, ge=8, le=512)
+    """torch-text: texts are truncated at this many tokens (recorded in the model; serving truncates alike)."""
+
+    text_batch_size: int = Field(default=32, ge=1, le=4096)
+    """torch-text: texts per optimisation step."""
+
+    text_validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """torch-text: share of the development rows each trial is validated on after every epoch."""
+
+    text_max_epochs: int = Field(default=6, ge=1, le=100)
+    """torch-text: the most epochs the search tries (it searches 1..this)."""
+
+    torch_threads: int = Field(default=0, ge=0)
+    """torch intra-op threads while fine-tuning; 0 leaves torch's default (the machine's cores)."""

@@ -55,6 +55,49 @@ def breast_cancer_training_set(label: str = "diagnosis") -> TrainingSet:
     )
 
 
+_TOPICS = {
+    "sport": (["the match", "our striker", "the referee", "the final whistle", "the goalkeeper", "the league",
+               "the coach", "the penalty kick", "the stadium crowd", "the away team"],
+              ["scored twice in extra time", "was sent off after a foul", "saved a late penalty",
+               "won the championship again", "trained hard before the derby", "lost on the last lap",
+               "celebrated the victory with the fans", "signed a new contract with the club"]),
+    "cooking": (["the soup", "my grandmother's recipe", "the sourdough bread", "this curry", "the chocolate cake",
+                 "the roasted vegetables", "the pasta sauce", "the oven", "a pinch of salt", "the frying pan"],
+                ["needs more garlic and fresh basil", "was baked for forty minutes", "simmered slowly all afternoon",
+                 "tasted sweet with a hint of cinnamon", "burned because the heat was too high",
+                 "was served warm with butter", "goes well with grated parmesan", "rose beautifully overnight"]),
+}
+
+
+def topic_texts(rows: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``rows`` short generated texts about two clearly separable topics (``sport``, ``cooking``),
+    alternating, and their topics. Deterministic for a seed; nothing is downloaded."""
+    rng = np.random.default_rng(seed)
+    texts, topics = [], []
+    names = sorted(_TOPICS)
+    for i in range(rows):
+        topic = names[i % len(names)]
+        subjects, predicates = _TOPICS[topic]
+        text = f"{subjects[rng.integers(len(subjects))]} {predicates[rng.integers(len(predicates))]}"
+        texts.append(text[0].upper() + text[1:] + ".")
+        topics.append(topic)
+    return texts, topics
+
+
+def topic_training_set(rows: int = 48, seed: int = 0, *, text: str = "review", label: str = "topic") -> TrainingSet:
+    """A text-classification training set from :func:`topic_texts`: the text feature ``text``, a
+    numeric feature ``stars`` (noise the text model ignores), the label ``label``; one row per
+    entity ``r0000``..., one hour apart from 2026-01-01 UTC."""
+    texts, topics = topic_texts(rows, seed)
+    stars = np.random.default_rng(seed + 1).integers(1, 6, size=rows)
+    return TrainingSet(
+        features=pd.DataFrame({text: pd.Series(texts, dtype="object"), "stars": stars.astype("int64")}),
+        label=pd.Series(topics, dtype="object", name=label),
+        entity_ids=pd.Series([f"r{i:04d}" for i in range(rows)], dtype="object"),
+        event_times=pd.Series([EPOCH + timedelta(hours=i) for i in range(rows)]),
+    )
+
+
 class FakeTrainingDataSource(TrainingDataSource):
     """Serves fixed training sets by feature view; rows are filtered by the window.
 
@@ -123,7 +166,10 @@ class FakeRunLogger(RunLogger):
             if run.params.get(key, value) != value:
                 raise DependencyRejected(f"param {key} already has another value")
             run.params[key] = value
-        self._metrics(run_id, {f"val_{k}": v for k, v in trial.metrics.items()})
+        curves = {name for epoch in trial.history for name in epoch.metrics}
+        self._metrics(run_id, {f"val_{k}": v for k, v in trial.metrics.items() if f"val_{k}" not in curves})
+        for epoch in trial.history:  # learning curves: metric history, step = epoch
+            self._metrics(run_id, epoch.metrics, step=epoch.epoch)
         if trial.error:
             run.tags["gyre.error"] = trial.error
         run.status = "FINISHED" if trial.ok else "FAILED"
@@ -206,7 +252,8 @@ class FakeModelRegistry(ModelRegistryClient):
             return None
         registration = self.versions[model_name][version - 1]
         return RegisteredVersion(model_name, version, registration.artifact,
-                                 tuple(t.name for t in registration.signature.inputs), dict(registration.tags))
+                                 tuple(t.name for t in registration.signature.inputs), dict(registration.tags),
+                                 registration.artifact_format)
 
     def registration(self, model_name: str, version: int) -> Registration:
         """What was registered as ``model_name`` version ``version``."""

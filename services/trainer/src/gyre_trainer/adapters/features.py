@@ -13,18 +13,23 @@ from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_contracts.gyre.features.v1 import features_service_pb2_grpc as pb_grpc
 from gyre_trainer.adapters.rpc import call_metadata, dependency_error
 from gyre_trainer.domain.dataset import TrainingSet
-from gyre_trainer.ports import DependencyUnavailable, LoadedTrainingSet, TrainingDataSource
+from gyre_trainer.ports import DependencyRejected, DependencyUnavailable, LoadedTrainingSet, TrainingDataSource
 
 
 def column_values(chunks: Sequence[pb.Column], name: str) -> pd.Series:
     """One column from its chunks, with the narrowest dtype that holds it: int64 / bool when no
-    value is missing, float64 with NaN for missing numbers and booleans, object with None for text."""
+    value is missing, float64 with NaN for missing numbers and booleans, object with None for
+    strings and text features.
+
+    Raises:
+        DependencyRejected: a float-vector feature (no backend trains on vectors yet).
+    """
     if not chunks:
         return pd.Series([], dtype="float64", name=name)
     kind = chunks[0].type
     present = np.concatenate([np.asarray(c.present, dtype=bool) for c in chunks])
     complete = bool(present.all())
-    if kind == pb.VALUE_TYPE_STRING:
+    if kind in (pb.VALUE_TYPE_STRING, pb.VALUE_TYPE_TEXT):  # text travels as strings
         values = [v for c in chunks for v in c.string_values]
         return pd.Series([v if p else None for v, p in zip(values, present, strict=True)], dtype="object", name=name)
     if kind == pb.VALUE_TYPE_DOUBLE:
@@ -33,6 +38,9 @@ def column_values(chunks: Sequence[pb.Column], name: str) -> pd.Series:
         array = np.concatenate([np.asarray(c.int64_values, dtype="int64") for c in chunks])
     elif kind == pb.VALUE_TYPE_BOOL:
         array = np.concatenate([np.asarray(c.bool_values, dtype=bool) for c in chunks])
+    elif kind == pb.VALUE_TYPE_FLOAT_VECTOR:
+        raise DependencyRejected(f"feature {name!r} is a float vector; no training backend takes vectors yet "
+                                 "(train on a view without it)")
     else:
         raise DependencyUnavailable(f"features BuildTrainingSet: column {name!r} has no value type")
     if complete:

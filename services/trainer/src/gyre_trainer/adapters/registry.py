@@ -77,4 +77,5 @@ class GrpcModelRegistryClient(ModelRegistryClient):
             artifact=ArtifactRef(version.artifact.uri, version.artifact.sha256, int(version.artifact.size_bytes)),
             input_names=tuple(tensor.name for tensor in version.signature.inputs),
             tags=dict(version.tags),
+            artifact_format=version.artifact.format,
         )

@@ -18,6 +18,7 @@ USER = "gyre-trainer"
 """RunInfo.user of every run the trainer creates."""
 
 _PARAMS_PER_CALL = 100
+_METRICS_PER_CALL = 1000  # MLflow's log-batch limit on metrics
 
 
 class GrpcRunLogger(RunLogger):
@@ -79,6 +80,18 @@ class GrpcRunLogger(RunLogger):
             points.append(point)
         await self._call("LogMetrics", pb.LogMetricsRequest(run_id=run_id, metrics=points))
 
+    async def _log_history(self, run_id: str, trial: TrialResult) -> None:
+        # Learning curves: one point per metric and epoch, step = epoch, stamped when the epoch ended.
+        points = []
+        for epoch in trial.history:
+            for key, value in epoch.metrics.items():
+                point = ev.Metric(key=key, value=value, step=epoch.epoch)
+                point.timestamp.FromDatetime(epoch.at)
+                points.append(point)
+        for start in range(0, len(points), _METRICS_PER_CALL):
+            await self._call("LogMetrics", pb.LogMetricsRequest(run_id=run_id,
+                                                                metrics=points[start:start + _METRICS_PER_CALL]))
+
     async def _set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         if tags:
             await self._call("SetTags", pb.SetTagsRequest(run_id=run_id,
@@ -106,9 +119,11 @@ class GrpcRunLogger(RunLogger):
         for start in range(0, len(params), _PARAMS_PER_CALL):
             await self._call("LogParams", pb.LogParamsRequest(run_id=run_id,
                                                               params=params[start:start + _PARAMS_PER_CALL]))
-        metrics = {f"val_{k}": v for k, v in trial.metrics.items()}
+        curves = {name for epoch in trial.history for name in epoch.metrics}
+        metrics = {f"val_{k}": v for k, v in trial.metrics.items() if f"val_{k}" not in curves}
         metrics["trial_duration_s"] = trial.duration_s
         await self._log_metrics(run_id, metrics)
+        await self._log_history(run_id, trial)
         # The parent run gets the objective's trajectory: one point per trial, step = trial number.
         if trial.ok:
             await self._log_metrics(search.run_id, {"trial_loss": trial.loss}, step=trial.number)

@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 
 from gyre_common import errors
+from gyre_trainer.domain.backends import BACKENDS, SKLEARN, TEXT_HEAD_FAMILY, TORCH_TEXT
+from gyre_trainer.domain.backends.options import TextOptions
 from gyre_trainer.domain.space import FAMILIES
 from gyre_trainer.domain.task import Task
 
@@ -49,6 +51,9 @@ class TrainingRequest:
 
     Times are aware UTC; an unset window bound is None ("from the start" / "now"). ``task`` None
     lets the trainer infer the task from the label; ``promote_to_alias`` "" means register only.
+    ``backend`` "" means the champion's backend (``sklearn`` for a model without one);
+    ``text_feature`` names the torch-text model's input ("" : the champion's, else the only text
+    feature).
     """
 
     request_id: str
@@ -64,6 +69,8 @@ class TrainingRequest:
     task: Task | None = None
     search: SearchSpec = field(default_factory=SearchSpec)
     promote_to_alias: str = ""
+    backend: str = ""
+    text_feature: str = ""
 
 
 class JobStatus(StrEnum):
@@ -159,8 +166,8 @@ def validate_request(request: TrainingRequest, *, max_max_evals: int) -> None:
     Raises:
         InvalidRequest: an empty request_id, model_name, feature_view or label; an unspecified
             reason; a window whose end is not after its start; max_evals negative or above
-            ``max_max_evals``; a holdout_fraction outside [0, 1); an unknown estimator family;
-            a negative timeout.
+            ``max_max_evals``; a holdout_fraction outside [0, 1); an unknown estimator family
+            (for the backend); a negative timeout; an unknown backend; a text_feature for sklearn.
     """
     for name in ("request_id", "model_name", "feature_view", "label"):
         if not getattr(request, name).strip():
@@ -177,7 +184,15 @@ def validate_request(request: TrainingRequest, *, max_max_evals: int) -> None:
         raise InvalidRequest("search.holdout_fraction", "must be in (0, 1), or 0 for the default")
     if search.timeout_seconds < 0:
         raise InvalidRequest("search.timeout_seconds", "must not be negative")
-    known = {family for families in FAMILIES.values() for family in families}
+    if request.backend and request.backend not in BACKENDS:
+        raise InvalidRequest("backend", f"unknown backend {request.backend!r}; known: {', '.join(BACKENDS)} "
+                             "(empty: the champion's)")
+    if request.backend == SKLEARN and request.text_feature:
+        raise InvalidRequest("text_feature", "applies to the torch-text backend only")
+    if request.backend == TORCH_TEXT:
+        known = {TEXT_HEAD_FAMILY}
+    else:
+        known = {family for families in FAMILIES.values() for family in families}
     unknown = [f for f in search.estimator_families if f not in known]
     if unknown:
         raise InvalidRequest("search.estimator_families", f"unknown {unknown}; known: {sorted(known)}")
@@ -203,3 +218,5 @@ class TrainingPolicy:
     max_attempts: int = 3
     retry_delay_s: float = 30.0
     trial_callback_timeout_s: float = 120.0
+    text: TextOptions = field(default_factory=TextOptions)
+    """How the torch-text backend trains (its ``text_feature`` comes from each request)."""

@@ -1,6 +1,10 @@
-"""The hyperparameter search: hyperopt TPE over the space of :mod:`.space`, each trial scored by
-stratified k-fold cross-validation on the development rows, then the winner refitted on all of
-them and judged on the holdout.
+"""The hyperparameter search: hyperopt's TPE over a backend's space, each trial scored by the
+backend on the development rows, then the winner refitted on all of them and judged on the holdout.
+
+The machinery here (TPE, its seed, trial numbering, failed trials, cancellation, the time budget)
+is shared by every backend (:mod:`gyre_trainer.domain.backends`); a backend supplies the space and
+what one trial does. Without one, the search is scikit-learn's: each point of the space of
+:mod:`.space` scored by stratified k-fold cross-validation.
 
 CPU-bound and synchronous: the service runs it in a worker thread. It reports each trial through
 a callback and checks a cancel flag before each trial.
@@ -11,8 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
@@ -20,9 +25,10 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from gyre_trainer.domain.dataset import DatasetError, TrainingSet
-from gyre_trainer.domain.evaluation import evaluate, mean_metrics
-from gyre_trainer.domain.space import build_pipeline, normalise_params, search_space
 from gyre_trainer.domain.task import Task, loss_of
+
+if TYPE_CHECKING:
+    from gyre_trainer.domain.backends.base import TrainerBackend
 
 
 class SearchCancelled(Exception):
@@ -57,6 +63,30 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class EpochMetrics:
+    """Metrics after one epoch of a trial that trains in epochs (a learning curve's point).
+
+    Attributes:
+        epoch: 1-based epoch number (the tracking step).
+        metrics: by full tracking name, e.g. ``train_loss``, ``val_accuracy``.
+        at: when the epoch ended, aware UTC.
+    """
+
+    epoch: int
+    metrics: dict[str, float]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TrialScore:
+    """What a backend measured for one trial: validation metrics (by name without prefix) and,
+    for backends that train in epochs, the curve (one :class:`EpochMetrics` per epoch)."""
+
+    metrics: dict[str, float]
+    history: tuple[EpochMetrics, ...] = ()
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One finished trial.
 
@@ -67,6 +97,8 @@ class TrialResult:
         loss: what TPE minimised (the objective, negated when higher is better); inf if failed.
         error: why the trial failed; empty when it succeeded.
         duration_s: wall-clock seconds the trial took.
+        history: per-epoch metrics (tracked as metric history, step = epoch); empty for backends
+            that do not train in epochs (scikit-learn).
     """
 
     number: int
@@ -75,6 +107,7 @@ class TrialResult:
     loss: float
     error: str = ""
     duration_s: float = 0.0
+    history: tuple[EpochMetrics, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -89,10 +122,13 @@ class SearchOutcome:
     Attributes:
         trials: every trial, in order.
         best: the successful trial with the lowest loss (the first one on ties).
+        prepared: what the backend computed once for every trial (folds, cached encoder states),
+            which the final fit of the best trial reuses.
     """
 
     trials: list[TrialResult] = field(default_factory=list)
     best: TrialResult | None = None
+    prepared: Any = None
 
 
 TrialCallback = Callable[[TrialResult], None]
@@ -110,42 +146,43 @@ def _format(value: Any) -> str:
 
 
 def run_search(development: TrainingSet, config: SearchConfig, *, on_trial: TrialCallback | None = None,
-               should_stop: Callable[[], bool] | None = None) -> SearchOutcome:
+               should_stop: Callable[[], bool] | None = None,
+               backend: TrainerBackend | None = None) -> SearchOutcome:
     """Run the search on ``development`` and return every trial and the best one.
 
     Args:
-        development: the rows to cross-validate on (the holdout is not among them).
+        development: the rows to search on (the holdout is not among them).
         config: task, families, objective, trials, seed.
         on_trial: called (in the calling thread) after each trial, successful or not; an exception
             it raises stops the search and propagates.
         should_stop: polled before each trial; True raises :class:`SearchCancelled`.
+        backend: what a trial is (its space, how it is scored); None is scikit-learn's.
 
     Raises:
         SearchCancelled: ``should_stop`` said so.
         SearchFailed: every trial failed.
-        DatasetError: too few rows for the folds.
+        DatasetError: too few rows for the folds (or the backend's validation split).
     """
-    folds = _folds(development, config)
-    outcome = SearchOutcome()
-    features, label = development.features, development.label
+    if backend is None:
+        from gyre_trainer.domain.backends.sklearn import SklearnBackend
+
+        backend = SklearnBackend()
+    prepared = backend.prepare(development, config)
+    outcome = SearchOutcome(prepared=prepared)
 
     def objective(point: dict[str, Any]) -> dict[str, Any]:
         if should_stop is not None and should_stop():
             raise SearchCancelled("cancelled")
         number = len(outcome.trials) + 1
-        params = normalise_params(point)
+        params = backend.normalise(point)
         started = time.monotonic()
         try:
-            scores = []
-            for train_idx, valid_idx in folds:
-                model = build_pipeline(config.task, params, development.kinds, config.seed)
-                model.fit(features.iloc[train_idx], label.iloc[train_idx])
-                scores.append(evaluate(model, features.iloc[valid_idx], label.iloc[valid_idx], config.task))
-            metrics = mean_metrics(scores)
-            if config.objective not in metrics:
-                raise ValueError(f"objective {config.objective} is undefined on the validation folds")
-            trial = TrialResult(number, params, metrics, loss_of(config.objective, metrics[config.objective]),
-                                duration_s=time.monotonic() - started)
+            score = backend.score_trial(prepared, params, config)
+            if config.objective not in score.metrics:
+                raise ValueError(f"objective {config.objective} is undefined on the validation rows")
+            loss = loss_of(config.objective, score.metrics[config.objective])
+            trial = TrialResult(number, params, score.metrics, loss, duration_s=time.monotonic() - started,
+                                history=score.history)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
             # A bad point of the space fails its trial, not the search.
             trial = TrialResult(number, params, {}, float("inf"), error=f"{type(exc).__name__}: {exc}",
@@ -159,7 +196,7 @@ def run_search(development: TrainingSet, config: SearchConfig, *, on_trial: Tria
             return {"status": STATUS_FAIL, "loss": None}
         return {"status": STATUS_OK, "loss": trial.loss}
 
-    space = search_space(config.task, config.families)
+    space = backend.search_space(config)
     # TPE needs a few random points before it can model the space; with short searches keep that
     # phase short so most trials are still guided.
     startup = max(2, min(20, config.max_evals // 3))
@@ -180,13 +217,21 @@ def run_search(development: TrainingSet, config: SearchConfig, *, on_trial: Tria
 
 
 def fit_best(development: TrainingSet, config: SearchConfig, best: TrialResult) -> Pipeline:
-    """The pipeline of ``best`` refitted on all development rows."""
+    """The scikit-learn pipeline of ``best`` refitted on all development rows."""
+    from gyre_trainer.domain.space import build_pipeline
+
     model = build_pipeline(config.task, best.params, development.kinds, config.seed)
     model.fit(development.features, development.label)
     return model
 
 
-def _folds(data: TrainingSet, config: SearchConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_folds(data: TrainingSet, config: SearchConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The cross-validation folds of a scikit-learn search: stratified for classification, shuffled
+    and seeded by ``config.seed``.
+
+    Raises:
+        DatasetError: the rarest class has fewer rows than folds, or too few rows for the folds.
+    """
     positions = np.arange(data.rows)
     if config.task is Task.CLASSIFICATION:
         smallest = int(data.label.value_counts().min())
@@ -199,4 +244,3 @@ def _folds(data: TrainingSet, config: SearchConfig) -> list[tuple[np.ndarray, np
         raise DatasetError(f"{data.rows} development rows are too few for {config.cv_folds} folds")
     splitter = KFold(config.cv_folds, shuffle=True, random_state=config.seed % 2**32)
     return list(splitter.split(positions))
-
