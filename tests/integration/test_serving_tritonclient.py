@@ -192,3 +192,100 @@ async def test_tritonclient_health_metadata_and_inference(endpoints: dict[str, s
     assert "INT8" in wrong_type["error"]["message"] and "FP64" in wrong_type["error"]["message"]
     assert too_many["error"]["status"] == too_large and str(MAX_ROWS) in too_many["error"]["message"]
     assert unknown_output["error"]["status"] == invalid and "predict" in unknown_output["error"]["message"]
+
+
+# -- a torch text model: BYTES in, labels and probabilities out ------------------------------------------
+
+TEXTS = ["a wonderful, warm film", "dull and far too long", "", "café crème ☕ — ünïcödé",
+         "the plot made no sense at all but the music was lovely"]
+MAX_TEXT_BYTES = 200
+
+
+@pytest.fixture(scope="module")
+def text_model() -> Any:
+    # Imported here: torch takes seconds to import and only these tests need it. Random head weights
+    # (seeded): the test checks the wire, not accuracy.
+    from gyre_ml.text_model import TextModelConfig, new_text_model
+
+    return new_text_model(TextModelConfig(task="classification", labels=("neg", "pos"),
+                                          extra={"input_name": "review"}), seed=3)
+
+
+@pytest.fixture
+async def text_endpoints(bootstrap_servers: str, unique: str, text_model: Any, tmp_path: Path,
+                         ) -> AsyncIterator[dict[str, str]]:
+    from gyre_ml.text_model import MODEL_FORMAT, save_text_model
+
+    root = tmp_path / "artifacts"
+    ref = LocalArtifactStore(root).put(save_text_model(text_model))
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers, topic_prefix=f"t{unique}.", linger_ms=1)
+    settings = ServingSettings(http_port=0, grpc_port=0, readiness_interval_s=0.1, shutdown_grace_s=3,
+                               registry_address="", models=("reviews",), spool_dir=str(tmp_path / "spool"),
+                               max_text_bytes=MAX_TEXT_BYTES, torch_threads=1,
+                               batching={"reviews": {"max_batch_rows": 8, "max_wait_ms": 2}})
+    runner = ServiceRunner(SPEC, partial(bootstrap, artifacts=ArtifactSettings(root=str(root))),
+                           settings=settings, kafka=kafka, telemetry_settings=TelemetrySettings())
+    await runner.start()
+    try:
+        assert runner.context is not None
+        readiness = runner.context.readiness
+        signature = common_pb2.ModelSignature(
+            inputs=[common_pb2.TensorSpec(name="review", datatype="BYTES", shape=[-1])],
+            outputs=[common_pb2.TensorSpec(name="predict", datatype="BYTES", shape=[-1]),
+                     common_pb2.TensorSpec(name="proba", datatype="FP32", shape=[-1, 2])])
+        async with Publisher(kafka, service="registry") as publisher:
+
+            async def announce_and_check() -> bool:
+                await publisher.publish(REGISTRY_EVENTS, events_pb2.RegistryEvent(
+                    kind=events_pb2.REGISTRY_EVENT_KIND_ALIAS_SET, model_name="reviews", version=1,
+                    alias="production", artifact=common_pb2.ArtifactRef(
+                        uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size, format=MODEL_FORMAT),
+                    signature=signature, actor="test"), key="reviews")
+                for _ in range(40):
+                    if readiness.is_ready:
+                        return True
+                    await asyncio.sleep(0.05)
+                return False
+
+            await wait_until(announce_and_check, within_s=60, what="the text model loaded and warmed up")
+        yield {"grpc": f"127.0.0.1:{runner.grpc_port}", "http": f"127.0.0.1:{runner.http_port}"}
+    finally:
+        await runner.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+async def test_tritonclient_sends_bytes_to_a_text_model(text_endpoints: dict[str, str], text_model: Any,
+                                                        protocol: str) -> None:
+    texts = {"name": "review", "datatype": "BYTES", "shape": [len(TEXTS)], "data": TEXTS}
+    calls: list[dict[str, Any]] = [
+        {"op": "model_metadata", "model": "reviews"},
+        {"op": "infer", "model": "reviews", "inputs": [texts], "request_id": "t-1",
+         "parameters": {"entity_id": "cust-1", "event_time": "2026-05-01T12:00:00Z"}},
+        # JSON strings over HTTP instead of the binary extension; one text, one output.
+        {"op": "infer", "model": "reviews", "inputs": [{**texts, "shape": [1, 1], "data": TEXTS[:1]}],
+         "outputs": ["predict"], "binary": False},
+        {"op": "infer", "model": "reviews", "inputs": [{**texts, "shape": [1], "data": ["x" * (MAX_TEXT_BYTES + 1)]}]},
+        {"op": "infer", "model": "reviews", "inputs": [{**texts, "datatype": "FP32", "data": [1.0] * len(TEXTS)}]},
+    ]
+    meta, full, single, too_long, not_text = await plan(text_endpoints, [{"protocol": protocol, **c} for c in calls])
+
+    got = meta["ok"]
+    assert got["platform"] == "torch"
+    assert [(t["name"], t["datatype"]) for t in got["inputs"]] == [("review", "BYTES")]
+    assert [(t["name"], t["datatype"]) for t in got["outputs"]] == [("predict", "BYTES"), ("proba", "FP32")]
+
+    expected = text_model.predict(TEXTS)
+    labels = ["neg", "pos"]
+    result = full["ok"]
+    assert result["model_name"] == "reviews" and result["id"] == "t-1"
+    assert result["outputs"]["predict"] == {"datatype": "BYTES", "shape": [len(TEXTS)],
+                                            "data": [labels[i] for i in expected.argmax(axis=1)]}
+    assert result["outputs"]["proba"]["datatype"] == "FP32" and result["outputs"]["proba"]["shape"] == [len(TEXTS), 2]
+    # Padding differs with the batch (texts of other callers); masked positions do not change the answer.
+    np.testing.assert_allclose(result["outputs"]["proba"]["data"], expected.reshape(-1), atol=1e-5)
+    assert single["ok"]["outputs"]["predict"]["data"] == [labels[int(expected[0].argmax())]]
+    assert list(single["ok"]["outputs"]) == ["predict"]
+
+    invalid = "StatusCode.INVALID_ARGUMENT" if protocol == "grpc" else "400"
+    assert too_long["error"]["status"] == invalid and f"at most {MAX_TEXT_BYTES}" in too_long["error"]["message"]
+    assert not_text["error"]["status"] == invalid and "expected BYTES" in not_text["error"]["message"]
