@@ -33,6 +33,7 @@ def feedback_config(settings: FeedbackSettings) -> FeedbackConfig:
                         cooldown_s=settings.retrain_cooldown_s),
         promote_to_alias=settings.promote_to_alias,
         consumer=settings.feedback_consumer_group,
+        corrections_to_features=settings.corrections_to_features,
     )
 
 

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as pb
+from gyre_feedback.domain.corrections import LabelCorrection
 from gyre_feedback.domain.feedback import Feedback, LabelValue, validate_feedback
 from gyre_feedback.domain.prediction import Prediction, predicted_value
 from gyre_feedback.domain.quality import DropPolicy, QualityDrop, QualityReport
@@ -118,6 +119,20 @@ def prediction_from_event(event: events_pb2.InferenceEvent, label_output: str,
         served_at=served_at,
         shadow=event.shadow,
         predicted=predicted_value(outputs, label_output),
+        entity_id=event.entity_id,
+        event_time=event.event_time.ToDatetime(tzinfo=UTC) if event.HasField("event_time") else None,
+    )
+
+
+def label_event(correction: LabelCorrection) -> events_pb2.FeatureEvent:
+    """The FeatureEvent (for ``features.events``) that carries a corrected label to the feature store."""
+    return events_pb2.FeatureEvent(
+        feature_view=correction.feature_view,
+        entity_id=correction.entity_id,
+        event_time=timestamp(correction.event_time),
+        values={correction.label: feature_value(correction.value)},
+        created_time=timestamp(correction.created_time),
+        source=f"gyre-{SERVICE}:{correction.feedback_id}",
     )
 
 

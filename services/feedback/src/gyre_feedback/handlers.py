@@ -7,7 +7,11 @@
 * :meth:`FeedbackHandlers.ingest_predictions` — a batch of ``inference.events``: store new
   predictions; feedback that was waiting for them is attributed by the join, and versions that
   gained labels have their quality checked.
-* :meth:`FeedbackHandlers.version_created` — a version's feature view and label (for retraining).
+* :meth:`FeedbackHandlers.version_created` — a version's feature view and label (for retraining,
+  and for corrected labels).
+* corrected labels go back to the feature store: a label event on ``features.events`` for the
+  prediction's entity and event time (:mod:`gyre_feedback.domain.corrections`), queued with the
+  feedback, or with the prediction when the feedback came first.
 * reads: feedback of a prediction, quality per version over a window.
 
 Events (FeedbackEvent, QUALITY_DROP MonitorAlert, TrainingRequest) go to the outbox in the same
@@ -23,8 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from gyre_common import errors
-from gyre_common.topics import FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS
-from gyre_feedback.convert import feedback_event, quality_alert, retraining_request
+from gyre_common.topics import FEATURES_EVENTS, FEEDBACK_EVENTS, MONITOR_ALERTS, TRAINING_REQUESTS
+from gyre_feedback.convert import (
+    feedback_event,
+    feedback_events,
+    feedback_from_event,
+    label_event,
+    quality_alert,
+    retraining_request,
+)
+from gyre_feedback.domain.corrections import label_correction
 from gyre_feedback.domain.feedback import Feedback, RatingKind
 from gyre_feedback.domain.prediction import Prediction
 from gyre_feedback.domain.quality import (
@@ -32,6 +44,7 @@ from gyre_feedback.domain.quality import (
     QualityReport,
     alert_id,
     cooled,
+    correction_event_id,
     detect_drop,
     feedback_event_id,
     training_request_id,
@@ -64,6 +77,7 @@ class FeedbackConfig:
         drop: the drop policy.
         promote_to_alias: TrainingRequest.promote_to_alias.
         consumer: name the idempotency claims of consumed feedback events are recorded under.
+        corrections_to_features: whether corrected labels go to the feature store as label events.
     """
 
     quality_alias: str = "production"
@@ -71,6 +85,7 @@ class FeedbackConfig:
     drop: DropPolicy = field(default_factory=DropPolicy)
     promote_to_alias: str = "production"
     consumer: str = "feedback"
+    corrections_to_features: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,11 +96,14 @@ class SubmitResult:
         feedback_id: id of the stored feedback.
         duplicate: the id was already stored; nothing changed.
         attributed: the prediction was known, so the feedback counts for its version now.
+        correction_queued: a label event for the feature store was queued (a corrected label on a
+            known prediction with an entity, of a version whose feature view and label are known).
     """
 
     feedback_id: str
     duplicate: bool
     attributed: bool = False
+    correction_queued: bool = False
 
 
 @dataclass
@@ -97,6 +115,7 @@ class IngestResult:
     invalid: int = 0
     alerts: list[str] = field(default_factory=list)
     training_requests: list[str] = field(default_factory=list)
+    corrections: int = 0
 
 
 class FeedbackHandlers:
@@ -151,9 +170,31 @@ class FeedbackHandlers:
         if publish:
             await tx.add_events([OutboxMessage(FEEDBACK_EVENTS, feedback.prediction_id,
                                                feedback_event_id(feedback.feedback_id), payload)])
-        if prediction is not None and feedback.kind is RatingKind.LABEL and self._scored(prediction):
-            await self._check_quality(tx, prediction.model_name, prediction.model_version, IngestResult())
-        return SubmitResult(feedback.feedback_id, duplicate=False, attributed=prediction is not None)
+        queued = False
+        if prediction is not None and feedback.kind is RatingKind.LABEL:
+            queued = await self._queue_correction(tx, feedback, prediction)
+            if self._scored(prediction):
+                await self._check_quality(tx, prediction.model_name, prediction.model_version, IngestResult())
+        return SubmitResult(feedback.feedback_id, duplicate=False, attributed=prediction is not None,
+                            correction_queued=queued)
+
+    async def _queue_correction(self, tx: FeedbackTransaction, feedback: Feedback, prediction: Prediction) -> bool:
+        """Queue the label event of a corrected label (see :mod:`gyre_feedback.domain.corrections`);
+        False when there is none to send (no entity, unknown lineage, or corrections disabled)."""
+        if not self.config.corrections_to_features or not prediction.entity_id:
+            return False
+        lineage = await tx.lineage(prediction.model_name, prediction.model_version)
+        correction = label_correction(feedback, prediction, lineage.feature_view if lineage else "",
+                                      lineage.label if lineage else "", self._clock())
+        if correction is None:
+            log.info("corrected label %s not sent to the feature store: the feature view and label of %s v%d "
+                     "are unknown (no VERSION_CREATED with lineage seen on registry.events)",
+                     feedback.feedback_id, prediction.model_name, prediction.model_version)
+            return False
+        await tx.add_events([OutboxMessage(FEATURES_EVENTS, correction.entity_id,
+                                           correction_event_id(feedback.feedback_id),
+                                           label_event(correction).SerializeToString())])
+        return True
 
     # -- predictions ---------------------------------------------------------------------------
 
@@ -175,9 +216,18 @@ class FeedbackHandlers:
             new_ids = await tx.insert_predictions(list(valid.values()))
             result.stored = len(new_ids)
             result.duplicates += len(valid) - len(new_ids)
+            # Corrections given before their prediction arrived: the newest per prediction goes now.
+            waiting = [valid[p] for p in new_ids if valid[p].entity_id]
+            if waiting and self.config.corrections_to_features:
+                latest = {f.prediction_id: f for f in map(feedback_from_event, feedback_events(
+                    await tx.labelled_feedback([p.prediction_id for p in waiting])))}
+                for prediction in waiting:
+                    feedback = latest.get(prediction.prediction_id)
+                    if feedback is not None and await self._queue_correction(tx, feedback, prediction):
+                        result.corrections += 1
             for model, version in await tx.versions_with_labels(new_ids, self.config.quality_alias):
                 await self._check_quality(tx, model, version, result)
-        if result.alerts:
+        if result.alerts or result.corrections:
             self.wake_relay()
         return result
 

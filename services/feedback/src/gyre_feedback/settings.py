@@ -43,6 +43,11 @@ class FeedbackSettings(OutboxSettings):
     promote_to_alias: str = "production"
     """Alias a retrained model is asked to win (TrainingRequest.promote_to_alias); empty registers without promotion."""
 
+    corrections_to_features: bool = True
+    """Whether a corrected label on a prediction that names its entity (InferenceEvent.entity_id) goes
+    back to the feature store as a label event on `features.events`, in the feature view and label the
+    model version was trained on (registry lineage), so the next training set learns from it."""
+
     inference_consumer_group: str = "feedback-inference"
     """Kafka consumer group reading `inference.events` (also names its dead-letter topic)."""
 

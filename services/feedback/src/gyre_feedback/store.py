@@ -60,6 +60,11 @@ class FeedbackTransaction(ABC):
         """Store predictions not seen before (one statement); returns the ids that were new."""
 
     @abstractmethod
+    async def labelled_feedback(self, prediction_ids: Sequence[str]) -> list[bytes]:
+        """Binary FeedbackEvents of the corrected labels given on these predictions, oldest first
+        (by submission time) — feedback that arrived before its prediction."""
+
+    @abstractmethod
     async def versions_with_labels(self, prediction_ids: Sequence[str], alias: str) -> list[tuple[str, int]]:
         """(model, version) pairs of those predictions that have labelled feedback, scored ones only
         (not shadow; served under ``alias`` unless it is '')."""
@@ -134,8 +139,8 @@ class PostgresTransaction(FeedbackTransaction):
 
     async def prediction(self, prediction_id: str) -> Prediction | None:
         row = await self.conn.fetchrow(
-            "SELECT prediction_id, model_name, model_version, alias, served_at, shadow, predicted "
-            "FROM predictions WHERE prediction_id = $1",
+            "SELECT prediction_id, model_name, model_version, alias, served_at, shadow, predicted, entity_id,"
+            " event_time FROM predictions WHERE prediction_id = $1",
             prediction_id,
         )
         return None if row is None else Prediction(**dict(row))
@@ -154,16 +159,28 @@ class PostgresTransaction(FeedbackTransaction):
         if not predictions:
             return []
         rows = await self.conn.fetch(
-            """INSERT INTO predictions (prediction_id, model_name, model_version, alias, served_at, shadow, predicted)
+            """INSERT INTO predictions (prediction_id, model_name, model_version, alias, served_at, shadow, predicted,
+                                        entity_id, event_time)
                SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::timestamptz[],
-                                    $6::boolean[], $7::text[])
+                                    $6::boolean[], $7::text[], $8::text[], $9::timestamptz[])
                ON CONFLICT (prediction_id) DO NOTHING RETURNING prediction_id""",
             [p.prediction_id for p in predictions], [p.model_name for p in predictions],
             [p.model_version for p in predictions], [p.alias for p in predictions],
             [p.served_at for p in predictions], [p.shadow for p in predictions],
-            [p.predicted for p in predictions],
+            [p.predicted for p in predictions], [p.entity_id for p in predictions],
+            [p.event_time for p in predictions],
         )
         return [row["prediction_id"] for row in rows]
+
+    async def labelled_feedback(self, prediction_ids: Sequence[str]) -> list[bytes]:
+        if not prediction_ids:
+            return []
+        rows = await self.conn.fetch(
+            """SELECT event FROM feedback WHERE prediction_id = ANY($1::text[]) AND label IS NOT NULL
+               ORDER BY submitted_at, feedback_id""",
+            list(prediction_ids),
+        )
+        return [bytes(row["event"]) for row in rows]
 
     async def versions_with_labels(self, prediction_ids: Sequence[str], alias: str) -> list[tuple[str, int]]:
         if not prediction_ids:

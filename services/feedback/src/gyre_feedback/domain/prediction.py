@@ -20,6 +20,9 @@ class Prediction:
         served_at: when it was served, aware UTC.
         shadow: a challenger's prediction that was not returned to the client (never scored).
         predicted: the compared output in canonical form (:func:`canonical_value`), None if absent.
+        entity_id: the entity the prediction is about ('' when the client named none).
+        event_time: the event time of the entity's features the prediction used, aware UTC (None
+            when the client gave none).
     """
 
     prediction_id: str
@@ -29,6 +32,8 @@ class Prediction:
     served_at: datetime
     shadow: bool
     predicted: str | None
+    entity_id: str = ""
+    event_time: datetime | None = None
 
 
 def predicted_value(outputs: Mapping[str, LabelValue | None], label_output: str) -> str | None:

@@ -179,6 +179,11 @@ def training_request_id(model_name: str, model_version: int, newest_feedback_id:
     return str(uuid.uuid5(_NAMESPACE, "retrain:" + _window_key(model_name, model_version, newest_feedback_id)))
 
 
+def correction_event_id(feedback_id: str) -> str:
+    """Deterministic CloudEvents id of the label event a corrected label sends to the feature store."""
+    return str(uuid.uuid5(_NAMESPACE, "correction:" + feedback_id))
+
+
 def feedback_event_id(feedback_id: str) -> str:
     """Deterministic CloudEvents id of the FeedbackEvent of one feedback (re-publishes deduplicate)."""
     return str(uuid.uuid5(_NAMESPACE, "feedback:" + feedback_id))
