@@ -1,5 +1,5 @@
-"""Input validation of the registry (gyre_registry.domain.validation and message_checks), page tokens and
-tokens."""
+"""Input validation of the registry (gyre_registry.domain.validation, on requests decoded by
+gyre_registry.convert), page tokens and tokens."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import pytest
 
 from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
-from gyre_registry import message_checks
+from gyre_registry import convert
 from gyre_registry.auth import ANONYMOUS, Authenticator, parse_tokens
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import InvalidArgument, Unauthenticated
 
 SHA = "0123456789abcdef" * 4
+
+
+def check_request(request: pb.CreateModelVersionRequest) -> None:
+    """What CreateModelVersion checks of a request: decoded, then the domain's checks of the draft."""
+    validation.version_draft(convert.version_draft(request))
 
 
 def valid_request(**changes: object) -> pb.CreateModelVersionRequest:
@@ -59,7 +64,7 @@ def test_latest_only_where_allowed() -> None:
 
 
 def test_valid_create_request_passes() -> None:
-    message_checks.create_model_version(valid_request())
+    check_request(valid_request())
 
 
 @pytest.mark.parametrize(("mutate", "field"), [
@@ -80,7 +85,7 @@ def test_invalid_create_requests_name_the_field(mutate, field: str) -> None:  # 
     request = valid_request()
     mutate(request)
     with pytest.raises(InvalidArgument) as caught:
-        message_checks.create_model_version(request)
+        check_request(request)
     assert caught.value.field == field
     assert str(caught.value).startswith(field + ":")
 
@@ -90,7 +95,7 @@ def test_window_end_before_start_is_invalid() -> None:
     request.lineage.window_start.FromJsonString("2025-03-02T00:00:00Z")
     request.lineage.window_end.FromJsonString("2025-03-01T00:00:00Z")
     with pytest.raises(InvalidArgument, match=r"lineage\.window_end"):
-        message_checks.create_model_version(request)
+        check_request(request)
 
 
 @pytest.mark.parametrize(("size", "expected"), [(0, 100), (1, 1), (1000, 1000)])

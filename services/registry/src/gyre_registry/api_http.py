@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 
 from gyre_common.errors import GyreError
 from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry import convert
 from gyre_registry.auth import Authenticator
 from gyre_registry.domain.errors import BodyTooLarge, DatabaseUnavailable, InvalidArgument
 from gyre_registry.handlers import RegistryHandlers
@@ -123,99 +124,110 @@ async def _answer(call: Callable[[], Awaitable[Message]], status: int = 200) -> 
         return _error(DatabaseUnavailable())
 
 
-def routes(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
+def router(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
     """The ``/api/v1`` routes over ``handlers``."""
-    router = APIRouter(prefix="/api/v1", tags=["registry"])
+    api = APIRouter(prefix="/api/v1", tags=["registry"])
 
     def actor(request: Request) -> str:
         return auth.actor(request.headers.get("authorization"), request.headers.get("x-gyre-actor"))
 
-    @router.post("/registered-models")
+    @api.post("/registered-models")
     async def create_registered_model(request: Request) -> JSONResponse:
         async def call() -> Message:
             who = actor(request)
             body = await _body(request, pb.CreateRegisteredModelRequest())
-            return await handlers.create_registered_model(body, who)
+            return convert.created_model_response(
+                await handlers.create_registered_model(body.name, body.description, dict(body.tags), who))
         return await _answer(call, 201)
 
-    @router.get("/registered-models")
+    @api.get("/registered-models")
     async def list_registered_models(request: Request) -> JSONResponse:
         async def call() -> Message:
             query = _query(request, pb.ListRegisteredModelsRequest(), ints=("page_size",), texts=("page_token",))
-            return await handlers.list_registered_models(query)
+            return convert.registered_models_response(
+                await handlers.list_registered_models(query.page_size, query.page_token))
         return await _answer(call)
 
-    @router.get("/registered-models/{name}")
+    @api.get("/registered-models/{name}")
     async def get_registered_model(name: str) -> JSONResponse:
-        return await _answer(lambda: handlers.get_registered_model(pb.GetRegisteredModelRequest(name=name)))
+        async def call() -> Message:
+            return convert.registered_model_response(await handlers.get_registered_model(name))
+        return await _answer(call)
 
-    @router.post("/registered-models/{name}/versions")
+    @api.post("/registered-models/{name}/versions")
     async def create_model_version(name: str, request: Request) -> JSONResponse:
         async def call() -> Message:
             who = actor(request)
             body = await _body(request, pb.CreateModelVersionRequest(), model_name=name)
-            return await handlers.create_model_version(body, who)
+            return convert.registration_response(
+                await handlers.create_model_version(convert.version_draft(body), who))
         return await _answer(call, 201)
 
-    @router.get("/registered-models/{name}/versions")
+    @api.get("/registered-models/{name}/versions")
     async def list_model_versions(name: str, request: Request) -> JSONResponse:
         async def call() -> Message:
             query = _query(request, pb.ListModelVersionsRequest(model_name=name), ints=("page_size",),
                            bools=("include_archived",), texts=("page_token",))
-            return await handlers.list_model_versions(query)
+            return convert.model_versions_response(await handlers.list_model_versions(
+                query.model_name, query.include_archived, query.page_size, query.page_token))
         return await _answer(call)
 
-    @router.get("/registered-models/{name}/versions/{version}")
+    @api.get("/registered-models/{name}/versions/{version}")
     async def get_model_version(name: str, version: str) -> JSONResponse:
         async def call() -> Message:
-            return await handlers.get_model_version(
-                pb.GetModelVersionRequest(model_name=name, version=_version_param(version)))
+            return convert.model_version_response(await handlers.get_model_version(name, _version_param(version)))
         return await _answer(call)
 
-    @router.post("/registered-models/{name}/versions/{version}/archive")
+    @api.post("/registered-models/{name}/versions/{version}/archive")
     async def archive_model_version(name: str, version: str, request: Request) -> JSONResponse:
         async def call() -> Message:
             who = actor(request)
             body = await _body(request, pb.ArchiveModelVersionRequest(), model_name=name,
                                version=_version_param(version))
-            return await handlers.archive_model_version(body, who)
+            return convert.archived_version_response(
+                await handlers.archive_model_version(body.model_name, body.version, body.comment, who))
         return await _answer(call)
 
-    @router.get("/registered-models/{name}/aliases/{alias}")
+    @api.get("/registered-models/{name}/aliases/{alias}")
     async def get_model_version_by_alias(name: str, alias: str) -> JSONResponse:
-        return await _answer(lambda: handlers.get_model_version_by_alias(
-            pb.GetModelVersionByAliasRequest(model_name=name, alias=alias)))
+        async def call() -> Message:
+            return convert.aliased_version_response(await handlers.get_model_version_by_alias(name, alias))
+        return await _answer(call)
 
-    @router.put("/registered-models/{name}/aliases/{alias}")
+    @api.put("/registered-models/{name}/aliases/{alias}")
     async def set_alias(name: str, alias: str, request: Request) -> JSONResponse:
         async def call() -> Message:
             who = actor(request)
             body = await _body(request, pb.SetAliasRequest(), model_name=name, alias=alias)
-            return await handlers.set_alias(body, who)
+            return convert.alias_set_response(
+                await handlers.set_alias(body.model_name, body.alias, body.version, body.comment, who))
         return await _answer(call)
 
-    @router.delete("/registered-models/{name}/aliases/{alias}")
+    @api.delete("/registered-models/{name}/aliases/{alias}")
     async def delete_alias(name: str, alias: str, request: Request) -> JSONResponse:
         async def call() -> Message:
             who = actor(request)
             query = _query(request, pb.DeleteAliasRequest(model_name=name, alias=alias), texts=("comment",))
-            return await handlers.delete_alias(query, who)
+            return convert.alias_removed_response(
+                await handlers.delete_alias(query.model_name, query.alias, query.comment, who))
         return await _answer(call)
 
-    @router.get("/audit-entries")
+    @api.get("/audit-entries")
     async def list_audit_entries(request: Request) -> JSONResponse:
         async def call() -> Message:
             query = _query(request, pb.ListAuditEntriesRequest(), ints=("page_size",),
                            texts=("model_name", "page_token"), times=("since",))
-            return await handlers.list_audit_entries(query)
+            return convert.audit_entries_response(await handlers.list_audit_entries(
+                query.model_name, convert.audit_since(query), query.page_size, query.page_token))
         return await _answer(call)
 
-    @router.get("/approvals")
+    @api.get("/approvals")
     async def list_approvals(request: Request) -> JSONResponse:
         async def call() -> Message:
             query = _query(request, pb.ListApprovalsRequest(), ints=("page_size",),
                            texts=("model_name", "page_token"))
-            return await handlers.list_approvals(query)
+            await handlers.list_approvals(query.model_name, query.page_size, query.page_token)
+            return pb.ListApprovalsResponse()
         return await _answer(call)
 
-    return router
+    return api

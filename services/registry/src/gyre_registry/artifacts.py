@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_registry.domain.errors import FailedPrecondition
+from gyre_registry.domain.models import ArtifactRef
 
 _CHUNK = 1 << 20
 
@@ -17,13 +17,13 @@ _CHUNK = 1 << 20
 class ArtifactVerifier(Protocol):
     """Checks an artifact reference; raises :class:`FailedPrecondition` when it does not hold."""
 
-    async def verify(self, ref: common_pb2.ArtifactRef, field: str) -> None: ...
+    async def verify(self, ref: ArtifactRef, field: str) -> None: ...
 
 
 class NoVerification:
     """Accepts every reference (``GYRE_REGISTRY_VERIFY_ARTIFACTS=false``)."""
 
-    async def verify(self, ref: common_pb2.ArtifactRef, field: str) -> None:
+    async def verify(self, ref: ArtifactRef, field: str) -> None:
         return None
 
 
@@ -34,7 +34,7 @@ class FileArtifactVerifier:
     event loop nor sits in memory.
     """
 
-    async def verify(self, ref: common_pb2.ArtifactRef, field: str) -> None:
+    async def verify(self, ref: ArtifactRef, field: str) -> None:
         parsed = urlparse(ref.uri)
         if parsed.scheme != "file":
             return

@@ -16,7 +16,7 @@ from gyre_registry.mlflow import api as mlflow_api
 from gyre_registry.mlflow.handlers import MlflowRegistryHandlers
 from gyre_registry.mlflow.store import PostgresMlflowStore
 from gyre_registry.settings import RegistrySettings
-from gyre_registry.store import PostgresRegistryStore
+from gyre_registry.store import PostgresStore
 
 
 def authenticator(settings: RegistrySettings) -> Authenticator:
@@ -35,10 +35,10 @@ WAKE_COALESCE_S = 0.02
 instead of one round (a transaction and a broker round trip) per change."""
 
 
-def bootstrap(ctx: ServiceContext) -> None:
+async def bootstrap(ctx: ServiceContext) -> None:
     """Wire the registry into the runner's context."""
     settings = cast(RegistrySettings, ctx.settings)
-    store = PostgresRegistryStore(ctx.db)
+    store = PostgresStore(ctx.db)
     relay = add_outbox(ctx, topics=[REGISTRY_EVENTS], wake_coalesce_s=WAKE_COALESCE_S)
     wake_relay = relay.wake
     verifier: ArtifactVerifier = FileArtifactVerifier() if settings.verify_artifacts else NoVerification()
@@ -49,7 +49,7 @@ def bootstrap(ctx: ServiceContext) -> None:
         on_events=wake_relay,
     )
     auth = authenticator(settings)
-    ctx.app.include_router(api_http.routes(handlers, auth))
+    ctx.app.include_router(api_http.router(handlers, auth))
     # MLflow's registry REST API (what tracking proxies for MLflow clients).
     mlflow_handlers = MlflowRegistryHandlers(handlers, PostgresMlflowStore(store), on_events=wake_relay)
     mlflow_api.install(ctx.app, mlflow_handlers, auth)

@@ -1,8 +1,10 @@
-"""The registry's use cases. They take and return ``gyre.registry.v1`` messages and know nothing of
-gRPC, HTTP or Kafka: the servicer and the REST routes decode, call one of these, and encode.
+"""The registry's use cases. They take and return the domain types of
+:mod:`gyre_registry.domain.models` and know nothing of gRPC, HTTP, Kafka or protobuf: the servicer,
+the REST routes and the MLflow layer decode, call one of these, and encode (:mod:`gyre_registry.convert`).
 
 Every change runs in one transaction that also writes its audit entries and queues its
-RegistryEvents in the outbox; after the commit the relay is woken to publish them.
+RegistryEvents in the outbox (as protobuf bytes from :func:`gyre_registry.convert.registry_event`);
+after the commit the relay is woken to publish them.
 
 Errors: :mod:`gyre_registry.domain.errors` (NotFound, AlreadyExists, InvalidArgument,
 FailedPrecondition); each message names what is missing or wrong.
@@ -11,27 +13,35 @@ FailedPrecondition); each message names what is missing or wrong.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from gyre_contracts.gyre.events.v1 import events_pb2 as ev
-from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
-from gyre_registry import message_checks
+from gyre_common.outbox import OutboxEvent
+from gyre_common.topics import REGISTRY_EVENTS
+from gyre_registry import convert
 from gyre_registry.artifacts import ArtifactVerifier, NoVerification
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import AlreadyExists, FailedPrecondition, NotFound
-from gyre_registry.domain.policy import Contender, Decision, Evaluation, Outcome, decide_promotion
-from gyre_registry.store import AuditQuery, AuditRecord, NewVersion, Page, RegistryStore, RegistryTransaction
+from gyre_registry.domain.models import (
+    AuditEntry,
+    HoldoutEvaluation,
+    Listing,
+    ModelVersion,
+    PromotionDecision,
+    PromotionOutcome,
+    RegisteredModel,
+    Registration,
+    RegistryEvent,
+    RegistryEventKind,
+    VersionDraft,
+    VersionStatus,
+)
+from gyre_registry.domain.policy import Contender, Decision, Evaluation, decide_promotion
+from gyre_registry.store import AuditQuery, NewVersion, Page, RegistryTransaction, Store
 
 POLICY_ACTOR = "policy"
 """Actor of the alias moves the promotion policy makes."""
-
-_OUTCOMES = {
-    Outcome.PROMOTED: pb.PROMOTION_OUTCOME_PROMOTED,
-    Outcome.CHALLENGER: pb.PROMOTION_OUTCOME_CHALLENGER,
-    Outcome.NOT_PROMOTED: pb.PROMOTION_OUTCOME_NOT_PROMOTED,
-}
 
 
 @dataclass(frozen=True)
@@ -43,36 +53,35 @@ class PromotionConfig:
 
 
 def audit_entry(actor: str, action: str, name: str, version: int, now: datetime,
-                details: dict[str, str]) -> AuditRecord:
+                details: Mapping[str, str]) -> AuditEntry:
     """A new audit entry (fresh id, empty details dropped), for a store call that writes it."""
-    return AuditRecord(str(uuid.uuid4()), actor, action, name, version, {k: v for k, v in details.items() if v}, now)
+    return AuditEntry(str(uuid.uuid4()), actor, action, name, version, {k: v for k, v in details.items() if v}, now)
 
 
 async def record_audit(tx: RegistryTransaction, actor: str, action: str, name: str, version: int,
-                       now: datetime, details: dict[str, str]) -> str:
+                       now: datetime, details: Mapping[str, str]) -> str:
     """Write one audit entry (empty details dropped) in ``tx``; returns its id for the event."""
     entry = audit_entry(actor, action, name, version, now, details)
     await tx.add_audit(entry)
     return entry.audit_id
 
 
-async def record_event(tx: RegistryTransaction, event: ev.RegistryEvent, now: datetime) -> None:
-    """Queue ``event`` in the outbox of ``tx``, stamped with ``now`` (UTC)."""
-    event.occurred_at.FromDatetime(now)
-    await tx.add_events([(event, str(uuid.uuid4()))])
+async def record_event(tx: RegistryTransaction, event: RegistryEvent) -> None:
+    """Queue ``event`` on ``registry.events`` (key: the model's name; ``ce_time``: its
+    ``occurred_at``) in the outbox of ``tx``."""
+    await tx.add_events([OutboxEvent(REGISTRY_EVENTS, convert.registry_event(event), event.model_name,
+                                     str(uuid.uuid4()), event.occurred_at)])
 
 
-def _contender(version: pb.ModelVersion, evaluation: pb.HoldoutEvaluation | None = None) -> Contender:
+def _contender(version: ModelVersion, evaluation: HoldoutEvaluation | None = None) -> Contender:
     """The policy's view of ``version``; ``evaluation`` (the registering request's) adds the
     champion re-scored on this version's holdout, which is used for this one decision only."""
     e = evaluation if evaluation is not None else version.evaluation
     return Contender(
         version=version.version,
         metrics=dict(version.lineage.metrics),
-        evaluation=Evaluation(
-            e.primary_metric, e.lower_is_better, e.holdout_id, e.champion_version,
-            e.champion_score if e.HasField("champion_score") else None,
-        ),
+        evaluation=Evaluation(e.primary_metric, e.lower_is_better, e.holdout_id, e.champion_version,
+                              e.champion_score),
     )
 
 
@@ -95,7 +104,7 @@ class RegistryHandlers:
         clock: now, aware UTC.
     """
 
-    def __init__(self, store: RegistryStore, *, promotion: PromotionConfig | None = None,
+    def __init__(self, store: Store, *, promotion: PromotionConfig | None = None,
                  verifier: ArtifactVerifier | None = None, on_events: Callable[[], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
@@ -108,50 +117,50 @@ class RegistryHandlers:
 
     # -- registered models -----------------------------------------------------------------------
 
-    async def create_registered_model(self, request: pb.CreateRegisteredModelRequest,
-                                      actor: str) -> pb.CreateRegisteredModelResponse:
+    async def create_registered_model(self, name: str, description: str, tags: Mapping[str, str],
+                                      actor: str) -> RegisteredModel:
         """Create a model. Errors: InvalidArgument (name, description, tags), AlreadyExists."""
-        name = validation.model_name(request.name, "name")
-        validation.text(request.description, "description", validation.MAX_DESCRIPTION_CHARS)
-        validation.tags(request.tags)
+        name = validation.model_name(name, "name")
+        validation.text(description, "description", validation.MAX_DESCRIPTION_CHARS)
+        validation.tags(tags)
         now = self._clock()
         async with self.store.transaction() as tx:
-            await tx.insert_model(name, request.description, request.tags, now, if_missing=False)
+            await tx.insert_model(name, description, tags, now, if_missing=False)
             await self._model_created(tx, name, actor, now)
             model = await tx.lock_model(name)
         self._on_events()
-        return pb.CreateRegisteredModelResponse(registered_model=model)
+        assert model is not None  # created in this transaction
+        return model
 
-    async def get_registered_model(self, request: pb.GetRegisteredModelRequest) -> pb.GetRegisteredModelResponse:
-        """One model with its aliases. Errors: NotFound."""
-        name = validation.model_name(request.name, "name")
+    async def get_registered_model(self, name: str) -> RegisteredModel:
+        """One model with its aliases. Errors: InvalidArgument, NotFound."""
+        name = validation.model_name(name, "name")
         model = await self.store.get_model(name)
         if model is None:
             raise _model_missing(name)
-        return pb.GetRegisteredModelResponse(registered_model=model)
+        return model
 
-    async def list_registered_models(self, request: pb.ListRegisteredModelsRequest) -> pb.ListRegisteredModelsResponse:
-        """Models by name, paged. Errors: InvalidArgument (page_size, page_token)."""
-        size = validation.page_size(request.page_size)
-        position = paging.decode_token(request.page_token, ("n",))
+    async def list_registered_models(self, page_size: int, page_token: str) -> Listing[RegisteredModel]:
+        """Models by name, paged (``page_size`` 0: 100). Errors: InvalidArgument (page_size, page_token)."""
+        size = validation.page_size(page_size)
+        position = paging.decode_token(page_token, ("n",))
         models = await self.store.list_models(Page(size + 1, position["n"] if position else None))
         token = paging.encode_token({"n": models[size - 1].name}) if len(models) > size else ""
-        return pb.ListRegisteredModelsResponse(registered_models=models[:size], next_page_token=token)
+        return Listing(models[:size], token)
 
     # -- versions --------------------------------------------------------------------------------
 
-    async def create_model_version(self, request: pb.CreateModelVersionRequest,
-                                   actor: str) -> pb.CreateModelVersionResponse:
+    async def create_model_version(self, draft: VersionDraft, actor: str) -> Registration:
         """Register a version (creating the model if missing), then run the promotion policy.
 
         Idempotent on ``idempotency_key``: a retry returns the first version and its promotion
         decision. Errors: InvalidArgument; AlreadyExists (key reused for another artifact);
         FailedPrecondition (artifact unreadable or not matching its sha256/size).
         """
-        message_checks.create_model_version(request)
-        await self.verifier.verify(request.artifact, "artifact")
-        name = request.model_name
-        key = request.idempotency_key or None
+        artifact = validation.version_draft(draft)
+        await self.verifier.verify(artifact, "artifact")
+        name = draft.model_name
+        key = draft.idempotency_key or None
         now = self._clock()
         async with self.store.transaction() as tx:
             created_model = await tx.insert_model(name, "", {}, now, if_missing=True)
@@ -161,65 +170,67 @@ class RegistryHandlers:
             if key is not None:
                 existing = await tx.version_by_idempotency_key(name, key)
                 if existing is not None:
-                    return self._retried(request, existing.model_version, existing.promotion)
+                    return self._retried(draft, existing.model_version, existing.promotion)
             if created_model:
                 await self._model_created(tx, name, actor, now)
             number = await tx.next_version(name, now)
             version = await tx.insert_version(NewVersion(
-                model_name=name, version=number, artifact=request.artifact, signature=request.signature,
-                lineage=request.lineage, evaluation=request.evaluation, description=request.description,
-                tags=dict(request.tags), created_by=actor, created_at=now, idempotency_key=key,
+                model_name=name, version=number, artifact=artifact, signature=draft.signature,
+                lineage=draft.lineage, evaluation=draft.evaluation, description=draft.description,
+                tags=dict(draft.tags), created_by=actor, created_at=now, idempotency_key=key,
             ))
             audit_id = await self._audit(tx, actor, "create_model_version", name, number, now, {
-                "artifact_uri": request.artifact.uri,
-                "artifact_sha256": request.artifact.sha256,
-                "training_request_id": request.lineage.training_request_id,
-                "run_id": request.lineage.run_id,
-                "idempotency_key": request.idempotency_key,
+                "artifact_uri": artifact.uri,
+                "artifact_sha256": artifact.sha256,
+                "training_request_id": draft.lineage.training_request_id,
+                "run_id": draft.lineage.run_id,
+                "idempotency_key": draft.idempotency_key,
             })
-            await self._event(tx, ev.RegistryEvent(
-                kind=ev.REGISTRY_EVENT_KIND_VERSION_CREATED, model_name=name, version=number,
+            await self._event(tx, RegistryEvent(
+                kind=RegistryEventKind.VERSION_CREATED, model_name=name, version=number, occurred_at=now,
                 artifact=version.artifact, lineage=version.lineage, signature=version.signature,
-                actor=actor, comment=request.description, audit_id=audit_id,
-            ), now)
-            decision = await self._promote(tx, version, request.evaluation, skip=request.skip_promotion, now=now)
+                actor=actor, comment=draft.description, audit_id=audit_id,
+            ))
+            decision = await self._promote(tx, version, draft.evaluation, skip=draft.skip_promotion, now=now)
             await tx.save_promotion(name, number, decision)
             refreshed = await tx.get_version(name, number)
         self._on_events()
-        return pb.CreateModelVersionResponse(model_version=refreshed, promotion=decision)
+        assert refreshed is not None  # inserted in this transaction
+        return Registration(refreshed, decision)
 
-    def _retried(self, request: pb.CreateModelVersionRequest, existing: pb.ModelVersion,
-                 promotion: pb.PromotionDecision | None) -> pb.CreateModelVersionResponse:
-        if existing.artifact.sha256 != request.artifact.sha256:
+    def _retried(self, draft: VersionDraft, existing: ModelVersion,
+                 promotion: PromotionDecision | None) -> Registration:
+        sha256 = draft.artifact.sha256 if draft.artifact is not None else ""
+        if existing.artifact.sha256 != sha256:
             raise AlreadyExists(
-                f"idempotency_key {request.idempotency_key!r} already registered version {existing.version} of "
-                f"{request.model_name!r} with artifact sha256 {existing.artifact.sha256}; use a new key for "
+                f"idempotency_key {draft.idempotency_key!r} already registered version {existing.version} of "
+                f"{draft.model_name!r} with artifact sha256 {existing.artifact.sha256}; use a new key for "
                 "another artifact"
             )
-        return pb.CreateModelVersionResponse(model_version=existing, promotion=promotion)
+        return Registration(existing, promotion)
 
-    async def _promote(self, tx: RegistryTransaction, version: pb.ModelVersion,
-                       evaluation: pb.HoldoutEvaluation, *, skip: bool, now: datetime) -> pb.PromotionDecision:
+    async def _promote(self, tx: RegistryTransaction, version: ModelVersion,
+                       evaluation: HoldoutEvaluation, *, skip: bool, now: datetime) -> PromotionDecision:
         """Apply the promotion policy to the new ``version``, inside the creating transaction."""
         name = version.model_name
         champion_alias = self.promotion.champion_alias
         champion_number = await tx.alias_version(name, champion_alias) or 0
         if skip:
-            return pb.PromotionDecision(outcome=pb.PROMOTION_OUTCOME_SKIPPED, champion_version=champion_number,
-                                        reason="the request asked to skip the promotion policy")
+            return PromotionDecision(PromotionOutcome.SKIPPED, champion_version=champion_number,
+                                     reason="the request asked to skip the promotion policy")
         champion = await tx.get_version(name, champion_number) if champion_number else None
         decision: Decision = decide_promotion(
             _contender(version, evaluation), _contender(champion) if champion is not None else None,
             champion_alias=champion_alias, challenger_alias=self.promotion.challenger_alias,
         )
-        result = pb.PromotionDecision(outcome=_OUTCOMES[decision.outcome], champion_version=champion_number,
-                                      reason=decision.reason)
+        result = PromotionDecision(PromotionOutcome(decision.outcome.value), champion_version=champion_number,
+                                   reason=decision.reason)
         if decision.alias is not None:
-            result.alias = decision.alias
-            result.previous_version = await self._move_alias(
+            previous = await self._move_alias(
                 tx, version, decision.alias, POLICY_ACTOR, decision.reason, now,
                 extra={"outcome": decision.outcome.value, "champion_version": str(champion_number)},
             )
+            result = replace(result, alias=decision.alias, previous_version=previous)
         else:
             await self._audit(tx, POLICY_ACTOR, "promotion_declined", name, version.version, now, {
                 "alias": champion_alias,
@@ -229,40 +240,41 @@ class RegistryHandlers:
             })
         return result
 
-    async def get_model_version(self, request: pb.GetModelVersionRequest) -> pb.GetModelVersionResponse:
+    async def get_model_version(self, model_name: str, version: int) -> ModelVersion:
         """One version. Errors: InvalidArgument, NotFound."""
-        name = validation.model_name(request.model_name)
-        number = validation.version_number(request.version)
-        version = await self.store.get_version(name, number)
-        if version is None:
+        name = validation.model_name(model_name)
+        number = validation.version_number(version)
+        found = await self.store.get_version(name, number)
+        if found is None:
             if await self.store.get_model(name) is None:
                 raise _model_missing(name)
             raise _version_missing(name, number)
-        return pb.GetModelVersionResponse(model_version=version)
+        return found
 
-    async def list_model_versions(self, request: pb.ListModelVersionsRequest) -> pb.ListModelVersionsResponse:
+    async def list_model_versions(self, model_name: str, include_archived: bool, page_size: int,
+                                  page_token: str) -> Listing[ModelVersion]:
         """Versions newest first, paged. Errors: InvalidArgument, NotFound (model)."""
-        name = validation.model_name(request.model_name)
-        size = validation.page_size(request.page_size)
-        position = paging.decode_token(request.page_token, ("v",))
+        name = validation.model_name(model_name)
+        size = validation.page_size(page_size)
+        position = paging.decode_token(page_token, ("v",))
         if await self.store.get_model(name) is None:
             raise _model_missing(name)
-        versions = await self.store.list_versions(name, request.include_archived,
+        versions = await self.store.list_versions(name, include_archived,
                                                   Page(size + 1, position["v"] if position else None))
         token = paging.encode_token({"v": versions[size - 1].version}) if len(versions) > size else ""
-        return pb.ListModelVersionsResponse(model_versions=versions[:size], next_page_token=token)
+        return Listing(versions[:size], token)
 
-    async def archive_model_version(self, request: pb.ArchiveModelVersionRequest,
-                                    actor: str) -> pb.ArchiveModelVersionResponse:
+    async def archive_model_version(self, model_name: str, version: int, comment: str,
+                                    actor: str) -> ModelVersion:
         """Archive a version (a no-op if it already is). Errors: NotFound; FailedPrecondition while
         an alias points at it."""
-        name = validation.model_name(request.model_name)
-        number = validation.version_number(request.version)
-        validation.text(request.comment, "comment", validation.MAX_COMMENT_CHARS)
+        name = validation.model_name(model_name)
+        number = validation.version_number(version)
+        validation.text(comment, "comment", validation.MAX_COMMENT_CHARS)
         now = self._clock()
         async with self.store.transaction() as tx:
-            version = await self._locked_version(tx, name, number)
-            if version.status != pb.MODEL_VERSION_STATUS_ARCHIVED:
+            found = await self._locked_version(tx, name, number)
+            if found.status != VersionStatus.ARCHIVED:
                 aliases = await tx.aliases_of_version(name, number)
                 if aliases:
                     raise FailedPrecondition(
@@ -271,47 +283,49 @@ class RegistryHandlers:
                     )
                 await tx.archive_version(name, number, now)
                 audit_id = await self._audit(tx, actor, "archive_model_version", name, number, now,
-                                             {"reason": request.comment})
-                await self._event(tx, ev.RegistryEvent(
-                    kind=ev.REGISTRY_EVENT_KIND_VERSION_ARCHIVED, model_name=name, version=number,
-                    artifact=version.artifact, actor=actor, comment=request.comment, audit_id=audit_id,
-                ), now)
-                version = await tx.get_version(name, number) or version
+                                             {"reason": comment})
+                await self._event(tx, RegistryEvent(
+                    kind=RegistryEventKind.VERSION_ARCHIVED, model_name=name, version=number, occurred_at=now,
+                    artifact=found.artifact, actor=actor, comment=comment, audit_id=audit_id,
+                ))
+                found = await tx.get_version(name, number) or found
         self._on_events()
-        return pb.ArchiveModelVersionResponse(model_version=version)
+        return found
 
     # -- aliases ---------------------------------------------------------------------------------
 
-    async def set_alias(self, request: pb.SetAliasRequest, actor: str) -> pb.SetAliasResponse:
-        """Point an alias at a version; a no-op when it already points there.
+    async def set_alias(self, model_name: str, alias: str, version: int, comment: str, actor: str) -> int:
+        """Point an alias at a version; a no-op when it already points there. Returns the version it
+        pointed at before (0: none).
 
         Errors: InvalidArgument (alias, version), NotFound (model, version), FailedPrecondition
         (archived version).
         """
-        name = validation.model_name(request.model_name)
-        alias = validation.alias(request.alias)
-        number = validation.version_number(request.version)
-        validation.text(request.comment, "comment", validation.MAX_COMMENT_CHARS)
+        name = validation.model_name(model_name)
+        alias = validation.alias(alias)
+        number = validation.version_number(version)
+        validation.text(comment, "comment", validation.MAX_COMMENT_CHARS)
         now = self._clock()
         async with self.store.transaction() as tx:
             # One round trip reads the locked model (its aliases say where this one points now) and the version.
-            model, version = await tx.lock_model_version(name, number)
+            model, found = await tx.lock_model_version(name, number)
             if model is None:
                 raise _model_missing(name)
-            if version is None:
+            if found is None:
                 raise _version_missing(name, number)
-            if version.status == pb.MODEL_VERSION_STATUS_ARCHIVED:
+            if found.status == VersionStatus.ARCHIVED:
                 raise FailedPrecondition(f"version {number} of {name!r} is archived and cannot be aliased")
-            previous = await self._move_alias(tx, version, alias, actor, request.comment, now,
+            previous = await self._move_alias(tx, found, alias, actor, comment, now,
                                               previous=model.aliases.get(alias, 0))
         self._on_events()
-        return pb.SetAliasResponse(applied=True, previous_version=previous)
+        return previous
 
-    async def delete_alias(self, request: pb.DeleteAliasRequest, actor: str) -> pb.DeleteAliasResponse:
-        """Remove an alias. Errors: InvalidArgument, NotFound (model or alias)."""
-        name = validation.model_name(request.model_name)
-        alias = validation.alias(request.alias)
-        validation.text(request.comment, "comment", validation.MAX_COMMENT_CHARS)
+    async def delete_alias(self, model_name: str, alias: str, comment: str, actor: str) -> int:
+        """Remove an alias; returns the version it pointed at. Errors: InvalidArgument, NotFound
+        (model or alias)."""
+        name = validation.model_name(model_name)
+        alias = validation.alias(alias)
+        validation.text(comment, "comment", validation.MAX_COMMENT_CHARS)
         now = self._clock()
         async with self.store.transaction() as tx:
             if await tx.lock_model(name) is None:
@@ -321,21 +335,19 @@ class RegistryHandlers:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
             await tx.delete_alias(name, alias, now)
             audit_id = await self._audit(tx, actor, "delete_alias", name, previous, now, {
-                "alias": alias, "from_version": str(previous), "to_version": "0", "reason": request.comment,
+                "alias": alias, "from_version": str(previous), "to_version": "0", "reason": comment,
             })
-            await self._event(tx, ev.RegistryEvent(
-                kind=ev.REGISTRY_EVENT_KIND_ALIAS_REMOVED, model_name=name, version=0, alias=alias,
-                previous_version=previous, actor=actor, comment=request.comment, audit_id=audit_id,
-            ), now)
+            await self._event(tx, RegistryEvent(
+                kind=RegistryEventKind.ALIAS_REMOVED, model_name=name, version=0, alias=alias, occurred_at=now,
+                previous_version=previous, actor=actor, comment=comment, audit_id=audit_id,
+            ))
         self._on_events()
-        return pb.DeleteAliasResponse(previous_version=previous)
+        return previous
 
-    async def get_model_version_by_alias(
-        self, request: pb.GetModelVersionByAliasRequest
-    ) -> pb.GetModelVersionByAliasResponse:
+    async def get_model_version_by_alias(self, model_name: str, alias: str) -> ModelVersion:
         """The version an alias (or ``latest``) points at. Errors: InvalidArgument, NotFound."""
-        name = validation.model_name(request.model_name)
-        alias = validation.alias(request.alias, allow_latest=True)
+        name = validation.model_name(model_name)
+        alias = validation.alias(alias, allow_latest=True)
         if alias == validation.LATEST:
             number = await self.store.latest_ready_version(name)
         else:
@@ -347,43 +359,43 @@ class RegistryHandlers:
             if alias == validation.LATEST:
                 raise NotFound(f"model {name!r} has no version that is not archived")
             raise NotFound(f"model {name!r} has no alias {alias!r}")
-        return pb.GetModelVersionByAliasResponse(model_version=version)
+        return version
 
     # -- approvals (none yet: no alias is protected in this release) --------------------------------
 
-    async def list_approvals(self, request: pb.ListApprovalsRequest) -> pb.ListApprovalsResponse:
-        """Always empty for now: no alias needs an approval yet. Errors: InvalidArgument."""
-        if request.model_name:
-            validation.model_name(request.model_name)
-        validation.page_size(request.page_size)
-        paging.decode_token(request.page_token, ("a",))
-        return pb.ListApprovalsResponse()
+    async def list_approvals(self, model_name: str, page_size: int, page_token: str) -> None:
+        """Checks the query; there is nothing to list yet (no alias needs an approval).
+        Errors: InvalidArgument."""
+        if model_name:
+            validation.model_name(model_name)
+        validation.page_size(page_size)
+        paging.decode_token(page_token, ("a",))
 
-    async def decide_approval(self, request: pb.DecideApprovalRequest, actor: str) -> pb.DecideApprovalResponse:
+    async def decide_approval(self, approval_id: str, actor: str) -> None:
         """Errors: NotFound (there are no approvals yet)."""
-        raise NotFound(f"no approval {request.approval_id[:80]!r}: no alias needs an approval in this registry yet")
+        raise NotFound(f"no approval {approval_id[:80]!r}: no alias needs an approval in this registry yet")
 
     # -- audit -----------------------------------------------------------------------------------
 
-    async def list_audit_entries(self, request: pb.ListAuditEntriesRequest) -> pb.ListAuditEntriesResponse:
-        """Audit entries newest first, paged, optionally of one model and since a time.
+    async def list_audit_entries(self, model_name: str, since: datetime | None, page_size: int,
+                                 page_token: str) -> Listing[AuditEntry]:
+        """Audit entries newest first, paged, optionally of one model and since a time (aware).
 
         Errors: InvalidArgument (model_name, page_size, page_token).
         """
-        if request.model_name:
-            validation.model_name(request.model_name)
-        size = validation.page_size(request.page_size)
-        position = paging.decode_token(request.page_token, ("s",))
-        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        if model_name:
+            validation.model_name(model_name)
+        size = validation.page_size(page_size)
+        position = paging.decode_token(page_token, ("s",))
         rows = await self.store.list_audit(AuditQuery(
-            model_name=request.model_name, since=since, page=Page(size + 1, position["s"] if position else None),
+            model_name=model_name, since=since, page=Page(size + 1, position["s"] if position else None),
         ))
         token = paging.encode_token({"s": rows[size - 1][0]}) if len(rows) > size else ""
-        return pb.ListAuditEntriesResponse(entries=[entry for _, entry in rows[:size]], next_page_token=token)
+        return Listing([entry for _, entry in rows[:size]], token)
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _locked_version(self, tx: RegistryTransaction, name: str, number: int) -> pb.ModelVersion:
+    async def _locked_version(self, tx: RegistryTransaction, name: str, number: int) -> ModelVersion:
         if await tx.lock_model(name) is None:
             raise _model_missing(name)
         version = await tx.get_version(name, number)
@@ -391,7 +403,7 @@ class RegistryHandlers:
             raise _version_missing(name, number)
         return version
 
-    async def _move_alias(self, tx: RegistryTransaction, version: pb.ModelVersion, alias: str, actor: str,
+    async def _move_alias(self, tx: RegistryTransaction, version: ModelVersion, alias: str, actor: str,
                           reason: str, now: datetime, extra: dict[str, str] | None = None,
                           previous: int | None = None) -> int:
         """Point ``alias`` at ``version`` with its audit entry and ALIAS_SET; the previous version
@@ -406,19 +418,18 @@ class RegistryHandlers:
                    "reason": reason, **(extra or {})}
         audit = audit_entry(actor, "set_alias", name, version.version, now, details)
         await tx.set_alias(name, alias, version.version, now, audit)
-        audit_id = audit.audit_id
-        await self._event(tx, ev.RegistryEvent(
-            kind=ev.REGISTRY_EVENT_KIND_ALIAS_SET, model_name=name, version=version.version, alias=alias,
-            previous_version=previous, artifact=version.artifact, signature=version.signature,
-            actor=actor, comment=reason, audit_id=audit_id,
-        ), now)
+        await self._event(tx, RegistryEvent(
+            kind=RegistryEventKind.ALIAS_SET, model_name=name, version=version.version, alias=alias,
+            occurred_at=now, previous_version=previous, artifact=version.artifact, signature=version.signature,
+            actor=actor, comment=reason, audit_id=audit.audit_id,
+        ))
         return previous
 
     async def _model_created(self, tx: RegistryTransaction, name: str, actor: str, now: datetime) -> None:
         audit_id = await self._audit(tx, actor, "create_registered_model", name, 0, now, {})
-        await self._event(tx, ev.RegistryEvent(
-            kind=ev.REGISTRY_EVENT_KIND_MODEL_CREATED, model_name=name, actor=actor, audit_id=audit_id,
-        ), now)
+        await self._event(tx, RegistryEvent(
+            kind=RegistryEventKind.MODEL_CREATED, model_name=name, occurred_at=now, actor=actor, audit_id=audit_id,
+        ))
 
     _audit = staticmethod(record_audit)
     _event = staticmethod(record_event)

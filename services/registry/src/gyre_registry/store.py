@@ -1,11 +1,13 @@
 """The registry's storage: an interface, and its PostgreSQL implementation (schema ``registry``).
 
-Reads go through :class:`RegistryStore`; every change goes through a :class:`RegistryTransaction`
+Reads go through :class:`Store`; every change goes through a :class:`RegistryTransaction`
 (``async with store.transaction() as tx``), which also queues the events of the change in the
 outbox, so rows, audit entries and events commit or roll back together.
 
-Records are the API's protobuf messages (``gyre.registry.v1``): they are the registry's data
-model, shared by gRPC and the REST mirror. All times are aware UTC datetimes.
+Records are the domain types of :mod:`gyre_registry.domain.models`; signatures, lineages and
+promotion decisions are kept in their proto3 JSON form (readable, and ``lineage->>'runId'`` is
+queried), written and read through :mod:`gyre_registry.convert`. Events arrive as outbox rows
+(protobuf bytes). All times are aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -15,22 +17,25 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from gyre_common.outbox import OutboxEvent, add_events
-from gyre_common.topics import REGISTRY_EVENTS
-from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
-from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
+from gyre_registry import convert
 from gyre_registry.domain.errors import AlreadyExists
-
-READY = "ready"
-ARCHIVED = "archived"
-_STATUS = {READY: pb.MODEL_VERSION_STATUS_READY, ARCHIVED: pb.MODEL_VERSION_STATUS_ARCHIVED}
+from gyre_registry.domain.models import (
+    ArtifactRef,
+    AuditEntry,
+    HoldoutEvaluation,
+    Lineage,
+    ModelSignature,
+    ModelVersion,
+    PromotionDecision,
+    RegisteredModel,
+    VersionStatus,
+)
 
 DATABASE_ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 """What the database driver raises while PostgreSQL cannot be reached (the transports answer UNAVAILABLE)."""
@@ -42,10 +47,10 @@ class NewVersion:
 
     model_name: str
     version: int
-    artifact: common_pb2.ArtifactRef
-    signature: common_pb2.ModelSignature
-    lineage: common_pb2.Lineage
-    evaluation: pb.HoldoutEvaluation
+    artifact: ArtifactRef
+    signature: ModelSignature
+    lineage: Lineage
+    evaluation: HoldoutEvaluation
     description: str
     tags: Mapping[str, str]
     created_by: str
@@ -57,22 +62,9 @@ class NewVersion:
 class StoredVersion:
     """A version with what only the registry keeps about it."""
 
-    model_version: pb.ModelVersion
+    model_version: ModelVersion
     idempotency_key: str | None = None
-    promotion: pb.PromotionDecision | None = None
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One audit log entry to write."""
-
-    audit_id: str
-    actor: str
-    action: str
-    model_name: str
-    version: int
-    details: Mapping[str, str]
-    occurred_at: datetime
+    promotion: PromotionDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ class Page:
 
 @dataclass
 class AuditQuery:
-    """Filter of :meth:`RegistryStore.list_audit`."""
+    """Filter of :meth:`Store.list_audit`."""
 
     model_name: str = ""
     since: datetime | None = None
@@ -102,12 +94,12 @@ class RegistryTransaction(ABC):
         alone (False); without, it raises :class:`AlreadyExists`."""
 
     @abstractmethod
-    async def lock_model(self, name: str) -> pb.RegisteredModel | None:
+    async def lock_model(self, name: str) -> RegisteredModel | None:
         """The model, locked until commit (serialises all changes of one model); None if absent."""
 
     @abstractmethod
     async def lock_model_version(self, name: str, version: int
-                                 ) -> tuple[pb.RegisteredModel | None, pb.ModelVersion | None]:
+                                 ) -> tuple[RegisteredModel | None, ModelVersion | None]:
         """The model (with its aliases), locked until commit as :meth:`lock_model` does, and one
         of its versions (with its aliases), in one round trip; None for what does not exist."""
 
@@ -120,15 +112,15 @@ class RegistryTransaction(ABC):
         """Take the model's next version number (the model must be locked)."""
 
     @abstractmethod
-    async def insert_version(self, new: NewVersion) -> pb.ModelVersion:
+    async def insert_version(self, new: NewVersion) -> ModelVersion:
         """Insert a version; the stored record."""
 
     @abstractmethod
-    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+    async def get_version(self, name: str, version: int) -> ModelVersion | None:
         """One version (with its aliases), or None."""
 
     @abstractmethod
-    async def save_promotion(self, name: str, version: int, decision: pb.PromotionDecision) -> None:
+    async def save_promotion(self, name: str, version: int, decision: PromotionDecision) -> None:
         """Remember the policy's decision for ``version`` (returned again on retries)."""
 
     @abstractmethod
@@ -137,7 +129,7 @@ class RegistryTransaction(ABC):
 
     @abstractmethod
     async def set_alias(self, name: str, alias: str, version: int, now: datetime,
-                        audit: AuditRecord | None = None) -> None:
+                        audit: AuditEntry | None = None) -> None:
         """Point ``alias`` at ``version`` (creating or moving it), and append ``audit`` (the
         move's audit entry) with it."""
 
@@ -154,15 +146,15 @@ class RegistryTransaction(ABC):
         """Mark ``version`` archived."""
 
     @abstractmethod
-    async def add_audit(self, entry: AuditRecord) -> None:
+    async def add_audit(self, entry: AuditEntry) -> None:
         """Append an audit log entry."""
 
     @abstractmethod
-    async def add_events(self, events: Sequence[tuple[events_pb2.RegistryEvent, str]]) -> None:
-        """Queue RegistryEvents, given as ``(event, event_id)`` pairs (key: model name), in the outbox."""
+    async def add_events(self, events: Sequence[OutboxEvent]) -> None:
+        """Queue events (``registry.events`` rows with their protobuf bytes) in the outbox."""
 
 
-class RegistryStore(ABC):
+class Store(ABC):
     """Reads, and the factory of :class:`RegistryTransaction`."""
 
     @abstractmethod
@@ -170,19 +162,19 @@ class RegistryStore(ABC):
         """``async with store.transaction() as tx:`` a :class:`RegistryTransaction`."""
 
     @abstractmethod
-    async def get_model(self, name: str) -> pb.RegisteredModel | None:
+    async def get_model(self, name: str) -> RegisteredModel | None:
         """One model with its aliases, or None."""
 
     @abstractmethod
-    async def list_models(self, page: Page) -> list[pb.RegisteredModel]:
+    async def list_models(self, page: Page) -> list[RegisteredModel]:
         """Models by name, after ``page.after`` (a name), at most ``page.size``."""
 
     @abstractmethod
-    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+    async def get_version(self, name: str, version: int) -> ModelVersion | None:
         """One version with its aliases, or None."""
 
     @abstractmethod
-    async def list_versions(self, name: str, include_archived: bool, page: Page) -> list[pb.ModelVersion]:
+    async def list_versions(self, name: str, include_archived: bool, page: Page) -> list[ModelVersion]:
         """Versions newest first, below ``page.after`` (a version number), at most ``page.size``."""
 
     @abstractmethod
@@ -194,63 +186,48 @@ class RegistryStore(ABC):
         """Newest version that is not archived, or None."""
 
     @abstractmethod
-    async def list_audit(self, query: AuditQuery) -> list[tuple[int, pb.AuditEntry]]:
+    async def list_audit(self, query: AuditQuery) -> list[tuple[int, AuditEntry]]:
         """(seq, entry) newest first, below ``query.page.after`` (a seq)."""
 
 
-# -- conversions -----------------------------------------------------------------------------------
-
-def _to_json(message: Message) -> str:
-    return json_format.MessageToJson(message, indent=None, sort_keys=True)
-
-
-def _from_json(text: str, message: Message) -> Any:
-    json_format.Parse(text, message, ignore_unknown_fields=True)
-    return message
-
+# -- rows -> records --------------------------------------------------------------------------------
 
 def _jsonb(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _model(row: asyncpg.Record, aliases: Mapping[str, int]) -> pb.RegisteredModel:
-    model = pb.RegisteredModel(
-        name=row["name"], description=row["description"], tags=_jsonb(row["tags"]),
-        latest_version=row["latest_version"], aliases=dict(aliases),
+def _model(row: asyncpg.Record, aliases: Mapping[str, int], prefix: str = "") -> RegisteredModel:
+    """The model of ``row`` (its columns named ``prefix`` + column where a join renamed them)."""
+    return RegisteredModel(
+        name=row["name"], description=row[prefix + "description"], tags=_jsonb(row[prefix + "tags"]),
+        aliases=dict(aliases), latest_version=row["latest_version"],
+        created_at=row[prefix + "created_at"], updated_at=row[prefix + "updated_at"],
     )
-    model.created_at.FromDatetime(row["created_at"])
-    model.updated_at.FromDatetime(row["updated_at"])
-    return model
 
 
-def _version(row: asyncpg.Record, aliases: list[str]) -> pb.ModelVersion:
-    version = pb.ModelVersion(
+def _version(row: asyncpg.Record, aliases: list[str]) -> ModelVersion:
+    return ModelVersion(
         model_name=row["model_name"],
         version=row["version"],
-        status=_STATUS[row["status"]],
-        artifact=common_pb2.ArtifactRef(
-            uri=row["artifact_uri"], sha256=row["artifact_sha256"],
-            size_bytes=row["artifact_size_bytes"], format=row["artifact_format"],
-        ),
-        aliases=sorted(aliases),
+        status=VersionStatus(row["status"]),
+        artifact=ArtifactRef(uri=row["artifact_uri"], sha256=row["artifact_sha256"],
+                             size_bytes=row["artifact_size_bytes"], format=row["artifact_format"]),
+        signature=convert.signature_from_json(row["signature"]),
+        lineage=convert.lineage_from_json(row["lineage"]),
+        evaluation=HoldoutEvaluation(primary_metric=row["primary_metric"], lower_is_better=row["lower_is_better"],
+                                     holdout_id=row["holdout_id"]),
+        aliases=tuple(sorted(aliases)),
         description=row["description"],
         tags=_jsonb(row["tags"]),
         created_by=row["created_by"],
-        evaluation=pb.HoldoutEvaluation(
-            primary_metric=row["primary_metric"], lower_is_better=row["lower_is_better"],
-            holdout_id=row["holdout_id"],
-        ),
+        created_at=row["created_at"],
     )
-    _from_json(row["signature"], version.signature)
-    _from_json(row["lineage"], version.lineage)
-    version.created_at.FromDatetime(row["created_at"])
-    return version
 
 
 def _stored(row: asyncpg.Record, aliases: list[str]) -> StoredVersion:
     promotion = None
     if row["promotion"] is not None:
-        promotion = _from_json(row["promotion"], pb.PromotionDecision())
+        promotion = convert.promotion_from_json(row["promotion"])
     return StoredVersion(_version(row, aliases), row["idempotency_key"], promotion)
 
 
@@ -283,7 +260,7 @@ async def _get_version(conn: Any, name: str, version: int) -> StoredVersion | No
     return _stored(row, list(row["alias_list"]))
 
 
-def _audit_values(entry: AuditRecord | None) -> tuple[Any, ...]:
+def _audit_values(entry: AuditEntry | None) -> tuple[Any, ...]:
     """The bind values of an audit_log row (all None without an entry)."""
     if entry is None:
         return (None,) * 7
@@ -312,7 +289,7 @@ class PostgresRegistryTransaction(RegistryTransaction):
             raise AlreadyExists(f"registered model {name!r} already exists")
         return created
 
-    async def lock_model(self, name: str) -> pb.RegisteredModel | None:
+    async def lock_model(self, name: str) -> RegisteredModel | None:
         # One round trip: the locked row and its aliases.
         row = await self.conn.fetchrow(
             "SELECT m.*, "
@@ -325,7 +302,7 @@ class PostgresRegistryTransaction(RegistryTransaction):
         return _model(row, dict(zip(row["alias_names"], row["alias_versions"], strict=True)))
 
     async def lock_model_version(self, name: str, version: int
-                                 ) -> tuple[pb.RegisteredModel | None, pb.ModelVersion | None]:
+                                 ) -> tuple[RegisteredModel | None, ModelVersion | None]:
         # The LATERAL sub-select names model_versions' columns unqualified (as _VERSION_COLUMNS
         # does); its columns are NULL when the version does not exist.
         row = await self.conn.fetchrow(
@@ -340,12 +317,7 @@ class PostgresRegistryTransaction(RegistryTransaction):
         if row is None:
             return None, None
         aliases = dict(zip(row["alias_names"], row["alias_versions"], strict=True))
-        model = pb.RegisteredModel(
-            name=row["name"], description=row["model_description"], tags=_jsonb(row["model_tags"]),
-            latest_version=row["latest_version"], aliases=aliases,
-        )
-        model.created_at.FromDatetime(row["model_created_at"])
-        model.updated_at.FromDatetime(row["model_updated_at"])
+        model = _model(row, aliases, prefix="model_")
         if row["model_name"] is None:
             return model, None
         return model, _version(row, [alias for alias, number in aliases.items() if number == version])
@@ -368,14 +340,15 @@ class PostgresRegistryTransaction(RegistryTransaction):
             name, now,
         ))
 
-    async def insert_version(self, new: NewVersion) -> pb.ModelVersion:
+    async def insert_version(self, new: NewVersion) -> ModelVersion:
         await self.conn.execute(
             "INSERT INTO model_versions (model_name, version, artifact_uri, artifact_sha256, artifact_size_bytes, "
             "artifact_format, signature, lineage, primary_metric, lower_is_better, holdout_id, description, tags, "
             "created_by, created_at, idempotency_key, updated_at) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $15)",
             new.model_name, new.version, new.artifact.uri, new.artifact.sha256, new.artifact.size_bytes,
-            new.artifact.format, _to_json(new.signature), _to_json(new.lineage), new.evaluation.primary_metric,
+            new.artifact.format, convert.signature_json(new.signature), convert.lineage_json(new.lineage),
+            new.evaluation.primary_metric,
             new.evaluation.lower_is_better, new.evaluation.holdout_id, new.description,
             json.dumps(dict(new.tags)), new.created_by, new.created_at, new.idempotency_key,
         )
@@ -383,14 +356,14 @@ class PostgresRegistryTransaction(RegistryTransaction):
         assert stored is not None
         return stored.model_version
 
-    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+    async def get_version(self, name: str, version: int) -> ModelVersion | None:
         stored = await _get_version(self.conn, name, version)
         return None if stored is None else stored.model_version
 
-    async def save_promotion(self, name: str, version: int, decision: pb.PromotionDecision) -> None:
+    async def save_promotion(self, name: str, version: int, decision: PromotionDecision) -> None:
         await self.conn.execute(
             "UPDATE model_versions SET promotion = $3::jsonb WHERE model_name = $1 AND version = $2",
-            name, version, _to_json(decision),
+            name, version, convert.promotion_json(decision),
         )
 
     async def alias_version(self, name: str, alias: str) -> int | None:
@@ -400,7 +373,7 @@ class PostgresRegistryTransaction(RegistryTransaction):
         return None if value is None else int(value)
 
     async def set_alias(self, name: str, alias: str, version: int, now: datetime,
-                        audit: AuditRecord | None = None) -> None:
+                        audit: AuditEntry | None = None) -> None:
         # One round trip for the alias, the model's timestamp and the audit entry.
         await self.conn.execute(
             "WITH moved AS (INSERT INTO aliases (model_name, alias, version, updated_at) VALUES ($1, $2, $3, $4) "
@@ -427,23 +400,20 @@ class PostgresRegistryTransaction(RegistryTransaction):
             name, version, now,
         )
 
-    async def add_audit(self, entry: AuditRecord) -> None:
+    async def add_audit(self, entry: AuditEntry) -> None:
         await self.conn.execute(
             "INSERT INTO audit_log (audit_id, actor, action, model_name, version, details, occurred_at) "
             "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
             *_audit_values(entry),
         )
 
-    async def add_events(self, events: Sequence[tuple[events_pb2.RegistryEvent, str]]) -> None:
-        await add_events(self.conn, [
-            OutboxEvent(REGISTRY_EVENTS, event, event.model_name, event_id,
-                        event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else None)
-            for event, event_id in events])
+    async def add_events(self, events: Sequence[OutboxEvent]) -> None:
+        await add_events(self.conn, events)
         self.events_added += len(events)
 
 
-class PostgresRegistryStore(RegistryStore):
-    """:class:`RegistryStore` on an asyncpg pool whose search path starts with schema ``registry``."""
+class PostgresStore(Store):
+    """:class:`Store` on an asyncpg pool whose search path starts with schema ``registry``."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -453,7 +423,7 @@ class PostgresRegistryStore(RegistryStore):
         async with self.pool.acquire() as conn, conn.transaction():
             yield PostgresRegistryTransaction(conn)
 
-    async def get_model(self, name: str) -> pb.RegisteredModel | None:
+    async def get_model(self, name: str) -> RegisteredModel | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM registered_models WHERE name = $1", name)
             if row is None:
@@ -461,7 +431,7 @@ class PostgresRegistryStore(RegistryStore):
             aliases = await conn.fetch("SELECT alias, version FROM aliases WHERE model_name = $1", name)
         return _model(row, {a["alias"]: a["version"] for a in aliases})
 
-    async def list_models(self, page: Page) -> list[pb.RegisteredModel]:
+    async def list_models(self, page: Page) -> list[RegisteredModel]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM registered_models WHERE $1::text IS NULL OR name > $1 ORDER BY name LIMIT $2",
@@ -476,12 +446,12 @@ class PostgresRegistryStore(RegistryStore):
             by_model.setdefault(a["model_name"], {})[a["alias"]] = a["version"]
         return [_model(row, by_model.get(row["name"], {})) for row in rows]
 
-    async def get_version(self, name: str, version: int) -> pb.ModelVersion | None:
+    async def get_version(self, name: str, version: int) -> ModelVersion | None:
         async with self.pool.acquire() as conn:
             stored = await _get_version(conn, name, version)
         return None if stored is None else stored.model_version
 
-    async def list_versions(self, name: str, include_archived: bool, page: Page) -> list[pb.ModelVersion]:
+    async def list_versions(self, name: str, include_archived: bool, page: Page) -> list[ModelVersion]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 "
@@ -503,20 +473,15 @@ class PostgresRegistryStore(RegistryStore):
         )
         return None if value is None else int(value)
 
-    async def list_audit(self, query: AuditQuery) -> list[tuple[int, pb.AuditEntry]]:
+    async def list_audit(self, query: AuditQuery) -> list[tuple[int, AuditEntry]]:
         rows = await self.pool.fetch(
             "SELECT seq, audit_id, actor, action, model_name, version, details::text AS details, occurred_at "
             "FROM audit_log WHERE ($1 = '' OR model_name = $1) AND ($2::timestamptz IS NULL OR occurred_at >= $2) "
             "AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
             query.model_name, query.since, query.page.after, query.page.size,
         )
-        entries = []
-        for row in rows:
-            entry = pb.AuditEntry(
-                audit_id=row["audit_id"], actor=row["actor"], action=row["action"], model_name=row["model_name"],
-                version=row["version"], details=json.loads(row["details"]),
-            )
-            entry.occurred_at.FromDatetime(row["occurred_at"])
-            entries.append((int(row["seq"]), entry))
-        return entries
+        return [(int(row["seq"]), AuditEntry(
+            audit_id=row["audit_id"], actor=row["actor"], action=row["action"], model_name=row["model_name"],
+            version=row["version"], details=json.loads(row["details"]), occurred_at=row["occurred_at"],
+        )) for row in rows]
 

@@ -32,11 +32,9 @@ from typing import Any
 
 from gyre_common.mlflow.errors import MlflowNotImplemented
 from gyre_common.mlflow.fields import Fields
-from gyre_contracts.gyre.events.v1 import common_pb2
-from gyre_contracts.gyre.events.v1 import events_pb2 as ev
-from gyre_contracts.gyre.registry.v1 import registry_service_pb2 as pb
 from gyre_registry.domain import paging, validation
 from gyre_registry.domain.errors import InvalidArgument, NotFound, RegistryError
+from gyre_registry.domain.models import ArtifactRef, Lineage, RegisteredModel, RegistryEvent, RegistryEventKind
 from gyre_registry.handlers import RegistryHandlers, audit_entry, record_audit, record_event
 from gyre_registry.mlflow import filters
 from gyre_registry.mlflow import store as sql
@@ -241,9 +239,7 @@ class MlflowRegistryHandlers:
     async def create_registered_model(self, body: Body, actor: str) -> Json:
         """CreateRegisteredModel. Errors: InvalidArgument, AlreadyExists."""
         name = required(body, "name")
-        await self.handlers.create_registered_model(pb.CreateRegisteredModelRequest(
-            name=name, description=str(_get(body, "description") or ""), tags=_tags(body),
-        ), actor)
+        await self.handlers.create_registered_model(name, str(_get(body, "description") or ""), _tags(body), actor)
         return {"registered_model": model_json(await self._model(name))}
 
     async def get_registered_model(self, body: Body) -> Json:
@@ -357,11 +353,11 @@ class MlflowRegistryHandlers:
             if created is None:
                 raise NotFound(f"registered model {name!r} does not exist")
             number, audit_id = created.version, audit.audit_id
-            await self._event(tx.registry, ev.RegistryEvent(
-                kind=ev.REGISTRY_EVENT_KIND_VERSION_CREATED, model_name=name, version=number,
-                artifact=common_pb2.ArtifactRef(uri=source, format=MLFLOW_FORMAT),
-                lineage=common_pb2.Lineage(run_id=run_id), actor=actor, comment=description, audit_id=audit_id,
-            ), now)
+            await self._event(tx.registry, RegistryEvent(
+                kind=RegistryEventKind.VERSION_CREATED, model_name=name, version=number, occurred_at=now,
+                artifact=ArtifactRef(uri=source, format=MLFLOW_FORMAT),
+                lineage=Lineage(run_id=run_id), actor=actor, comment=description, audit_id=audit_id,
+            ))
         self._on_events()
         return {"model_version": version_json(created)}
 
@@ -445,26 +441,22 @@ class MlflowRegistryHandlers:
     async def set_registered_model_alias(self, body: Body, actor: str) -> Json:
         """SetRegisteredModelAlias: :meth:`RegistryHandlers.set_alias` (audit + ALIAS_SET).
         Errors: NotFound, InvalidArgument, FailedPrecondition (archived version)."""
-        await self.handlers.set_alias(pb.SetAliasRequest(
-            model_name=required(body, "name"), alias=required(body, "alias"), version=version_param(body),
-            comment=f"set {_MLFLOW_COMMENT}",
-        ), actor)
+        await self.handlers.set_alias(required(body, "name"), required(body, "alias"), version_param(body),
+                                      f"set {_MLFLOW_COMMENT}", actor)
         return {}
 
     async def delete_registered_model_alias(self, body: Body, actor: str) -> Json:
         """DeleteRegisteredModelAlias: :meth:`RegistryHandlers.delete_alias` (audit + ALIAS_REMOVED).
         Errors: NotFound, InvalidArgument."""
-        await self.handlers.delete_alias(pb.DeleteAliasRequest(
-            model_name=required(body, "name"), alias=required(body, "alias"), comment=f"deleted {_MLFLOW_COMMENT}",
-        ), actor)
+        await self.handlers.delete_alias(required(body, "name"), required(body, "alias"),
+                                         f"deleted {_MLFLOW_COMMENT}", actor)
         return {}
 
     async def get_model_version_by_alias(self, body: Body) -> Json:
         """GetModelVersionByAlias. Errors: NotFound, InvalidArgument."""
         name, alias = required(body, "name"), required(body, "alias")
-        response = await self.handlers.get_model_version_by_alias(
-            pb.GetModelVersionByAliasRequest(model_name=name, alias=alias))
-        return {"model_version": version_json(await self._version(name, response.model_version.version))}
+        found = await self.handlers.get_model_version_by_alias(name, alias)
+        return {"model_version": version_json(await self._version(name, found.version))}
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -482,7 +474,7 @@ class MlflowRegistryHandlers:
         return version
 
     @staticmethod
-    async def _lock(tx: MlflowTransaction, name: str) -> pb.RegisteredModel:
+    async def _lock(tx: MlflowTransaction, name: str) -> RegisteredModel:
         model = await tx.registry.lock_model(name)
         if model is None:
             raise NotFound(f"registered model {name!r} does not exist")
@@ -508,18 +500,18 @@ class MlflowRegistryHandlers:
                 "alias": alias, "from_version": str(number), "to_version": "0",
                 "reason": f"version deleted {_MLFLOW_COMMENT}",
             })
-            await self._event(registry, ev.RegistryEvent(
-                kind=ev.REGISTRY_EVENT_KIND_ALIAS_REMOVED, model_name=name, version=0, alias=alias,
+            await self._event(registry, RegistryEvent(
+                kind=RegistryEventKind.ALIAS_REMOVED, model_name=name, version=0, alias=alias, occurred_at=now,
                 previous_version=number, actor=actor, comment="version deleted", audit_id=audit_id,
-            ), now)
+            ))
         await tx.delete_version(name, number, now)
         audit_id = await self._audit(registry, actor, "delete_model_version", name, number, now, {
             "artifact_uri": version.artifact.uri, "reason": _MLFLOW_COMMENT,
         })
-        await self._event(registry, ev.RegistryEvent(
-            kind=ev.REGISTRY_EVENT_KIND_VERSION_ARCHIVED, model_name=name, version=number, artifact=version.artifact,
-            actor=actor, comment=f"deleted {_MLFLOW_COMMENT}", audit_id=audit_id,
-        ), now)
+        await self._event(registry, RegistryEvent(
+            kind=RegistryEventKind.VERSION_ARCHIVED, model_name=name, version=number, occurred_at=now,
+            artifact=version.artifact, actor=actor, comment=f"deleted {_MLFLOW_COMMENT}", audit_id=audit_id,
+        ))
 
     # The same audit + outbox records as the gRPC API's governance actions.
     _audit = staticmethod(record_audit)

@@ -21,8 +21,9 @@ from typing import Any
 
 import asyncpg
 
+from gyre_registry.domain.models import AuditEntry
 from gyre_registry.mlflow.filters import Sql
-from gyre_registry.store import AuditRecord, PostgresRegistryStore, PostgresRegistryTransaction, RegistryTransaction
+from gyre_registry.store import PostgresRegistryTransaction, PostgresStore, RegistryTransaction
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class NewMlflowVersion:
     created_at: datetime
 
 
-async def insert_next_version(conn: Any, new: NewMlflowVersion, audit: AuditRecord) -> MlflowVersion | None:
+async def insert_next_version(conn: Any, new: NewMlflowVersion, audit: AuditEntry) -> MlflowVersion | None:
     """Take the model's next version number, insert the version and append ``audit`` (its audit
     entry; the entry's ``version`` is replaced by the number taken), in one statement; the stored
     record (a new version has no aliases), or None when the model does not exist (nothing written).
@@ -272,7 +273,7 @@ class MlflowTransaction(ABC):
         """Replace a version's description."""
 
     @abstractmethod
-    async def insert_next_version(self, new: NewMlflowVersion, audit: AuditRecord) -> MlflowVersion | None:
+    async def insert_next_version(self, new: NewMlflowVersion, audit: AuditEntry) -> MlflowVersion | None:
         """Number, insert and audit a new version (see :func:`insert_next_version`); None when the
         model does not exist (nothing written)."""
 
@@ -334,7 +335,7 @@ class PostgresMlflowTransaction(MlflowTransaction):
     async def set_version_description(self, name: str, version: int, description: str, now: datetime) -> None:
         await set_version_description(self._conn, name, version, description, now)
 
-    async def insert_next_version(self, new: NewMlflowVersion, audit: AuditRecord) -> MlflowVersion | None:
+    async def insert_next_version(self, new: NewMlflowVersion, audit: AuditEntry) -> MlflowVersion | None:
         return await insert_next_version(self._conn, new, audit)
 
     async def delete_version(self, name: str, version: int, now: datetime) -> None:
@@ -347,7 +348,7 @@ class PostgresMlflowTransaction(MlflowTransaction):
 class PostgresMlflowStore(MlflowStore):
     """:class:`MlflowStore` on the registry's PostgreSQL store (same pool, same transactions)."""
 
-    def __init__(self, store: PostgresRegistryStore) -> None:
+    def __init__(self, store: PostgresStore) -> None:
         self._store = store
 
     @asynccontextmanager
