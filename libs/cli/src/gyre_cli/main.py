@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--families", default="",
                        help="comma-separated estimator families (default: AutoML over all)")
     train.add_argument("--objective", default="", help="metric to optimise, e.g. roc_auc (default per task)")
+    train.add_argument("--backend", default="", choices=["", "sklearn", "torch-text"],
+                       help="sklearn (AutoML over estimator families) or torch-text (fine-tune a pretrained text "
+                            "encoder with a new head); default: the model's current backend, else sklearn")
+    train.add_argument("--text-feature", default="",
+                       help="torch-text: the text feature the model reads (default: the view's only text feature)")
     train.add_argument("--seed", type=int, default=0, help="seed of the search and holdout (0: trainer default)")
     train.add_argument("--promote-to", default="production",
                        help="alias the registry's promotion policy may give the new version (default: production)")
@@ -95,6 +100,8 @@ def training_request(args: argparse.Namespace) -> ev.TrainingRequest:
         reason=ev.TRAINING_REASON_MANUAL,
         requested_by=_user(),
         promote_to_alias=args.promote_to,
+        backend=args.backend,
+        text_feature=args.text_feature,
     )
     request.requested_at.FromDatetime(datetime.now(UTC))
     if args.start is not None:
