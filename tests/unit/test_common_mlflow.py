@@ -78,6 +78,20 @@ def test_unavailable_exceptions_answer_503_with_the_services_message() -> None:
     assert json.loads(bytes(answer.body)) == {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "away"}
 
 
+@pytest.mark.parametrize("failure", [
+    ConnectionRefusedError(111, "Connect call failed"),
+    asyncpg.PostgresConnectionError("the connection was closed"),
+    asyncpg.CannotConnectNowError("the database system is starting up"),
+    TimeoutError(),
+])
+def test_a_dependency_away_answers_temporarily_unavailable_without_its_text(failure: Exception) -> None:
+    answer = DEFAULT_ERRORS.answer(failure)
+    assert answer is not None and answer.status_code == 503
+    body = json.loads(bytes(answer.body))
+    assert body["error_code"] == "TEMPORARILY_UNAVAILABLE" and "retry later" in body["message"]
+    assert "Connect call" not in body["message"]
+
+
 async def _fallback(scope: Scope, receive: Receive, send: Send) -> None:
     await PlainTextResponse("app")(scope, receive, send)
 

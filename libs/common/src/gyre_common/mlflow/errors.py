@@ -15,7 +15,7 @@ MLflow's for each code:
 | InvalidArgument | INVALID_PARAMETER_VALUE | 400 |
 | FailedPrecondition | INVALID_PARAMETER_VALUE | 400 |
 | Unauthenticated | UNAUTHENTICATED | 401 |
-| Unavailable, or a service's ``unavailable`` exceptions (database away) | TEMPORARILY_UNAVAILABLE | 503 |
+| Unavailable, a transient failure (database or broker away), ``unavailable`` | TEMPORARILY_UNAVAILABLE | 503 |
 | ``asyncpg.DataError`` from ``ValueError``/``OverflowError`` (unencodable value) | INVALID_PARAMETER_VALUE | 400 |
 | any other GyreError | INTERNAL_ERROR | 500 |
 
@@ -28,6 +28,10 @@ Decisions, written down:
   is what MLflow uses for concurrent-write conflicts, not for "archived" or "deleted".
 * **TooLarge keeps HTTP 413** with INVALID_PARAMETER_VALUE: MLflow has no code for it, and its
   REQUEST_LIMIT_EXCEEDED (429) would make the client retry a request that can never succeed.
+* **A dependency away is TEMPORARILY_UNAVAILABLE, 503**, decided by the same
+  :func:`~gyre_common.bus.failures.classify_failure` as the app's outage middleware
+  (:class:`gyre_common.http.DependencyOutageMiddleware`), which MLflow's paths never reach: the
+  gateway answers them first. MLflow's client retries 503.
 * A service may override a subclass (tracking: a param logged again with another value,
   ``ParamConflict``, is INVALID_PARAMETER_VALUE as in MLflow, not RESOURCE_ALREADY_EXISTS).
 """
@@ -41,6 +45,8 @@ import asyncpg
 from starlette.responses import JSONResponse
 
 from gyre_common import errors
+from gyre_common.bus.failures import Failure, classify_failure
+from gyre_common.http import OUTAGE_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +102,15 @@ class ErrorMap:
 
     Args:
         overrides: ``(error class, error_code)`` checked before the shared rules (most specific first).
-        unavailable: exceptions that mean a dependency is away (e.g. the database driver's
-            connection errors): TEMPORARILY_UNAVAILABLE 503 with ``unavailable_message``.
+        unavailable: exceptions that mean a dependency is away beyond those
+            :func:`~gyre_common.bus.failures.classify_failure` calls transient (which always are):
+            TEMPORARILY_UNAVAILABLE 503 with ``unavailable_message``.
         unavailable_message: what the caller reads then (the exception's text may hold addresses).
     """
 
     def __init__(self, overrides: Iterable[tuple[type[BaseException], str]] = (),
                  unavailable: tuple[type[BaseException], ...] = (),
-                 unavailable_message: str = "the service's database is unavailable; retry later") -> None:
+                 unavailable_message: str = OUTAGE_MESSAGE) -> None:
         self.rules: tuple[Rule, ...] = (*((cls, code, HTTP_STATUS[code]) for cls, code in overrides), *_RULES)
         self.unavailable = unavailable
         self.unavailable_message = unavailable_message
@@ -121,7 +128,7 @@ class ErrorMap:
         if isinstance(exc, errors.GyreError):
             code, status = self.code_of(exc)
             return error_response(code, str(exc), status)
-        if self.unavailable and isinstance(exc, self.unavailable):
+        if (self.unavailable and isinstance(exc, self.unavailable)) or classify_failure(exc) is Failure.TRANSIENT:
             log.warning("dependency unavailable on an MLflow path: %s", type(exc).__name__)
             return error_response(TEMPORARILY_UNAVAILABLE, self.unavailable_message, 503)
         if isinstance(exc, asyncpg.DataError) and isinstance(exc.__cause__, ValueError | OverflowError):
