@@ -130,8 +130,8 @@ class ServingSettings(ServiceSettings):
 
     event_text: Literal["text", "hash"] = "text"
     """What inference events carry of a text model's input: `text`, the text itself; `hash`, only
-    `<input>_sha256` (hex of its UTF-8 bytes) and `<input>_length` (characters), for texts that
-    must not leave serving."""
+    `sha256:<hex of its UTF-8 bytes>:<length in characters>` under the input's name, for texts that
+    must not leave serving (the monitor still tests their length)."""
 
     challenger_alias: str = "challenger"
     """Registry alias of the challenger version that traffic splits (canary, shadow) send requests to."""
