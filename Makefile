@@ -13,7 +13,8 @@ PACKAGES := libs/contracts libs/common libs/ml libs/stack libs/cli $(wildcard se
 # its own system user) off from its data while another session runs.
 PYTEST_TMP = --basetemp="$$(mktemp -d -t gyre-pytest-XXXXXX)"
 # The development workspace also installs optional extras, so their code is tested too.
-EDITABLE := $(foreach p,$(filter-out libs/common libs/cli libs/stack,$(PACKAGES)),-e $(p)) -e 'libs/common[faust]' -e 'libs/cli[dlq]' -e 'libs/stack[demo]'
+EDITABLE := $(foreach p,$(filter-out libs/common libs/cli libs/stack services/serving services/monitor,$(PACKAGES)),-e $(p)) \
+	-e 'libs/common[faust]' -e 'libs/cli[dlq]' -e 'libs/stack[demo]' -e 'services/serving[text]' -e 'services/monitor[text]'
 
 .PHONY: help install up down logs status demo test test-unit test-integration test-e2e test-chaos generate docs lint typecheck check bench clean
 

@@ -170,11 +170,15 @@ def test_services_need_only_what_their_image_installs() -> None:
     and the monitor's `text`), never another of our libraries."""
     dockerfile = DOCKERFILE.read_text(encoding="utf-8")
     assert 'pip install -c constraints.txt libs/contracts libs/common "services/${SERVICE}"' in dockerfile
-    assert 'libs/contracts libs/common libs/ml "services/${SERVICE}[${EXTRAS}]"' in dockerfile
+    assert 'libs/contracts libs/common libs/ml "services/${SERVICE}${EXTRAS:+[${EXTRAS}]}"' in dockerfile
+    # A service that requires gyre-ml itself (the trainer) gets libs/ml without EXTRAS.
+    assert '! python -c "$NEEDS_ML" "services/${SERVICE}/pyproject.toml"' in dockerfile
     for pkg in PACKAGES.values():
         if pkg.path.parent.name != "services":
             continue
         default = {name for name in _closure(OwnPackage(pkg.name, pkg.path, pkg.requires)) if name in PACKAGES}
+        if any(canonicalize_name(req.name) == ML for req in pkg.requires):
+            default -= {ML}
         extra = sorted(default - SERVICE_IMAGE_LIBS)
         assert not extra, f"{pkg.name} needs {extra}, which deploy/Dockerfile does not install"
         with_extras = {name for name in _closure(pkg) if name in PACKAGES}
