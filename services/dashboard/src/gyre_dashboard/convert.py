@@ -27,14 +27,13 @@ Which message each route answers (from each service's ``api_http.py``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from gyre_common.timeconv import optional_time as _time
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as fb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as mon
@@ -144,14 +143,6 @@ def _merge(message: Message, data: dict[str, Any]) -> bool:
 
 
 # -- message -> plain values -----------------------------------------------------------------------
-
-
-def _time(message: Message, name: str) -> datetime | None:
-    """The Timestamp field ``name`` as an aware UTC datetime; None when unset."""
-    if not message.HasField(name):
-        return None
-    stamp: Timestamp = getattr(message, name)
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def _optional(message: Message, name: str) -> float | None:

@@ -5,10 +5,11 @@ Timestamps: protobuf ``Timestamp`` is UTC by definition; domain datetimes are aw
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from gyre_common.timeconv import optional_time
+from gyre_common.timeconv import timestamp as to_timestamp
+from gyre_common.timeconv import to_datetime as to_datetime  # re-exported: api_grpc decodes with it
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.features.v1 import features_service_pb2 as pb
 from gyre_features.domain.errors import InvalidArgument
@@ -41,25 +42,6 @@ _KIND_TYPES = {
     "bool_value": ValueType.BOOL,
     "float_vector": ValueType.FLOAT_VECTOR,
 }
-
-
-def to_datetime(stamp: Timestamp) -> datetime:
-    """An aware UTC datetime (microsecond precision) from a protobuf Timestamp."""
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def to_timestamp(moment: datetime) -> Timestamp:
-    """A protobuf Timestamp from an aware datetime."""
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
-
-
-def optional_time(message: object, field_name: str) -> datetime | None:
-    """The datetime of ``message.field_name`` when that Timestamp field is set, else None."""
-    if message.HasField(field_name):  # type: ignore[attr-defined]
-        return to_datetime(getattr(message, field_name))
-    return None
 
 
 def value_from_proto(value: common_pb2.FeatureValue) -> tuple[ValueType | None, object | None]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from gyre_common.retraining import retraining_request as alert_retraining_request
+from gyre_common.timeconv import timestamp
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.feedback.v1 import feedback_service_pb2 as pb
 from gyre_feedback.domain.corrections import LabelCorrection
@@ -20,13 +20,6 @@ from gyre_feedback.domain.quality import DropPolicy, QualityDrop, QualityReport
 
 SERVICE = "feedback"
 """``requested_by`` of retraining requests and ``ce_source`` of published events."""
-
-
-def timestamp(moment: datetime) -> Timestamp:
-    """A protobuf Timestamp of an aware datetime."""
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
 
 
 def scalar(value: common_pb2.FeatureValue) -> LabelValue | None:
@@ -156,24 +149,17 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, drop:
                        feature_view: str, label: str, promote_to_alias: str,
                        requested_at: datetime) -> events_pb2.TrainingRequest:
     """The TrainingRequest (reason FEEDBACK) that follows a quality-drop alert, with its evidence."""
-    return events_pb2.TrainingRequest(
-        request_id=request_id,
-        model_name=alert.model_name,
-        feature_view=feature_view,
-        label=label,
-        reason=events_pb2.TRAINING_REASON_FEEDBACK,
+    return alert_retraining_request(
+        request_id=request_id, alert=alert, reason=events_pb2.TRAINING_REASON_FEEDBACK,
         evidence={
-            "alert_id": alert.alert_id,
-            "model_version": str(alert.model_version),
             "metric": "accuracy",
             "accuracy": f"{drop.accuracy:.6g}",
             "threshold": f"{policy.threshold:.6g}",
             "labelled_feedback": str(drop.samples),
             "newest_feedback_id": drop.newest_feedback_id,
         },
-        requested_by=SERVICE,
-        requested_at=timestamp(requested_at),
-        promote_to_alias=promote_to_alias,
+        feature_view=feature_view, label=label, promote_to_alias=promote_to_alias, requested_by=SERVICE,
+        requested_at=requested_at,
     )
 
 

@@ -6,12 +6,11 @@ NotFoundError -> NOT_FOUND, FailedPreconditionError -> FAILED_PRECONDITION.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import grpc
 
 from gyre_common.grpc_errors import grpc_errors
 from gyre_common.profile_wire import profile_from_proto, profile_to_proto
+from gyre_common.timeconv import optional_time as _time
 from gyre_contracts.gyre.events.v1 import events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2_grpc as pb_grpc
@@ -33,10 +32,6 @@ def page(page_size: int, page_token: str) -> tuple[int, int]:
             raise InvalidArgumentError(f"invalid page_token {page_token!r}")
         offset = int(page_token)
     return page_size or DEFAULT_PAGE_SIZE, offset
-
-
-def _time(message: object, field: str) -> datetime | None:
-    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None  # type: ignore[attr-defined]
 
 
 class MonitorServicer(pb_grpc.MonitorServiceServicer):

@@ -10,8 +10,8 @@ import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from gyre_common.retraining import retraining_request as alert_retraining_request
+from gyre_common.timeconv import timestamp
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
 from gyre_monitor.domain.drift import DatasetDrift, DriftReport, FeatureDrift
@@ -42,13 +42,6 @@ def prediction_from_event(event: events_pb2.InferenceEvent, fallback_time: datet
         inputs={name: scalar(value) for name, value in event.inputs.items()},
         shadow=event.shadow,
     )
-
-
-def timestamp(when: datetime) -> Timestamp:
-    """A protobuf Timestamp of an aware datetime."""
-    stamp = Timestamp()
-    stamp.FromDatetime(when.astimezone(UTC))
-    return stamp
 
 
 def feature_drift_message(result: FeatureDrift) -> events_pb2.FeatureDrift:
@@ -91,24 +84,16 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, windo
     """The DRIFT TrainingRequest that follows an alert, with the alert as evidence."""
     drifted = [f.feature for f in alert.feature_drifts if f.drifted]
     evidence = {
-        "alert_id": alert.alert_id,
-        "model_version": str(alert.model_version),
         "window_seq": str(window_seq),
         "window_start": alert.window_start.ToJsonString(),
         "window_end": alert.window_end.ToJsonString(),
         "drift_share": f"{alert.drift_share:.6g}",
         "drifted_features": ",".join(drifted),
     }
-    return events_pb2.TrainingRequest(
-        request_id=request_id,
-        model_name=alert.model_name,
-        feature_view=feature_view,
-        label=label,
-        reason=events_pb2.TRAINING_REASON_DRIFT,
-        evidence=evidence,
-        requested_by="monitor",
-        requested_at=timestamp(requested_at),
-        promote_to_alias=promote_to_alias,
+    return alert_retraining_request(
+        request_id=request_id, alert=alert, reason=events_pb2.TRAINING_REASON_DRIFT, evidence=evidence,
+        feature_view=feature_view, label=label, promote_to_alias=promote_to_alias, requested_by="monitor",
+        requested_at=requested_at,
     )
 
 

@@ -75,14 +75,16 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def CreateRegisteredModel(self, request: pb.CreateRegisteredModelRequest,
                                     context: Context) -> pb.CreateRegisteredModelResponse:
         async def call(actor: str) -> pb.CreateRegisteredModelResponse:
-            return convert.created_model_response(await self.handlers.create_registered_model(
-                request.name, request.description, dict(request.tags), actor))
+            model = await self.handlers.create_registered_model(request.name, request.description,
+                                                                dict(request.tags), actor)
+            return convert.registered_model_response(pb.CreateRegisteredModelResponse, model)
         return await self._write(call, context)
 
     async def GetRegisteredModel(self, request: pb.GetRegisteredModelRequest,
                                  context: Context) -> pb.GetRegisteredModelResponse:
         async def call() -> pb.GetRegisteredModelResponse:
-            return convert.registered_model_response(await self.handlers.get_registered_model(request.name))
+            model = await self.handlers.get_registered_model(request.name)
+            return convert.registered_model_response(pb.GetRegisteredModelResponse, model)
         return await self._read(call, context)
 
     async def ListRegisteredModels(self, request: pb.ListRegisteredModelsRequest,
@@ -102,8 +104,8 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def GetModelVersion(self, request: pb.GetModelVersionRequest,
                               context: Context) -> pb.GetModelVersionResponse:
         async def call() -> pb.GetModelVersionResponse:
-            return convert.model_version_response(
-                await self.handlers.get_model_version(request.model_name, request.version))
+            version = await self.handlers.get_model_version(request.model_name, request.version)
+            return convert.model_version_response(pb.GetModelVersionResponse, version)
         return await self._read(call, context)
 
     async def ListModelVersions(self, request: pb.ListModelVersionsRequest,
@@ -129,15 +131,16 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
     async def GetModelVersionByAlias(self, request: pb.GetModelVersionByAliasRequest,
                                      context: Context) -> pb.GetModelVersionByAliasResponse:
         async def call() -> pb.GetModelVersionByAliasResponse:
-            return convert.aliased_version_response(
-                await self.handlers.get_model_version_by_alias(request.model_name, request.alias))
+            version = await self.handlers.get_model_version_by_alias(request.model_name, request.alias)
+            return convert.model_version_response(pb.GetModelVersionByAliasResponse, version)
         return await self._read(call, context)
 
     async def ArchiveModelVersion(self, request: pb.ArchiveModelVersionRequest,
                                   context: Context) -> pb.ArchiveModelVersionResponse:
         async def call(actor: str) -> pb.ArchiveModelVersionResponse:
-            return convert.archived_version_response(await self.handlers.archive_model_version(
-                request.model_name, request.version, request.comment, actor))
+            version = await self.handlers.archive_model_version(request.model_name, request.version,
+                                                                request.comment, actor)
+            return convert.model_version_response(pb.ArchiveModelVersionResponse, version)
         return await self._write(call, context)
 
     async def ListApprovals(self, request: pb.ListApprovalsRequest,

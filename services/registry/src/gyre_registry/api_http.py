@@ -136,8 +136,8 @@ def router(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
         async def call() -> Message:
             who = actor(request)
             body = await _body(request, pb.CreateRegisteredModelRequest())
-            return convert.created_model_response(
-                await handlers.create_registered_model(body.name, body.description, dict(body.tags), who))
+            model = await handlers.create_registered_model(body.name, body.description, dict(body.tags), who)
+            return convert.registered_model_response(pb.CreateRegisteredModelResponse, model)
         return await _answer(call, 201)
 
     @api.get("/registered-models")
@@ -151,7 +151,8 @@ def router(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
     @api.get("/registered-models/{name}")
     async def get_registered_model(name: str) -> JSONResponse:
         async def call() -> Message:
-            return convert.registered_model_response(await handlers.get_registered_model(name))
+            model = await handlers.get_registered_model(name)
+            return convert.registered_model_response(pb.GetRegisteredModelResponse, model)
         return await _answer(call)
 
     @api.post("/registered-models/{name}/versions")
@@ -175,7 +176,8 @@ def router(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
     @api.get("/registered-models/{name}/versions/{version}")
     async def get_model_version(name: str, version: str) -> JSONResponse:
         async def call() -> Message:
-            return convert.model_version_response(await handlers.get_model_version(name, _version_param(version)))
+            found = await handlers.get_model_version(name, _version_param(version))
+            return convert.model_version_response(pb.GetModelVersionResponse, found)
         return await _answer(call)
 
     @api.post("/registered-models/{name}/versions/{version}/archive")
@@ -184,14 +186,15 @@ def router(handlers: RegistryHandlers, auth: Authenticator) -> APIRouter:
             who = actor(request)
             body = await _body(request, pb.ArchiveModelVersionRequest(), model_name=name,
                                version=_version_param(version))
-            return convert.archived_version_response(
-                await handlers.archive_model_version(body.model_name, body.version, body.comment, who))
+            found = await handlers.archive_model_version(body.model_name, body.version, body.comment, who)
+            return convert.model_version_response(pb.ArchiveModelVersionResponse, found)
         return await _answer(call)
 
     @api.get("/registered-models/{name}/aliases/{alias}")
     async def get_model_version_by_alias(name: str, alias: str) -> JSONResponse:
         async def call() -> Message:
-            return convert.aliased_version_response(await handlers.get_model_version_by_alias(name, alias))
+            found = await handlers.get_model_version_by_alias(name, alias)
+            return convert.model_version_response(pb.GetModelVersionByAliasResponse, found)
         return await _answer(call)
 
     @api.put("/registered-models/{name}/aliases/{alias}")

@@ -241,14 +241,14 @@ def registry_event(event: RegistryEvent) -> bytes:
 
 # -- responses (the same for gRPC and the REST mirror) ----------------------------------------------
 
-def registered_model_response(model: RegisteredModel) -> pb.GetRegisteredModelResponse:
-    """GetRegisteredModel's answer."""
-    return pb.GetRegisteredModelResponse(registered_model=registered_model(model))
+ModelResponse = TypeVar("ModelResponse", pb.GetRegisteredModelResponse, pb.CreateRegisteredModelResponse)
+VersionResponse = TypeVar("VersionResponse", pb.GetModelVersionResponse, pb.GetModelVersionByAliasResponse,
+                          pb.ArchiveModelVersionResponse)
 
 
-def created_model_response(model: RegisteredModel) -> pb.CreateRegisteredModelResponse:
-    """CreateRegisteredModel's answer."""
-    return pb.CreateRegisteredModelResponse(registered_model=registered_model(model))
+def registered_model_response(response: type[ModelResponse], model: RegisteredModel) -> ModelResponse:
+    """The answer of an RPC returning one model (GetRegisteredModel, CreateRegisteredModel)."""
+    return response(registered_model=registered_model(model))
 
 
 def registered_models_response(page: Listing[RegisteredModel]) -> pb.ListRegisteredModelsResponse:
@@ -264,19 +264,10 @@ def registration_response(registration: Registration) -> pb.CreateModelVersionRe
                                          promotion=promotion(decision) if decision is not None else None)
 
 
-def model_version_response(version: ModelVersion) -> pb.GetModelVersionResponse:
-    """GetModelVersion's answer."""
-    return pb.GetModelVersionResponse(model_version=model_version(version))
-
-
-def aliased_version_response(version: ModelVersion) -> pb.GetModelVersionByAliasResponse:
-    """GetModelVersionByAlias' answer."""
-    return pb.GetModelVersionByAliasResponse(model_version=model_version(version))
-
-
-def archived_version_response(version: ModelVersion) -> pb.ArchiveModelVersionResponse:
-    """ArchiveModelVersion's answer."""
-    return pb.ArchiveModelVersionResponse(model_version=model_version(version))
+def model_version_response(response: type[VersionResponse], version: ModelVersion) -> VersionResponse:
+    """The answer of an RPC returning one version (GetModelVersion, GetModelVersionByAlias,
+    ArchiveModelVersion)."""
+    return response(model_version=model_version(version))
 
 
 def model_versions_response(page: Listing[ModelVersion]) -> pb.ListModelVersionsResponse:

@@ -6,11 +6,10 @@ the Kafka consumer.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from gyre_common.timeconv import optional_time
+from gyre_common.timeconv import timestamp as to_timestamp
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.tracking.v1 import tracking_service_pb2 as pb
 from gyre_tracking.domain.model import (
@@ -35,21 +34,6 @@ _STAGE_TO_PROTO = {
     LifecycleStage.ACTIVE: pb.LIFECYCLE_STAGE_ACTIVE,
     LifecycleStage.DELETED: pb.LIFECYCLE_STAGE_DELETED,
 }
-
-
-def to_timestamp(moment: datetime) -> Timestamp:
-    """A protobuf Timestamp of an aware datetime."""
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
-
-
-def optional_time(message: Message, field: str) -> datetime | None:
-    """An aware UTC datetime of ``message.<field>``, or None when the field is unset."""
-    if not message.HasField(field):
-        return None
-    stamp: Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def status_from_proto(value: int) -> RunStatus | None:

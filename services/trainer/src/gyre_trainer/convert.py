@@ -8,12 +8,12 @@ UNSPECIFIED (so validation refuses it), an unknown task as unset (inferred, as b
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gyre_common.artifacts import ArtifactRef
+from gyre_common.timeconv import optional_time as _time
 from gyre_contracts.gyre.events.v1 import common_pb2
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_contracts.gyre.trainer.v1 import trainer_service_pb2 as trainer_pb
@@ -33,10 +33,6 @@ _STATUS = {
 _TASKS = {ev.TRAINING_TASK_CLASSIFICATION: Task.CLASSIFICATION, ev.TRAINING_TASK_REGRESSION: Task.REGRESSION}
 _TASK_NUMBERS = {task: number for number, task in _TASKS.items()}
 _REASONS = frozenset(int(reason) for reason in TrainingReason)
-
-
-def _time(message: ev.TrainingRequest, name: Literal["window_start", "window_end", "requested_at"]) -> datetime | None:
-    return getattr(message, name).ToDatetime(UTC) if message.HasField(name) else None
 
 
 def _set_time(stamp: Timestamp, value: datetime | None) -> None:

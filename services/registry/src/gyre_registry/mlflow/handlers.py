@@ -26,9 +26,9 @@ the registry's domain errors; the transport turns them into MLflow's error codes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gyre_common.mlflow.errors import MlflowNotImplemented
 from gyre_common.mlflow.fields import Fields
@@ -41,6 +41,7 @@ from gyre_registry.mlflow import store as sql
 from gyre_registry.mlflow.store import MlflowStore, MlflowTransaction
 
 Json = dict[str, Any]
+Row = TypeVar("Row")
 Body = Fields | Mapping[str, Any]
 """A request's fields: the shared reader's :class:`Fields`, or a plain mapping (tests)."""
 
@@ -217,6 +218,20 @@ def _order_by(body: Body) -> list[str]:
     return _strings(body, "order_by")
 
 
+async def _search(body: Body, kind: filters.Entity, search: Callable[[filters.Sql, int, int], Awaitable[list[Row]]],
+                  to_json: Callable[[Row], Json], key: str, default_size: int, max_size: int) -> Json:
+    """One page of a Search call: ``max_results`` and ``page_token`` (:func:`_page`), the filter and
+    ``order_by`` of ``kind`` compiled to SQL, ``search`` asked for one row more than the page to know
+    whether another page follows (then ``next_page_token``). Errors: InvalidArgument."""
+    size, offset = _page(body, default_size, max_size)
+    where = filters.to_sql(filters.parse_filter(_text(body, "filter"), kind), _order_by(body), kind)
+    found = await search(where, size + 1, offset)
+    out: Json = {key: [to_json(row) for row in found[:size]]}
+    if len(found) > size:
+        out["next_page_token"] = paging.encode_token({"o": offset + size})
+    return out
+
+
 class MlflowRegistryHandlers:
     """MLflow's registry API on top of :class:`RegistryHandlers` and an :class:`MlflowStore`.
 
@@ -282,13 +297,8 @@ class MlflowRegistryHandlers:
     async def search_registered_models(self, body: Body) -> Json:
         """SearchRegisteredModels (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
         Errors: InvalidArgument."""
-        size, offset = _page(body, DEFAULT_MODEL_RESULTS, MAX_MODEL_RESULTS)
-        where = filters.to_sql(filters.parse_filter(_text(body, "filter"), "model"), _order_by(body), "model")
-        found = await self.store.search_models(where, size + 1, offset)
-        out: Json = {"registered_models": [model_json(m) for m in found[:size]]}
-        if len(found) > size:
-            out["next_page_token"] = paging.encode_token({"o": offset + size})
-        return out
+        return await _search(body, "model", self.store.search_models, model_json, "registered_models",
+                             DEFAULT_MODEL_RESULTS, MAX_MODEL_RESULTS)
 
     async def get_latest_versions(self, body: Body) -> Json:
         """GetLatestVersions: the newest version per stage (``None``, ``Archived``). Errors: NotFound."""
@@ -403,13 +413,8 @@ class MlflowRegistryHandlers:
     async def search_model_versions(self, body: Body) -> Json:
         """SearchModelVersions (filter grammar in :mod:`~gyre_registry.mlflow.filters`).
         Errors: InvalidArgument."""
-        size, offset = _page(body, MAX_VERSION_RESULTS, MAX_VERSION_RESULTS)
-        where = filters.to_sql(filters.parse_filter(_text(body, "filter"), "version"), _order_by(body), "version")
-        found = await self.store.search_versions(where, size + 1, offset)
-        out: Json = {"model_versions": [version_json(v) for v in found[:size]]}
-        if len(found) > size:
-            out["next_page_token"] = paging.encode_token({"o": offset + size})
-        return out
+        return await _search(body, "version", self.store.search_versions, version_json, "model_versions",
+                             MAX_VERSION_RESULTS, MAX_VERSION_RESULTS)
 
     async def set_model_version_tag(self, body: Body, actor: str) -> Json:
         """SetModelVersionTag. Errors: NotFound, InvalidArgument."""
