@@ -17,6 +17,7 @@ from gyre_monitor.api_grpc import SERVICE_NAME, MonitorServicer
 from gyre_monitor.consumers import InferenceEventsAdapter, RegistryEventsAdapter
 from gyre_monitor.domain.drift import DriftOptions
 from gyre_monitor.domain.windows import WindowPolicy
+from gyre_monitor.embeddings import text_embedder
 from gyre_monitor.handlers import MonitorConfig, MonitorHandlers
 from gyre_monitor.report import render_drift_html
 from gyre_monitor.settings import MonitorSettings
@@ -29,7 +30,7 @@ def monitor_config(settings: MonitorSettings) -> MonitorConfig:
     """Handler configuration from the settings."""
     return MonitorConfig(
         window=WindowPolicy(settings.window_size, settings.window_max_age_s, settings.min_window_rows),
-        drift=DriftOptions(drift_share=settings.drift_share),
+        drift=DriftOptions(drift_share=settings.drift_share, max_embedded_texts=settings.max_embedded_texts),
         cooldown_s=settings.cooldown_s,
         keep_windows=settings.keep_windows,
         promote_to_alias=settings.promote_to_alias,
@@ -49,7 +50,7 @@ async def bootstrap(ctx: ServiceContext) -> None:
     relay = add_outbox(ctx, topics=[MONITOR_ALERTS, TRAINING_REQUESTS])
     artifacts = LocalArtifactStore.from_settings(load_settings(ArtifactSettings))
     handlers = MonitorHandlers(store, monitor_config(settings), on_events=relay.wake, read_artifact=artifacts.get,
-                               render_html=render_drift_html)
+                               render_html=render_drift_html, embedder=text_embedder())
 
     ctx.app.include_router(api_http.router(handlers))
     ctx.add_servicer(pb_grpc.add_MonitorServiceServicer_to_server, MonitorServicer(handlers), name=SERVICE_NAME)

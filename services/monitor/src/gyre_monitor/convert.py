@@ -14,7 +14,7 @@ from gyre_common.retraining import retraining_request as alert_retraining_reques
 from gyre_common.timeconv import timestamp
 from gyre_contracts.gyre.events.v1 import common_pb2, events_pb2
 from gyre_contracts.gyre.monitor.v1 import monitor_service_pb2 as pb
-from gyre_monitor.domain.drift import DatasetDrift, DriftReport, FeatureDrift
+from gyre_monitor.domain.drift import DatasetDrift, DriftReport, FeatureDrift, SkippedFeature
 from gyre_monitor.domain.predictions import Prediction, Scalar
 from gyre_monitor.store import WindowRecord
 
@@ -54,15 +54,22 @@ def feature_drift_message(result: FeatureDrift) -> events_pb2.FeatureDrift:
         drifted=result.drifted,
         reference_rows=result.reference_rows,
         current_rows=result.current_rows,
+        descriptor=result.descriptor,
     )
     if result.p_value is not None:
         message.p_value = result.p_value
     return message
 
 
+def skipped_message(skipped: SkippedFeature) -> events_pb2.SkippedCheck:
+    """The SkippedCheck message of a check that could not run."""
+    return events_pb2.SkippedCheck(feature=skipped.feature, descriptor=skipped.descriptor, reason=skipped.reason)
+
+
 def drift_alert(*, alert_id: str, model_name: str, model_version: int, window_start: datetime,
                 window_end: datetime, drift: DatasetDrift, detected_at: datetime) -> events_pb2.MonitorAlert:
-    """The MonitorAlert of a drifted window: every tested feature, ``drifted`` marking the drifted ones."""
+    """The MonitorAlert of a drifted window: every tested feature (every check of a text feature,
+    named by ``descriptor``), ``drifted`` marking the drifted ones, and the checks skipped."""
     return events_pb2.MonitorAlert(
         alert_id=alert_id,
         kind=events_pb2.ALERT_KIND_DRIFT,
@@ -75,6 +82,7 @@ def drift_alert(*, alert_id: str, model_name: str, model_version: int, window_st
         drift_share=drift.drift_share,
         drift_share_threshold=drift.drift_share_threshold,
         detected_at=timestamp(detected_at),
+        skipped=[skipped_message(item) for item in drift.skipped],
     )
 
 
@@ -82,13 +90,16 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, windo
                        feature_view: str, label: str, promote_to_alias: str,
                        requested_at: datetime) -> events_pb2.TrainingRequest:
     """The DRIFT TrainingRequest that follows an alert, with the alert as evidence."""
-    drifted = [f.feature for f in alert.feature_drifts if f.drifted]
+    drifted = list(dict.fromkeys(f.feature for f in alert.feature_drifts if f.drifted))
+    # Which checks drifted: "review:embedding" for a text feature's embeddings, "x1" for a plain feature.
+    checks = [f"{f.feature}:{f.descriptor}" if f.descriptor else f.feature for f in alert.feature_drifts if f.drifted]
     evidence = {
         "window_seq": str(window_seq),
         "window_start": alert.window_start.ToJsonString(),
         "window_end": alert.window_end.ToJsonString(),
         "drift_share": f"{alert.drift_share:.6g}",
         "drifted_features": ",".join(drifted),
+        "drifted_checks": ",".join(checks),
     }
     return alert_retraining_request(
         request_id=request_id, alert=alert, reason=events_pb2.TRAINING_REASON_DRIFT, evidence=evidence,
@@ -99,7 +110,7 @@ def retraining_request(*, request_id: str, alert: events_pb2.MonitorAlert, windo
 
 def _drift_report(model_name: str, model_version: int, start: datetime, end: datetime, rows: int,
                   features: Iterable[FeatureDrift], drift_share: float, dataset_drift: bool,
-                  threshold: float) -> pb.DriftReport:
+                  threshold: float, skipped: Iterable[SkippedFeature]) -> pb.DriftReport:
     return pb.DriftReport(
         model_name=model_name,
         model_version=model_version,
@@ -110,6 +121,7 @@ def _drift_report(model_name: str, model_version: int, start: datetime, end: dat
         drift_share=drift_share,
         dataset_drift=dataset_drift,
         drift_share_threshold=threshold,
+        skipped=[skipped_message(item) for item in skipped],
     )
 
 
@@ -117,7 +129,7 @@ def window_report(record: WindowRecord) -> pb.DriftReport:
     """A DriftReport message of an evaluated window."""
     return _drift_report(record.model_name, record.model_version, record.window_start, record.window_end,
                          record.rows, record.features, record.drift_share or 0.0, bool(record.dataset_drift),
-                         record.drift_share_threshold or 0.0)
+                         record.drift_share_threshold or 0.0, record.skipped)
 
 
 def range_report(report: DriftReport) -> pb.DriftReport:
@@ -125,7 +137,7 @@ def range_report(report: DriftReport) -> pb.DriftReport:
     drift = report.drift
     return _drift_report(report.model_name, report.model_version, report.window_start, report.window_end,
                          drift.current_rows, drift.features, drift.drift_share, drift.dataset_drift,
-                         drift.drift_share_threshold)
+                         drift.drift_share_threshold, drift.skipped)
 
 
 def monitor_alerts(payloads: Iterable[bytes]) -> list[events_pb2.MonitorAlert]:

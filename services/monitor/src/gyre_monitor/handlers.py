@@ -31,9 +31,10 @@ from gyre_monitor.domain.alerts import (
     should_request_retraining,
     training_request_id,
 )
-from gyre_monitor.domain.drift import DriftOptions, DriftReport, PreparedReference
+from gyre_monitor.domain.drift import DatasetDrift, DriftOptions, DriftReport, PreparedReference, window_columns
 from gyre_monitor.domain.predictions import Prediction
 from gyre_monitor.domain.profiles import check_reference_profile
+from gyre_monitor.domain.text_drift import Embedder
 from gyre_monitor.domain.windows import ClosedBy, ClosedWindow, WindowPolicy, assign_windows
 from gyre_monitor.store import (
     MonitorTransaction,
@@ -104,17 +105,21 @@ class MonitorHandlers:
             :class:`gyre_common.outbox.OutboxRelay`); None leaves them to the relay's next poll.
         read_artifact: reads a profile from the artifact store (for VERSION_CREATED).
         render_html: renders Evidently's report (on-demand reports with HTML).
+        embedder: embeds texts for text features' embedding drift (``gyre_ml``, the ``text`` extra);
+            None reports it as not checked.
         clock: wall clock, aware UTC (``detected_at``/``requested_at``); debouncing uses event time.
     """
 
     def __init__(self, store: Store, config: MonitorConfig, *, on_events: Callable[[], None] | None = None,
                  read_artifact: ReadArtifact | None = None, render_html: RenderHtml | None = None,
+                 embedder: Embedder | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.config = config
         self._on_events = on_events or (lambda: None)
         self._read_artifact = read_artifact
         self._render_html = render_html
+        self._embedder = embedder
         self._clock = clock
         self._prepared: OrderedDict[tuple[str, int, str], PreparedReference] = OrderedDict()
         self._stored: OrderedDict[tuple[str, int, str], StoredProfile] = OrderedDict()
@@ -192,9 +197,8 @@ class MonitorHandlers:
     async def _evaluate(self, tx: MonitorTransaction, record: WindowRecord, rows: Sequence[WindowRow],
                         state: DriftState, stored: StoredProfile, result: IngestResult) -> DriftState:
         model, version, seq = record.model_name, record.model_version, record.window_seq
-        prepared = self._prepare(stored)
-        columns = {name: [row.inputs.get(name) for row in rows] for name in stored.profile.feature_names()}
-        drift = prepared.detect(columns, len(rows), self.config.drift)
+        columns = window_columns(stored.profile, [row.inputs for row in rows])
+        drift = await self._detect(stored, columns, len(rows))
         at = record.window_end
         alerted = should_alert(state, drift.dataset_drift, at, self.config.cooldown_s)
         new_alert_id: str | None = None
@@ -220,12 +224,12 @@ class MonitorHandlers:
                 await tx.add_events([OutboxMessage(TRAINING_REQUESTS, model, request_id, request.SerializeToString())])
                 result.training_requests.append(request_id)
             log.warning("drift on %s v%d window %d: %s (share %.2f)%s", model, version, seq,
-                        ", ".join(drift.drifted_features), drift.drift_share,
+                        ", ".join(drift.drifted_checks), drift.drift_share,
                         "; retraining requested" if request_id else "; retraining debounced")
         await tx.save_window(WindowRecord(
             model, version, seq, WindowStatus.EVALUATED, record.closed_by, record.rows, record.window_start,
             record.window_end, drift.drift_share, drift.drift_share_threshold, drift.dataset_drift,
-            tuple(drift.drifted_features), new_alert_id, self._clock(), drift.features,
+            tuple(drift.drifted_features), new_alert_id, self._clock(), drift.features, drift.skipped,
         ))
         return next_state(state, drift.dataset_drift, at, alerted)
 
@@ -352,8 +356,8 @@ class MonitorHandlers:
             raise InvalidArgumentError(f"more than {limit} predictions in the range; narrow it")
         if not rows:
             raise FailedPreconditionError(f"no prediction of {model_name} v{model_version} in the range")
-        columns = {name: [row.inputs.get(name) for row in rows] for name in stored.profile.feature_names()}
-        drift = self._prepare(stored).detect(columns, len(rows), self.config.drift)
+        columns = window_columns(stored.profile, [row.inputs for row in rows])
+        drift = await self._detect(stored, columns, len(rows))
         html = ""
         if include_html:
             if self._render_html is None:
@@ -377,6 +381,14 @@ class MonitorHandlers:
             while len(self._stored) > self.config.profile_cache_size:
                 self._stored.popitem(last=False)
         return stored
+
+    async def _detect(self, stored: StoredProfile, columns: dict[str, list[object]], rows: int) -> DatasetDrift:
+        prepared = self._prepare(stored)
+        if not prepared.has_text:
+            return prepared.detect(columns, rows, self.config.drift)
+        # Text features embed up to max_embedded_texts texts each (seconds on a CPU): off the event
+        # loop. Nothing is cached per text; the window's texts are all there is.
+        return await asyncio.to_thread(prepared.detect, columns, rows, self.config.drift, self._embedder)
 
     def _prepare(self, stored: StoredProfile) -> PreparedReference:
         key = (stored.profile.model_name, stored.profile.model_version, stored.sha256)

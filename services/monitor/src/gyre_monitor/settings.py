@@ -52,5 +52,9 @@ class MonitorSettings(OutboxSettings):
     profile_cache_size: int = Field(default=64, ge=1)
     """Reference profiles kept prepared in memory (one per model version being served)."""
 
+    max_embedded_texts: int = Field(default=500, ge=2, le=5000)
+    """Most texts of one text feature embedded per window (a seeded sample beyond): embedding drift's cost,
+    about 65 texts/s per CPU core with all-MiniLM-L6-v2. Needs the `text` extra (gyre-monitor[text])."""
+
     max_report_rows: int = Field(default=50_000, ge=100)
     """Most predictions an on-demand drift report reads; a longer time range is refused as invalid."""

@@ -21,7 +21,7 @@ from gyre_common.outbox import OutboxEvent, add_events
 from gyre_common.profile import FeatureKind, ReferenceProfile
 from gyre_common.profile_wire import decode_profile, encode_profile
 from gyre_monitor.domain.alerts import DriftState
-from gyre_monitor.domain.drift import FeatureDrift, StatTest
+from gyre_monitor.domain.drift import FeatureDrift, SkippedFeature, StatTest
 from gyre_monitor.domain.predictions import Scalar
 from gyre_monitor.domain.windows import WindowCursor
 
@@ -76,6 +76,7 @@ class WindowRecord:
     alert_id: str | None = None
     evaluated_at: datetime | None = None
     features: tuple[FeatureDrift, ...] = field(default_factory=tuple)
+    skipped: tuple[SkippedFeature, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ def _record(row: asyncpg.Record, features: tuple[FeatureDrift, ...] = ()) -> Win
         alert_id=row["alert_id"],
         evaluated_at=row["evaluated_at"],
         features=features,
+        skipped=tuple(SkippedFeature(item["feature"], item["reason"], item.get("descriptor", ""))
+                      for item in json.loads(row["skipped"])),
     )
 
 
@@ -218,6 +221,7 @@ def _feature(row: asyncpg.Record) -> FeatureDrift:
         drifted=row["drifted"],
         reference_rows=row["reference_rows"],
         current_rows=row["current_rows"],
+        descriptor=row["descriptor"],
     )
 
 
@@ -292,17 +296,20 @@ class PostgresTransaction(MonitorTransaction):
         await self.conn.execute(
             """INSERT INTO windows (model_name, model_version, window_seq, status, closed_by, row_count,
                    window_start, window_end, drift_share, drift_share_threshold, dataset_drift,
-                   drifted_features, alert_id, evaluated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                   drifted_features, alert_id, evaluated_at, skipped)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                ON CONFLICT (model_name, model_version, window_seq) DO UPDATE SET
                    status = EXCLUDED.status, closed_by = EXCLUDED.closed_by, row_count = EXCLUDED.row_count,
                    window_start = EXCLUDED.window_start, window_end = EXCLUDED.window_end,
                    drift_share = EXCLUDED.drift_share, drift_share_threshold = EXCLUDED.drift_share_threshold,
                    dataset_drift = EXCLUDED.dataset_drift, drifted_features = EXCLUDED.drifted_features,
-                   alert_id = EXCLUDED.alert_id, evaluated_at = EXCLUDED.evaluated_at""",
+                   alert_id = EXCLUDED.alert_id, evaluated_at = EXCLUDED.evaluated_at,
+                   skipped = EXCLUDED.skipped""",
             *key, record.status, record.closed_by, record.rows, record.window_start, record.window_end,
             record.drift_share, record.drift_share_threshold, record.dataset_drift,
             list(record.drifted_features), record.alert_id, record.evaluated_at,
+            json.dumps([{"feature": s.feature, "descriptor": s.descriptor, "reason": s.reason}
+                        for s in record.skipped], separators=(",", ":")),
         )
         await self.conn.execute(
             "DELETE FROM feature_drift WHERE model_name = $1 AND model_version = $2 AND window_seq = $3", *key
@@ -310,10 +317,10 @@ class PostgresTransaction(MonitorTransaction):
         if record.features:
             await self.conn.executemany(
                 """INSERT INTO feature_drift (model_name, model_version, window_seq, feature, kind, test_name,
-                       statistic, p_value, threshold, drifted, reference_rows, current_rows)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                       statistic, p_value, threshold, drifted, reference_rows, current_rows, descriptor)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
                 [(*key, f.feature, f.kind.value, f.test.value, f.statistic, f.p_value, f.threshold, f.drifted,
-                  f.reference_rows, f.current_rows) for f in record.features],
+                  f.reference_rows, f.current_rows, f.descriptor) for f in record.features],
             )
 
     async def pending_windows(self, model_name: str, model_version: int) -> list[WindowRecord]:
@@ -407,7 +414,7 @@ class PostgresStore(Store):
             """SELECT f.* FROM feature_drift f
                JOIN unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(m, v, s)
                  ON f.model_name = k.m AND f.model_version = k.v AND f.window_seq = k.s
-               ORDER BY f.model_name, f.model_version, f.window_seq, f.feature""",
+               ORDER BY f.model_name, f.model_version, f.window_seq, f.feature, f.descriptor""",
             [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
         )
         grouped: dict[tuple[str, int, int], list[FeatureDrift]] = {key: [] for key in keys}

@@ -21,12 +21,17 @@ categorical       ``chisquare`` if n > 2     ``jensenshannon`` (>= 0.1)
 The dataset drifts when the share of drifted features reaches ``drift_share`` (0.5). Missing and
 non-finite values are dropped first; a feature with no value left on either side is not tested
 (Evidently refuses such a column) and is reported as skipped, outside the share.
+
+Text features (:mod:`gyre_monitor.domain.text_drift`) give one result per check: ``embedding``
+(test ``model``, a domain classifier, when an embedder is available) and one per descriptor
+(``length``, ``oov_share``, ``empty``, tested as above). A text feature counts once in the share,
+as drifted when any of its checks drifted; checks that cannot run are reported as skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -35,7 +40,25 @@ import numpy.typing as npt
 from scipy import stats
 from scipy.spatial import distance
 
-from gyre_common.profile import FeatureKind, FeatureReference, ReferenceProfile, category_keys, finite_floats
+from gyre_common.profile import (
+    FeatureKind,
+    FeatureReference,
+    ReferenceProfile,
+    TextDescriptor,
+    category_keys,
+    finite_floats,
+    is_empty_text,
+    oov_share,
+)
+from gyre_monitor.domain.text_drift import (
+    EMBEDDING_DRIFT_THRESHOLD,
+    Embedder,
+    TextValues,
+    embedding_drift,
+    sample_texts,
+    served_text,
+    text_values,
+)
 
 SMALL_REFERENCE_ROWS = 1000
 """Up to this many reference rows, Evidently uses hypothesis tests; above, distances."""
@@ -45,6 +68,18 @@ FEW_VALUES = 5
 
 DEFAULT_DRIFT_SHARE = 0.5
 """Share of drifted features at which the dataset counts as drifted (Evidently's default)."""
+
+DEFAULT_MAX_EMBEDDED_TEXTS = 500
+"""Most texts of one text feature embedded per window (a seeded sample beyond): embedding is the cost."""
+
+EMBEDDING = "embedding"
+"""``FeatureDrift.descriptor`` of a text feature's embedding drift."""
+
+TEXT_EXTRA_MISSING = "not checked: install gyre-monitor[text]"
+"""Why embedding drift is skipped when the monitor runs without its ``text`` extra (no encoder)."""
+
+DIGESTS_ONLY = "texts arrived as sha256 + length only"
+"""Why embedding and oov_share drift are skipped when serving ships hashes instead of texts."""
 
 # Evidently's normalisation floor of the Wasserstein distance (std of a constant reference).
 _MIN_STD = 0.001
@@ -58,6 +93,8 @@ class StatTest(StrEnum):
     Z = "z"
     WASSERSTEIN = "wasserstein"
     JENSENSHANNON = "jensenshannon"
+    MODEL = "model"
+    """A domain classifier's ROC AUC on embeddings (Evidently's embedding drift method name)."""
 
     @property
     def is_hypothesis_test(self) -> bool:
@@ -71,6 +108,7 @@ DEFAULT_THRESHOLDS: Mapping[StatTest, float] = {
     StatTest.Z: 0.05,
     StatTest.WASSERSTEIN: 0.1,
     StatTest.JENSENSHANNON: 0.1,
+    StatTest.MODEL: EMBEDDING_DRIFT_THRESHOLD,
 }
 """Evidently's default threshold of each test."""
 
@@ -81,11 +119,14 @@ class DriftOptions:
 
     Attributes:
         drift_share: share of drifted features at which the dataset drifts, in (0, 1].
-        thresholds: threshold per test (p-value level for tests, distance for distances).
+        thresholds: threshold per test (p-value level for tests, distance for distances, ROC AUC for
+            ``model``; with fewer than 1,000 reference embeddings ``model`` bootstraps its threshold).
+        max_embedded_texts: most texts of a text feature embedded per window.
     """
 
     drift_share: float = DEFAULT_DRIFT_SHARE
     thresholds: Mapping[StatTest, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    max_embedded_texts: int = DEFAULT_MAX_EMBEDDED_TEXTS
 
     def threshold(self, test: StatTest) -> float:
         """Threshold of ``test`` (Evidently's default when not overridden)."""
@@ -106,6 +147,8 @@ class FeatureDrift:
         drifted: whether the feature drifted.
         reference_rows: non-missing reference values used.
         current_rows: non-missing window values used.
+        descriptor: what of a text feature was tested (``embedding``, ``length``, ``oov_share``,
+            ``empty``); empty for numerical and categorical features.
     """
 
     feature: str
@@ -117,6 +160,7 @@ class FeatureDrift:
     drifted: bool
     reference_rows: int
     current_rows: int
+    descriptor: str = ""
 
     @property
     def drift_score(self) -> float:
@@ -126,10 +170,12 @@ class FeatureDrift:
 
 @dataclass(frozen=True)
 class SkippedFeature:
-    """A monitored feature that could not be tested in a window, and why."""
+    """A monitored feature (or one check of a text feature: ``descriptor``) that could not be tested
+    in a window, and why."""
 
     feature: str
     reason: str
+    descriptor: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,9 +183,10 @@ class DatasetDrift:
     """Drift of one window against a reference profile.
 
     Attributes:
-        features: one result per tested feature, in profile order.
-        skipped: features that could not be tested (no value in the window).
-        drift_share: drifted / tested features (0 when none was tested).
+        features: one result per tested feature (per check of a text feature), in profile order.
+        skipped: features or checks that could not run (no value in the window, texts as hashes,
+            no encoder).
+        drift_share: drifted / tested features (0 when none was tested); a text feature counts once.
         drift_share_threshold: the share at which the dataset drifts.
         dataset_drift: ``drift_share >= drift_share_threshold`` (False when nothing was tested).
         current_rows: rows in the window.
@@ -154,8 +201,13 @@ class DatasetDrift:
 
     @property
     def drifted_features(self) -> list[str]:
-        """Names of the drifted features, in profile order."""
-        return [result.feature for result in self.features if result.drifted]
+        """Names of the drifted features, in profile order, each once."""
+        return list(dict.fromkeys(result.feature for result in self.features if result.drifted))
+
+    @property
+    def drifted_checks(self) -> list[str]:
+        """The drifted checks: ``feature`` for plain features, ``feature:descriptor`` for text ones."""
+        return [f"{r.feature}:{r.descriptor}" if r.descriptor else r.feature for r in self.features if r.drifted]
 
 
 # -- the reference, prepared once per profile -------------------------------------------------------
@@ -173,39 +225,72 @@ class _CategoricalReference:
     counts: npt.NDArray[np.int64]
 
 
+@dataclass(frozen=True)
+class _TextReference:
+    encoder: str
+    embeddings: npt.NDArray[np.float32]
+    vocabulary: frozenset[str]
+    descriptors: dict[str, _NumericalReference | _CategoricalReference]
+
+
+_Prepared = _NumericalReference | _CategoricalReference | _TextReference
+
+
+def _prepare(feature: FeatureReference) -> _Prepared:
+    if feature.kind is FeatureKind.NUMERICAL:
+        values = np.sort(feature.values)
+        return _NumericalReference(values, float(np.std(values)))
+    if feature.kind is FeatureKind.CATEGORICAL:
+        keys = np.asarray(sorted(feature.counts), dtype=np.str_)
+        counts = np.asarray([feature.counts[str(k)] for k in keys], dtype=np.int64)
+        return _CategoricalReference(keys, counts)
+    assert feature.text is not None  # validate_profile guarantees it
+    descriptors: dict[str, _NumericalReference | _CategoricalReference] = {}
+    for descriptor in feature.text.descriptors:
+        prepared = _prepare(descriptor)
+        assert not isinstance(prepared, _TextReference)
+        descriptors[descriptor.name] = prepared
+    return _TextReference(feature.text.encoder, feature.text.embeddings, frozenset(feature.text.vocabulary),
+                          descriptors)
+
+
 class PreparedReference:
     """A reference profile in the form the tests consume; build once per profile and reuse."""
 
     def __init__(self, profile: ReferenceProfile) -> None:
         self.profile = profile
-        self._features: list[tuple[FeatureReference, _NumericalReference | _CategoricalReference]] = []
-        self._text_features = [f.name for f in profile.features if f.kind is FeatureKind.TEXT]
-        for feature in profile.features:
-            if feature.kind is FeatureKind.TEXT:
-                continue
-            if feature.kind is FeatureKind.NUMERICAL:
-                values = np.sort(feature.values)
-                self._features.append((feature, _NumericalReference(values, float(np.std(values)))))
-            else:
-                keys = np.asarray(sorted(feature.counts), dtype=np.str_)
-                counts = np.asarray([feature.counts[str(k)] for k in keys], dtype=np.int64)
-                self._features.append((feature, _CategoricalReference(keys, counts)))
+        self._features: list[tuple[FeatureReference, _Prepared]] = [(f, _prepare(f)) for f in profile.features]
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the profile monitors a text feature (its test may embed texts: run it in a thread)."""
+        return any(isinstance(prepared, _TextReference) for _, prepared in self._features)
 
     def detect(self, current: Mapping[str, Sequence[object]], rows: int,
-               options: DriftOptions | None = None) -> DatasetDrift:
+               options: DriftOptions | None = None, embedder: Embedder | None = None) -> DatasetDrift:
         """Test a window against the reference.
+
+        Blocking when the profile has text features and ``embedder`` is given (it embeds up to
+        ``options.max_embedded_texts`` texts per text feature): call it from a worker thread.
 
         Args:
             current: the window's raw values per feature name (``None`` for missing); features of
                 the profile absent from the mapping count as all-missing.
             rows: number of predictions in the window.
             options: thresholds and drift share (Evidently's defaults when None).
+            embedder: embeds texts for embedding drift; None skips it (reported as
+                :data:`TEXT_EXTRA_MISSING`).
         """
         options = options or DriftOptions()
         results: list[FeatureDrift] = []
         skipped: list[SkippedFeature] = []
         for feature, reference in self._features:
             raw = current.get(feature.name, ())
+            if isinstance(reference, _TextReference):
+                found, missed = _text_drift(feature.name, reference, text_values(raw), options, embedder)
+                results.extend(found)
+                skipped.extend(missed)
+                continue
             if isinstance(reference, _NumericalReference):
                 result = _numerical_drift(feature.name, reference, finite_floats(raw), options)
             else:
@@ -214,9 +299,9 @@ class PreparedReference:
                 skipped.append(SkippedFeature(feature.name, "no value in the window"))
             else:
                 results.append(result)
-        skipped.extend(SkippedFeature(name, "text drift is not checked yet") for name in self._text_features)
-        drifted = sum(1 for result in results if result.drifted)
-        share = drifted / len(results) if results else 0.0
+        tested = {result.feature for result in results}
+        drifted = len({result.feature for result in results if result.drifted})
+        share = drifted / len(tested) if tested else 0.0
         return DatasetDrift(
             features=tuple(results),
             skipped=tuple(skipped),
@@ -227,6 +312,19 @@ class PreparedReference:
         )
 
 
+def window_columns(profile: ReferenceProfile, inputs: Sequence[Mapping[str, object]]) -> dict[str, list[object]]:
+    """A window's values per monitored feature, from each prediction's inputs (``None`` when absent;
+    a text feature served as sha256 + length becomes a :class:`~gyre_monitor.domain.text_drift.TextDigest`)."""
+    columns: dict[str, list[object]] = {}
+    for feature in profile.features:
+        name = feature.name
+        if feature.kind is FeatureKind.TEXT:
+            columns[name] = [served_text(row, name) for row in inputs]
+        else:
+            columns[name] = [row.get(name) for row in inputs]
+    return columns
+
+
 def detect_drift(profile: ReferenceProfile, current: Mapping[str, Sequence[object]], rows: int,
                  options: DriftOptions | None = None) -> DatasetDrift:
     """One-off :meth:`PreparedReference.detect` (prefer a cached :class:`PreparedReference`)."""
@@ -234,6 +332,62 @@ def detect_drift(profile: ReferenceProfile, current: Mapping[str, Sequence[objec
 
 
 # -- the tests ---------------------------------------------------------------------------------------
+
+
+def _text_drift(name: str, ref: _TextReference, values: TextValues, options: DriftOptions,
+                embedder: Embedder | None) -> tuple[list[FeatureDrift], list[SkippedFeature]]:
+    results: list[FeatureDrift] = []
+    skipped: list[SkippedFeature] = []
+    if not values.texts and not values.digest_lengths:
+        return [], [SkippedFeature(name, "no value in the window")]
+    digests_only = bool(values.digest_lengths) and not values.texts
+    # Embeddings first: the alert names the strongest evidence first.
+    if ref.embeddings.shape[0] == 0:
+        skipped.append(SkippedFeature(name, "the reference profile has no embeddings", EMBEDDING))
+    elif digests_only:
+        skipped.append(SkippedFeature(name, DIGESTS_ONLY, EMBEDDING))
+    elif embedder is None:
+        skipped.append(SkippedFeature(name, TEXT_EXTRA_MISSING, EMBEDDING))
+    else:
+        sample = sample_texts([t for t in values.texts if not is_empty_text(t)], options.max_embedded_texts)
+        if len(sample) < 2:
+            skipped.append(SkippedFeature(name, "fewer than 2 non-empty texts in the window", EMBEDDING))
+        else:
+            current = np.asarray(embedder(ref.encoder, sample), dtype=np.float32)
+            try:
+                outcome = embedding_drift(ref.embeddings, current, threshold=options.threshold(StatTest.MODEL))
+            except ValueError as exc:  # a different encoder width, or too few rows to split
+                skipped.append(SkippedFeature(name, str(exc), EMBEDDING))
+            else:
+                results.append(FeatureDrift(name, FeatureKind.TEXT, StatTest.MODEL, outcome.roc_auc, None,
+                                            outcome.threshold, outcome.drifted, outcome.reference_rows,
+                                            outcome.current_rows, EMBEDDING))
+    checks: list[tuple[TextDescriptor, FeatureDrift | str | None]] = []
+    for descriptor in TextDescriptor:
+        reference = ref.descriptors.get(descriptor.value)
+        if reference is None:
+            continue  # the profile has no reference values for it: nothing to compare with
+        if descriptor is TextDescriptor.LENGTH:
+            assert isinstance(reference, _NumericalReference)
+            outcome_or_reason: FeatureDrift | str | None = _numerical_drift(
+                name, reference, np.asarray(values.lengths, dtype=np.float64), options)
+        elif descriptor is TextDescriptor.EMPTY:
+            assert isinstance(reference, _CategoricalReference)
+            flags = [is_empty_text(t) for t in values.texts] + [n == 0 for n in values.digest_lengths]
+            outcome_or_reason = _categorical_drift(name, reference, category_keys(flags), options)
+        elif digests_only:
+            outcome_or_reason = DIGESTS_ONLY
+        else:
+            assert isinstance(reference, _NumericalReference)
+            shares = [s for t in values.texts if (s := oov_share(t, ref.vocabulary)) is not None]
+            outcome_or_reason = _numerical_drift(name, reference, np.asarray(shares, dtype=np.float64), options)
+        checks.append((descriptor, outcome_or_reason))
+    for descriptor, outcome_or_reason in checks:
+        if isinstance(outcome_or_reason, FeatureDrift):
+            results.append(replace(outcome_or_reason, kind=FeatureKind.TEXT, descriptor=descriptor.value))
+        else:
+            skipped.append(SkippedFeature(name, outcome_or_reason or "no value in the window", descriptor.value))
+    return results, skipped
 
 
 def _numerical_drift(name: str, ref: _NumericalReference, cur: npt.NDArray[np.float64],
