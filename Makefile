@@ -16,7 +16,7 @@ PYTEST_TMP = --basetemp="$$(mktemp -d -t gyre-pytest-XXXXXX)"
 EDITABLE := $(foreach p,$(filter-out libs/common libs/cli libs/stack services/serving services/monitor,$(PACKAGES)),-e $(p)) \
 	-e 'libs/common[faust]' -e 'libs/cli[dlq]' -e 'libs/stack[demo]' -e 'services/serving[text]' -e 'services/monitor[text]'
 
-.PHONY: help install up down logs status demo test test-unit test-integration test-e2e test-chaos generate docs lint typecheck check bench clean
+.PHONY: help install up down logs status demo demo-text test test-unit test-integration test-e2e test-chaos generate docs lint typecheck check bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ logs: install ## Show the logs of the stack started by `make up` (SERVICE=name f
 
 demo: install ## Play the closed loop against the stack of `make up`, printing each step (docs/demo.md)
 	$(VENV)/bin/gyre-stack demo
+
+demo-text: install ## Play the text loop (torch fine-tuning, BYTES serving, corrections, text drift) against `make up`
+	$(VENV)/bin/gyre-stack demo --text
 
 test: install ## Set up and run every test tier (unit, integration, end-to-end)
 	$(PY) -m pytest -q $(PYTEST_TMP)

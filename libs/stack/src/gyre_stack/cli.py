@@ -1,4 +1,4 @@
-"""The `gyre-stack` command: ``up``, ``down``, ``status``, ``logs [NAME]``, ``demo`` (behind `make up` and friends)."""
+"""The `gyre-stack` command: ``up``, ``down``, ``status``, ``logs [NAME]``, ``demo [--text]`` (behind `make up`)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def parser() -> argparse.ArgumentParser:
                                              "(exit 2 if the stack is not up, 1 if a step fails); docs/demo.md")
     story.add_argument("--deadline", type=float, default=180.0, metavar="S",
                        help="longest wait for one step, in seconds (default 180)")
+    story.add_argument("--text", action="store_true",
+                       help="play the text story instead: a text classifier fine-tuned with torch, BYTES serving, "
+                            "corrected labels, text drift (`make demo-text`)")
+    story.add_argument("--max-evals", type=int, default=None, metavar="N",
+                       help="--text: trials of the first training (default: the trainer's default_max_evals)")
     return cli
 
 
@@ -46,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             # Imported here: the demo brings numpy, scikit-learn and gRPC, which `up` and `down` never need.
+            if args.text:
+                from gyre_stack.demo.text.main import demo_text
+                return demo_text(args.deadline, args.max_evals)
             from gyre_stack.demo.main import demo
             return demo(args.deadline)
         settings = load_settings(StackSettings)
