@@ -83,3 +83,11 @@ def test_invalid_text_profiles_are_refused() -> None:
     bad = good.text.__class__("e", np.full((2, 3), np.nan, dtype=np.float32), (), good.text.descriptors)  # type: ignore[union-attr]
     with pytest.raises(ProfileError, match="non-finite"):
         ReferenceProfile("m", 1, (good.__class__("review", FeatureKind.TEXT, text=bad),), 1)
+
+
+def test_html_report_of_a_text_only_profile_points_to_the_json_report() -> None:
+    from gyre_monitor.report import render_drift_html
+
+    feature = text_feature_profile("review", TEXTS, embedding_sample=0)
+    html = render_drift_html(ReferenceProfile("m", 1, (feature,), 303), [])
+    assert "text features only" in html

@@ -23,7 +23,7 @@ def _reference_columns(profile: ReferenceProfile) -> dict[str, list[object]]:
     numerical = [f.values.size for f in profile.features if f.kind is FeatureKind.NUMERICAL]
     categorical = [min(sum(f.counts.values()), _MAX_CATEGORICAL_ROWS)
                    for f in profile.features if f.kind is FeatureKind.CATEGORICAL]
-    length = max(numerical + categorical)
+    length = max(numerical + categorical, default=0)
     columns: dict[str, list[object]] = {}
     for feature in profile.features:
         if feature.kind is FeatureKind.TEXT:
@@ -51,6 +51,9 @@ def render_drift_html(profile: ReferenceProfile, rows: Sequence[WindowRow]) -> s
 
     # Text features are left out: their drift (embeddings, descriptors) is in the JSON report only.
     kinds = {f.name: f.kind for f in profile.features if f.kind is not FeatureKind.TEXT}
+    if not kinds:
+        return ("<!doctype html><title>Drift report</title><p>This model has text features only; their drift "
+                "(embedding and descriptors) is in the JSON report (format=json).</p>")
     current: dict[str, list[object]] = {}
     for name, kind in kinds.items():
         raw = [row.inputs.get(name) for row in rows]
