@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -23,6 +23,8 @@ from gyre_stack.demo.endpoints import Endpoints, gyre_cli
 from gyre_stack.demo.loop import Loop
 from gyre_stack.demo.plan import Plan
 from gyre_stack.demo.topiclog import TopicLog
+
+L = TypeVar("L")
 
 
 def print_flushed(message: str) -> None:
@@ -48,6 +50,29 @@ async def run_loop(endpoints: Endpoints, plan: Plan, say: Callable[[str], None] 
     Raises:
         LoopError: at the first step that does not happen as expected.
     """
+    async def story(loop: Loop) -> dict[str, Any]:
+        await loop.features()
+        await loop.train()
+        await loop.serving()
+        await loop.feedback()
+        await loop.monitor()
+        await loop.retrain()
+        loop.check_debounce()
+        loop.summary["overview"] = await loop.dashboard()
+        return loop.summary
+    return await play_story(endpoints, plan, say, Loop, story)
+
+
+async def play_story(endpoints: Endpoints, plan: Plan, say: Callable[[str], None],
+                     make_loop: Callable[[Endpoints, Plan, Callable[[str], None], httpx.AsyncClient, TopicLog,
+                                          oip_grpc.GRPCInferenceServiceStub, Sequence[str]], L],
+                     story: Callable[[L], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Follow the story's topics and open its HTTP client and serving channel, build the steps' shared
+    state with ``make_loop`` and play ``story`` on it; what ``story`` returns (its summary).
+
+    Raises:
+        LoopError: at the first step that does not happen as expected.
+    """
     topics = TopicLog(endpoints.bootstrap_servers, endpoints.topic_prefix, {
         TRAINING_EVENTS: ev.TrainingEvent, REGISTRY_EVENTS: ev.RegistryEvent, INFERENCE_EVENTS: ev.InferenceEvent,
         FEEDBACK_EVENTS: ev.FeedbackEvent, MONITOR_ALERTS: ev.MonitorAlert, TRAINING_REQUESTS: ev.TrainingRequest})
@@ -55,15 +80,8 @@ async def run_loop(endpoints: Endpoints, plan: Plan, say: Callable[[str], None] 
     try:
         async with httpx.AsyncClient(timeout=30) as http, \
                 grpc.aio.insecure_channel(endpoints["serving"].grpc) as channel:
-            loop = Loop(endpoints, plan, say, http, topics, oip_grpc.GRPCInferenceServiceStub(channel), gyre_cli())
-            await loop.features()
-            await loop.train()
-            await loop.serving()
-            await loop.feedback()
-            await loop.monitor()
-            await loop.retrain()
-            loop.check_debounce()
-            loop.summary["overview"] = await loop.dashboard()
-            return loop.summary
+            loop = make_loop(endpoints, plan, say, http, topics, oip_grpc.GRPCInferenceServiceStub(channel),
+                             gyre_cli())
+            return await story(loop)
     finally:
         await topics.stop()

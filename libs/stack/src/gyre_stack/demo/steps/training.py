@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gyre_common.topics import REGISTRY_EVENTS, TRAINING_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
@@ -26,16 +27,7 @@ async def run(loop: Loop) -> None:
     plan = loop.plan
     request_id = f"demo-{uuid.uuid4()}"
     start, end = T0, T0 + timedelta(days=1)
-    command = [*loop.gyre_cli, "--trainer", loop.endpoints["trainer"].grpc, "train",
-               "--model", plan.model, "--feature-view", plan.feature_view, "--label", "target",
-               "--start", rfc3339(start), "--end", rfc3339(end), "--max-evals", str(plan.max_evals),
-               "--promote-to", "production", "--request-id", request_id]
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise LoopError(f"`gyre train` exited {process.returncode}: {err.decode()} {out.decode()}")
-    job = json.loads(out)["job"]
+    job = await gyre_train(loop, request_id, "target", start, end)
     loop.say(f"b. `gyre train --max-evals {plan.max_evals} --promote-to production` queued job {job['job_id']} "
              f"(request {request_id})")
 
@@ -44,14 +36,7 @@ async def run(loop: Loop) -> None:
     await loop.topics.wait(TRAINING_EVENTS, lambda m: mine(m) and m.status == ev.TRAINING_STATUS_STARTED,
                            within_s=plan.deadline_s, what="TrainingEvent STARTED")
     loop.say("b. training.events: STARTED")
-    done = await loop.topics.wait(
-        TRAINING_EVENTS, lambda m: mine(m) and m.status in ENDED,
-        within_s=plan.deadline_s * 2, what="TrainingEvent SUCCEEDED")
-    if done[0].status != ev.TRAINING_STATUS_SUCCEEDED:
-        raise LoopError(f"training failed: {done[0].error}")
-    trials = loop.topics.of(TRAINING_EVENTS, lambda m: mine(m) and m.status == ev.TRAINING_STATUS_TRIAL_COMPLETED)
-    if len({t.trial_number for t in trials}) < plan.max_evals:
-        raise LoopError(f"{len(trials)} TRIAL_COMPLETED events, expected {plan.max_evals}")
+    done, trials = await wait_trained(loop, request_id)
     version = done[0].model_version
     if version != 1:
         raise LoopError(f"the first training registered version {version}, expected 1")
@@ -83,6 +68,49 @@ async def run(loop: Loop) -> None:
     loop.say(f"b. registry: v1 with lineage (run {lineage['runId']}, fingerprint "
              f"{lineage['datasetFingerprint'][:12]}..., reference profile), production -> 1; "
              "VERSION_CREATED + ALIAS_SET on registry.events")
+
+
+async def gyre_train(loop: Loop, request_id: str, label: str, start: datetime, end: datetime,
+                     extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Run ``gyre train`` for the plan's model and view over [start, end) with ``--promote-to production``
+    and ``extra`` arguments (before the window), waiting for it to exit; the job it queued.
+
+    Raises:
+        LoopError: ``gyre train`` exited non-zero (its stderr and stdout in the message).
+    """
+    plan = loop.plan
+    command = [*loop.gyre_cli, "--trainer", loop.endpoints["trainer"].grpc, "train",
+               "--model", plan.model, "--feature-view", plan.feature_view, "--label", label, *extra,
+               "--start", rfc3339(start), "--end", rfc3339(end), "--max-evals", str(plan.max_evals),
+               "--promote-to", "production", "--request-id", request_id]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise LoopError(f"`gyre train` exited {process.returncode}: {err.decode()} {out.decode()}")
+    job: dict[str, Any] = json.loads(out)["job"]
+    return job
+
+
+async def wait_trained(loop: Loop, request_id: str) -> tuple[list[ev.TrainingEvent], list[ev.TrainingEvent]]:
+    """Wait (up to twice the plan's deadline) for the end of request ``request_id``'s job; its end event
+    (as a one-element list) and its TRIAL_COMPLETED events.
+
+    Raises:
+        LoopError: the job failed, or fewer distinct trials completed than the plan's ``max_evals``.
+    """
+    plan = loop.plan
+
+    def mine(m: ev.TrainingEvent) -> bool:
+        return m.request_id == request_id
+    done = await loop.topics.wait(TRAINING_EVENTS, lambda m: mine(m) and m.status in ENDED,
+                                  within_s=plan.deadline_s * 2, what="TrainingEvent SUCCEEDED")
+    if done[0].status != ev.TRAINING_STATUS_SUCCEEDED:
+        raise LoopError(f"training failed: {done[0].error}")
+    trials = loop.topics.of(TRAINING_EVENTS, lambda m: mine(m) and m.status == ev.TRAINING_STATUS_TRIAL_COMPLETED)
+    if len({t.trial_number for t in trials}) < plan.max_evals:
+        raise LoopError(f"{len(trials)} TRIAL_COMPLETED events, expected {plan.max_evals}")
+    return done, trials
 
 
 async def _check_runs(loop: Loop, at_least: int) -> None:

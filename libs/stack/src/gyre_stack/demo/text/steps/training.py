@@ -3,16 +3,13 @@ with per-epoch curves, version 1 (safetensors-text, BYTES in) in the registry an
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from gyre_common.topics import REGISTRY_EVENTS, TRAINING_EVENTS
+from gyre_common.topics import REGISTRY_EVENTS
 from gyre_contracts.gyre.events.v1 import events_pb2 as ev
 from gyre_stack.demo.checks import LoopError, get_json
-from gyre_stack.demo.steps.training import ENDED
-from gyre_stack.demo.text.data import rfc3339
+from gyre_stack.demo.steps.training import gyre_train, wait_trained
 from gyre_stack.demo.text.plan import LABEL, TEXT_FEATURE
 from gyre_stack.demo.text.steps.features import WINDOW
 
@@ -32,29 +29,12 @@ async def run(loop: TextLoop) -> None:
     metric history in tracking, v1's format, signature and lineage, and production -> 1."""
     plan = loop.plan
     request_id = f"demo-text-{uuid.uuid4()}"
-    command = [*loop.gyre_cli, "--trainer", loop.endpoints["trainer"].grpc, "train",
-               "--model", plan.model, "--feature-view", plan.feature_view, "--label", LABEL,
-               "--backend", "torch-text", "--text-feature", TEXT_FEATURE,
-               "--start", rfc3339(WINDOW[0]), "--end", rfc3339(WINDOW[1]), "--max-evals", str(plan.max_evals),
-               "--promote-to", "production", "--request-id", request_id]
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE)
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise LoopError(f"`gyre train` exited {process.returncode}: {err.decode()} {out.decode()}")
-    job = json.loads(out)["job"]
+    job = await gyre_train(loop.base, request_id, LABEL, WINDOW[0], WINDOW[1],
+                           ["--backend", "torch-text", "--text-feature", TEXT_FEATURE])
     loop.say(f"b. `gyre train --backend torch-text --text-feature {TEXT_FEATURE} --max-evals {plan.max_evals}` "
              f"queued job {job['job_id']} (request {request_id})")
 
-    def mine(m: ev.TrainingEvent) -> bool:
-        return m.request_id == request_id
-    done = await loop.topics.wait(TRAINING_EVENTS, lambda m: mine(m) and m.status in ENDED,
-                                  within_s=plan.deadline_s * 2, what="TrainingEvent SUCCEEDED")
-    if done[0].status != ev.TRAINING_STATUS_SUCCEEDED:
-        raise LoopError(f"training failed: {done[0].error}")
-    trials = loop.topics.of(TRAINING_EVENTS, lambda m: mine(m) and m.status == ev.TRAINING_STATUS_TRIAL_COMPLETED)
-    if len({t.trial_number for t in trials}) < plan.max_evals:
-        raise LoopError(f"{len(trials)} TRIAL_COMPLETED events, expected {plan.max_evals}")
+    done, trials = await wait_trained(loop.base, request_id)
     if done[0].model_version != 1:
         raise LoopError(f"the first training registered version {done[0].model_version}, expected 1")
     loop.say(f"b. training.events: {len(trials)} TRIAL_COMPLETED, SUCCEEDED -> version 1 "
