@@ -354,10 +354,12 @@ class PostgresJobStore(JobStore):
                 if queued >= max_queued:
                     raise QueueFull(f"{queued} jobs are queued (limit {max_queued})")
             status, error = ("failed", rejected[0]) if rejected is not None else ("queued", "")
+            # No conflict target: job_id is derived from request_id, and two concurrent submits may
+            # collide on either unique index first (the primary key raised UniqueViolation once).
             row = await conn.fetchrow(
                 f"INSERT INTO jobs (job_id, request_id, model_name, request, status, error, finished_at) "
                 f"VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $5 = 'failed' THEN now() END) "
-                f"ON CONFLICT (request_id) DO NOTHING RETURNING {_JOB_COLUMNS}",
+                f"ON CONFLICT DO NOTHING RETURNING {_JOB_COLUMNS}",
                 job_id, request.request_id, request.model_name, request_to_proto(request).SerializeToString(),
                 status, error,
             )
